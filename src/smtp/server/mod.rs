@@ -1,0 +1,6 @@
+//! The inbound SMTP server: listeners, TLS, the per-connection driver and the session state
+//! machine. It accepts mail from trusted clients and hands it to the spool; it never talks to
+//! Exchange.
+
+pub mod sasl;
+pub mod session;

@@ -1,0 +1,599 @@
+//! The inbound SMTP session state machine: lines in, replies and [`Action`]s out.
+//!
+//! No socket, no clock, no disk: the connection driver (`conn.rs`) feeds it command lines and
+//! the results of the actions it asked for (message stored, password checked, TLS started),
+//! and sends the replies it returns, in order. That keeps every protocol decision here and
+//! testable without I/O.
+//!
+//! Invariants:
+//! - MAIL is accepted only from a client with a [`Grant`] (an authenticated user, or a trusted
+//!   network); everyone else gets `530 5.7.0`. The sender must match the grant's patterns.
+//! - AUTH is offered and accepted only over TLS, unless the listener allows it in clear.
+//! - Every reply of class 2, 4 or 5 carries an enhanced status code (RFC 2034), except the
+//!   greeting and the EHLO/HELO answers, which RFC 2034 excludes.
+//! - After STARTTLS the session forgets everything it was told in clear (RFC 3207 §4.2).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::policy::{Grant, Principal};
+use crate::secret::Secret;
+use crate::smtp::proto::address::Address;
+use crate::smtp::proto::command::{Command, MailFrom, parse_command};
+use crate::smtp::proto::reply::Reply;
+
+use super::sasl::{self, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, SaslError};
+
+/// How a listener does TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Implicit,
+}
+
+/// Per-listener settings the session needs.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub hostname: String,
+    pub tls_mode: TlsMode,
+    pub allow_auth_without_tls: bool,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Errors (5xx answers to commands) tolerated before the connection is closed.
+    pub max_errors: u32,
+    /// Failed AUTH attempts tolerated in one session before it is closed.
+    pub max_auth_failures: u32,
+}
+
+/// What the driver must do after sending [`Step::reply`].
+#[derive(Debug)]
+pub enum Action {
+    None,
+    /// Read the message content, store it, then call [`Session::data_finished`].
+    ReceiveData(Box<DataRequest>),
+    /// Run the TLS handshake, then call [`Session::tls_established`].
+    StartTls,
+    /// Check these credentials off the reactor, then call [`Session::auth_finished`].
+    VerifyPassword {
+        username: String,
+        password: Secret,
+    },
+    /// Close the connection.
+    Close,
+}
+
+/// One reply (or none) and the action that follows it.
+#[derive(Debug)]
+pub struct Step {
+    pub reply: Option<Reply>,
+    pub action: Action,
+}
+
+impl Step {
+    fn reply(reply: Reply) -> Step {
+        Step {
+            reply: Some(reply),
+            action: Action::None,
+        }
+    }
+
+    fn then(reply: Reply, action: Action) -> Step {
+        Step {
+            reply: Some(reply),
+            action,
+        }
+    }
+}
+
+/// Everything the driver needs to receive and store one message.
+#[derive(Debug, Clone)]
+pub struct DataRequest {
+    pub account: String,
+    pub principal: Principal,
+    pub sender: Option<Address>,
+    pub recipients: Vec<Address>,
+    pub peer: SocketAddr,
+    pub helo: Option<String>,
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA` or `ESMTPSA` (RFC 3848), for the Received header.
+    pub protocol: &'static str,
+    pub tls: bool,
+    pub smtputf8: bool,
+    pub max_size: u64,
+}
+
+/// How receiving and storing a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataOutcome {
+    /// Stored durably under this queue id.
+    Queued(String),
+    /// The content was larger than the limit.
+    TooLarge,
+    /// The header section was larger than the limit.
+    HeaderTooLarge,
+    /// The spool's disk is full.
+    StorageFull,
+    /// The spool could not store the message.
+    StorageFailed,
+}
+
+#[derive(Debug)]
+enum AuthPhase {
+    Idle,
+    PlainResponse,
+    LoginUsername,
+    LoginPassword { username: String },
+    Verifying,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    mail: MailFrom,
+    recipients: Vec<Address>,
+}
+
+/// One inbound SMTP session.
+#[derive(Debug)]
+pub struct Session {
+    settings: Arc<SessionSettings>,
+    peer: SocketAddr,
+    network_grant: Option<Arc<Grant>>,
+    tls_active: bool,
+    helo: Option<(String, bool)>,
+    user: Option<Arc<Grant>>,
+    transaction: Option<Transaction>,
+    auth: AuthPhase,
+    in_data: bool,
+    errors: u32,
+    auth_failures: u32,
+}
+
+impl Session {
+    /// A new session. `tls_active` is true on implicit-TLS listeners.
+    pub fn new(
+        settings: Arc<SessionSettings>,
+        peer: SocketAddr,
+        network_grant: Option<Arc<Grant>>,
+        tls_active: bool,
+    ) -> Session {
+        Session {
+            settings,
+            peer,
+            network_grant,
+            tls_active,
+            helo: None,
+            user: None,
+            transaction: None,
+            auth: AuthPhase::Idle,
+            in_data: false,
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// The `220` greeting.
+    pub fn greeting(&self) -> Reply {
+        Reply::bare(
+            220,
+            vec![format!("{} ESMTP smtp-oauth-relay ready", self.settings.hostname).into()],
+        )
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&Arc<Grant>> {
+        self.user.as_ref()
+    }
+
+    /// True while the next line is a SASL response, not a command.
+    pub fn expects_auth_response(&self) -> bool {
+        matches!(
+            self.auth,
+            AuthPhase::PlainResponse | AuthPhase::LoginUsername | AuthPhase::LoginPassword { .. }
+        )
+    }
+
+    /// Handle one input line (a command, or a SASL response while AUTH is in progress).
+    pub fn handle_line(&mut self, line: &[u8]) -> Step {
+        if self.expects_auth_response() {
+            return self.auth_response(line);
+        }
+        match parse_command(line) {
+            Ok(command) => self.command(command),
+            Err(error) => self.error(error.reply()),
+        }
+    }
+
+    /// The line was longer than the limit and was discarded.
+    pub fn line_too_long(&mut self) -> Step {
+        if self.expects_auth_response() {
+            self.auth = AuthPhase::Idle;
+        }
+        self.error(Reply::new(500, "5.5.2", "Line too long"))
+    }
+
+    /// Count a 5xx answer; close the connection after too many.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors > self.settings.max_errors {
+            return Step::then(
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "{} Too many errors, closing connection",
+                        self.settings.hostname
+                    ),
+                ),
+                Action::Close,
+            );
+        }
+        Step::reply(reply)
+    }
+
+    fn command(&mut self, command: Command) -> Step {
+        match command {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail(mail) => self.mail(mail),
+            Command::Rcpt(recipient) => self.rcpt(recipient),
+            Command::Data => self.data(),
+            Command::Rset => {
+                self.transaction = None;
+                Step::reply(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => Step::reply(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => Step::then(
+                Reply::new(
+                    221,
+                    "2.0.0",
+                    format!("{} closing connection", self.settings.hostname),
+                ),
+                Action::Close,
+            ),
+            Command::Vrfy => Step::reply(Reply::new(
+                252,
+                "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Expn => self.error(Reply::new(502, "5.5.1", "EXPN is not available")),
+            Command::Help => Step::reply(Reply::new(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+            )),
+            Command::StartTls => self.starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(&mechanism, initial_response),
+            Command::Bdat => Step::then(
+                Reply::new(
+                    502,
+                    "5.5.1",
+                    "BDAT is not supported (CHUNKING is not offered), closing connection",
+                ),
+                Action::Close,
+            ),
+        }
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.tls_active || self.settings.allow_auth_without_tls
+    }
+
+    fn hello(&mut self, name: String, extended: bool) -> Step {
+        self.transaction = None;
+        let hostname = &self.settings.hostname;
+        let reply = if extended {
+            let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
+                format!(
+                    "{hostname} Hello {name} [{}]",
+                    self.peer.ip().to_canonical()
+                )
+                .into(),
+                "PIPELINING".into(),
+                format!("SIZE {}", self.settings.max_message_size).into(),
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "SMTPUTF8".into(),
+            ];
+            if self.settings.tls_mode == TlsMode::Starttls && !self.tls_active {
+                lines.push("STARTTLS".into());
+            }
+            if self.auth_offered() {
+                lines.push("AUTH PLAIN LOGIN".into());
+                // Some old clients (Outlook Express era, some printers) only read this form.
+                lines.push("AUTH=PLAIN LOGIN".into());
+            }
+            lines.push("HELP".into());
+            Reply::bare(250, lines)
+        } else {
+            Reply::bare(250, vec![hostname.clone().into()])
+        };
+        self.helo = Some((name, extended));
+        Step::reply(reply)
+    }
+
+    fn grant(&self) -> Option<&Arc<Grant>> {
+        self.user.as_ref().or(self.network_grant.as_ref())
+    }
+
+    fn mail(&mut self, mail: MailFrom) -> Step {
+        if self.transaction.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "Sender already specified"));
+        }
+        let Some(grant) = self.grant() else {
+            let text = if self.auth_offered() {
+                "Authentication required"
+            } else if self.settings.tls_mode == TlsMode::Starttls {
+                "Authentication required; issue STARTTLS first, then AUTH"
+            } else {
+                "Authentication required, and this client is not on a trusted network"
+            };
+            return self.error(Reply::new(530, "5.7.0", text));
+        };
+        if !grant.allows_sender(mail.sender.as_ref()) {
+            let sender = mail
+                .sender
+                .as_ref()
+                .map(Address::to_string)
+                .unwrap_or_default();
+            let principal = grant.principal.to_string();
+            return self.error(Reply::new(
+                550,
+                "5.7.1",
+                format!("Sender address <{sender}> is not allowed for {principal}"),
+            ));
+        }
+        if let Some(size) = mail.declared_size
+            && size > self.settings.max_message_size
+        {
+            return self.error(Reply::new(
+                552,
+                "5.3.4",
+                format!(
+                    "Message size exceeds fixed maximum message size of {} bytes",
+                    self.settings.max_message_size
+                ),
+            ));
+        }
+        let sender = mail
+            .sender
+            .as_ref()
+            .map(Address::to_string)
+            .unwrap_or_default();
+        self.transaction = Some(Transaction {
+            mail,
+            recipients: Vec::new(),
+        });
+        Step::reply(Reply::new(250, "2.1.0", format!("Sender <{sender}> ok")))
+    }
+
+    fn rcpt(&mut self, recipient: Address) -> Step {
+        let max = self.settings.max_recipients;
+        let Some(transaction) = self.transaction.as_mut() else {
+            return self.error(Reply::new(503, "5.5.1", "Need MAIL command first"));
+        };
+        if transaction.recipients.len() >= max {
+            return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        let reply = Reply::new(250, "2.1.5", format!("Recipient <{recipient}> ok"));
+        transaction.recipients.push(recipient);
+        Step::reply(reply)
+    }
+
+    fn data(&mut self) -> Step {
+        let Some(transaction) = self.transaction.as_ref() else {
+            return self.error(Reply::new(503, "5.5.1", "Need MAIL command first"));
+        };
+        if transaction.recipients.is_empty() {
+            return self.error(Reply::new(554, "5.5.1", "No valid recipients"));
+        }
+        let Some(grant) = self.grant() else {
+            return self.error(Reply::new(530, "5.7.0", "Authentication required"));
+        };
+        let extended = self.helo.as_ref().is_some_and(|(_, extended)| *extended);
+        let authenticated = self.user.is_some();
+        let protocol = match (extended, self.tls_active, authenticated) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let request = DataRequest {
+            account: grant.account.clone(),
+            principal: grant.principal.clone(),
+            sender: transaction.mail.sender.clone(),
+            recipients: transaction.recipients.clone(),
+            peer: self.peer,
+            helo: self.helo.as_ref().map(|(name, _)| name.clone()),
+            protocol,
+            tls: self.tls_active,
+            smtputf8: transaction.mail.smtputf8,
+            max_size: self.settings.max_message_size,
+        };
+        self.in_data = true;
+        Step::then(
+            Reply::bare(354, vec!["End data with <CR><LF>.<CR><LF>".into()]),
+            Action::ReceiveData(Box::new(request)),
+        )
+    }
+
+    /// The driver finished receiving the content.
+    pub fn data_finished(&mut self, outcome: DataOutcome) -> Step {
+        self.in_data = false;
+        self.transaction = None;
+        let max = self.settings.max_message_size;
+        Step::reply(match outcome {
+            DataOutcome::Queued(id) => Reply::new(250, "2.0.0", format!("Ok: queued as {id}")),
+            DataOutcome::TooLarge => Reply::new(
+                552,
+                "5.3.4",
+                format!("Message size exceeds fixed maximum message size of {max} bytes"),
+            ),
+            DataOutcome::HeaderTooLarge => {
+                Reply::new(552, "5.3.4", "Message header section is too large")
+            }
+            DataOutcome::StorageFull => Reply::new(
+                452,
+                "4.3.1",
+                "Insufficient system storage, please try again later",
+            ),
+            DataOutcome::StorageFailed => Reply::new(
+                451,
+                "4.3.0",
+                "Local error while storing the message, please try again later",
+            ),
+        })
+    }
+
+    fn starttls(&mut self) -> Step {
+        if self.tls_active {
+            return self.error(Reply::new(503, "5.5.1", "TLS is already active"));
+        }
+        if self.settings.tls_mode != TlsMode::Starttls {
+            return self.error(Reply::new(
+                502,
+                "5.5.1",
+                "STARTTLS is not offered on this port",
+            ));
+        }
+        Step::then(
+            Reply::new(220, "2.0.0", "Ready to start TLS"),
+            Action::StartTls,
+        )
+    }
+
+    /// The TLS handshake succeeded: forget everything negotiated in clear.
+    pub fn tls_established(&mut self) {
+        self.tls_active = true;
+        self.helo = None;
+        self.user = None;
+        self.transaction = None;
+        self.auth = AuthPhase::Idle;
+    }
+
+    fn auth(&mut self, mechanism: &str, initial_response: Option<String>) -> Step {
+        if self.user.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "Already authenticated"));
+        }
+        if self.transaction.is_some() {
+            return self.error(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a mail transaction",
+            ));
+        }
+        if !self.auth_offered() {
+            return self.error(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        match (mechanism, initial_response) {
+            ("PLAIN", None) => {
+                self.auth = AuthPhase::PlainResponse;
+                Step::reply(Reply::bare(334, vec![]))
+            }
+            ("PLAIN", Some(response)) => self.plain(&response),
+            ("LOGIN", None) => {
+                self.auth = AuthPhase::LoginUsername;
+                Step::reply(Reply::bare(334, vec![LOGIN_USERNAME_PROMPT.into()]))
+            }
+            ("LOGIN", Some(response)) => {
+                self.auth = AuthPhase::LoginUsername;
+                self.auth_response(response.as_bytes())
+            }
+            _ => self.error(Reply::new(504, "5.5.4", "Unrecognized authentication type")),
+        }
+    }
+
+    fn auth_response(&mut self, line: &[u8]) -> Step {
+        let phase = std::mem::replace(&mut self.auth, AuthPhase::Idle);
+        let Ok(line) = std::str::from_utf8(line) else {
+            return self.sasl_error(SaslError::BadBase64);
+        };
+        match phase {
+            AuthPhase::PlainResponse => self.plain(line),
+            AuthPhase::LoginUsername => match sasl::decode_login_field(line) {
+                Ok(username) if !username.is_empty() => {
+                    self.auth = AuthPhase::LoginPassword { username };
+                    Step::reply(Reply::bare(334, vec![LOGIN_PASSWORD_PROMPT.into()]))
+                }
+                Ok(_) => self.sasl_error(SaslError::BadPlain),
+                Err(error) => self.sasl_error(error),
+            },
+            AuthPhase::LoginPassword { username } => match sasl::decode_login_field(line) {
+                Ok(password) => self.verify(username, Secret::new(password)),
+                Err(error) => self.sasl_error(error),
+            },
+            AuthPhase::Idle | AuthPhase::Verifying => {
+                self.error(Reply::new(503, "5.5.1", "No authentication in progress"))
+            }
+        }
+    }
+
+    fn plain(&mut self, response: &str) -> Step {
+        match sasl::decode_plain(response) {
+            Ok((username, password)) => self.verify(username, password),
+            Err(error) => self.sasl_error(error),
+        }
+    }
+
+    fn verify(&mut self, username: String, password: Secret) -> Step {
+        self.auth = AuthPhase::Verifying;
+        Step {
+            reply: None,
+            action: Action::VerifyPassword { username, password },
+        }
+    }
+
+    fn sasl_error(&mut self, error: SaslError) -> Step {
+        self.auth = AuthPhase::Idle;
+        match error {
+            SaslError::Cancelled => {
+                self.error(Reply::new(501, "5.7.0", "Authentication cancelled"))
+            }
+            SaslError::BadBase64 => {
+                self.error(Reply::new(501, "5.5.2", "Cannot decode the response"))
+            }
+            SaslError::BadPlain | SaslError::ProxyNotAllowed => self.auth_finished(None),
+        }
+    }
+
+    /// The password check finished: `Some(grant)` on success.
+    pub fn auth_finished(&mut self, grant: Option<Arc<Grant>>) -> Step {
+        self.auth = AuthPhase::Idle;
+        match grant {
+            Some(grant) => {
+                self.user = Some(grant);
+                Step::reply(Reply::new(235, "2.7.0", "Authentication successful"))
+            }
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= self.settings.max_auth_failures {
+                    return Step::then(
+                        Reply::new(
+                            421,
+                            "4.7.0",
+                            "Too many authentication failures, closing connection",
+                        ),
+                        Action::Close,
+                    );
+                }
+                self.error(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
