@@ -4,6 +4,8 @@
 //!
 //! See `ARCHITECTURE.md` for the parts and the way a message travels.
 
+pub mod config;
 pub mod policy;
 pub mod secret;
 pub mod smtp;
+pub mod tls;

@@ -271,7 +271,12 @@ fn validate_domain(domain: &str) -> Result<(), AddressError> {
 mod tests {
     use super::*;
 
-    type PathCase = (&'static str, bool, Result<Option<&'static str>, AddressError>, &'static str);
+    type PathCase = (
+        &'static str,
+        bool,
+        Result<Option<&'static str>, AddressError>,
+        &'static str,
+    );
 
     #[test]
     fn paths_table() {

@@ -1,0 +1,240 @@
+//! Configuration: the `relay.toml` schema ([`raw`]), its validation ([`validate`]) and the
+//! checked, typed settings the rest of the relay runs on ([`Config`]).
+//!
+//! Invariants: a [`Config`] only exists when every key passed validation; all errors are
+//! reported together, each with its key path (`account[0].tenant_id: …`); secrets are read
+//! from the file or environment named in the config at load time and held as [`Secret`]s;
+//! relative paths are resolved against the config file's directory. Knows nothing of sockets.
+
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::policy::Policy;
+use crate::secret::Secret;
+use crate::smtp::proto::address::Address;
+use crate::smtp::server::session::TlsMode;
+
+pub use validate::ConfigError;
+
+/// Default Entra authority (worldwide cloud).
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Default token scope for SMTP submission to Exchange Online.
+pub const DEFAULT_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Default SMTP submission endpoint.
+pub const DEFAULT_SMTP_SERVER: &str = "smtp.office365.com:587";
+/// Default spool location.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtp-oauth-relay";
+
+/// The whole, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub relay: RelaySettings,
+    pub limits: Limits,
+    pub queue: QueueSettings,
+    pub listeners: Vec<ListenerSettings>,
+    pub accounts: Vec<AccountSettings>,
+    pub policy: Arc<Policy>,
+    /// Things that work but deserve the admin's attention (logged at startup, shown by `check`).
+    pub warnings: Vec<String>,
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub hostname: String,
+    pub state_dir: PathBuf,
+}
+
+/// `[limits]`: every inbound bound, each with a safe default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_line_length: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+    pub max_header_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 500,
+            max_line_length: 4096,
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(3 * 60),
+            session_timeout: Duration::from_secs(60 * 60),
+            max_errors: 20,
+            max_auth_failures: 3,
+            max_header_size: 1024 * 1024,
+        }
+    }
+}
+
+/// `[queue]`: when to retry and when to give up.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Delays between attempts; the last one repeats.
+    pub retry_schedule: Vec<Duration>,
+    pub max_age: Duration,
+    /// How long an upstream session may stay open with nothing to send.
+    pub connection_idle_timeout: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            retry_schedule: [60, 5 * 60, 15 * 60, 30 * 60, 60 * 60]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_age: Duration::from_secs(5 * 24 * 3600),
+            connection_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Clone)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    pub tls: TlsMode,
+    /// Loaded certificate chain and key, present for `starttls` and `implicit`.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub allow_auth_without_tls: bool,
+}
+
+impl fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("address", &self.address)
+            .field("tls", &self.tls)
+            .field("certificate", &self.certificate)
+            .field("allow_auth_without_tls", &self.allow_auth_without_tls)
+            .finish()
+    }
+}
+
+/// How the relay reaches the upstream SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plain TCP, then STARTTLS (required; the token is never sent in clear).
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+    /// No TLS at all: only for tests against a local emulator.
+    None,
+}
+
+/// How the app proves its identity to Entra.
+#[derive(Debug, Clone)]
+pub enum ClientCredential {
+    Secret(Secret),
+}
+
+/// One `[[account]]`: a mailbox and the Entra app that may send as it.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub name: String,
+    pub mailbox: Address,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub credential: ClientCredential,
+    /// Without a trailing slash.
+    pub authority: String,
+    pub scope: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_tls: UpstreamTls,
+    /// Extra trusted roots from `ca_file` (TLS-inspecting proxies, tests).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub max_connections: usize,
+    /// 0 means no pacing.
+    pub max_messages_per_minute: u32,
+}
+
+impl AccountSettings {
+    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id)
+    }
+}
+
+/// Every problem found in a config, in order.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} error(s):", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &base)
+    }
+
+    /// Parse and validate TOML text; relative paths resolve against `base`.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let location = e
+                .span()
+                .map(|span| {
+                    let line = text
+                        .get(..span.start)
+                        .map_or(1, |t| t.matches('\n').count() + 1);
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            ConfigErrors(vec![ConfigError::new("", format!("{location}{message}"))])
+        })?;
+        validate::validate(raw, base)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

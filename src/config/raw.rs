@@ -1,0 +1,114 @@
+//! The TOML schema exactly as users write it (`relay.toml`). Every field is optional here so
+//! that validation can report every missing or wrong key at once, by its key path, instead of
+//! stopping at the first one; `deny_unknown_fields` catches typos.
+//!
+//! Key names are a contract with users (see `relay.toml.example`): add keys, never rename.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub relay: RawRelay,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub listener: Vec<RawListener>,
+    #[serde(default)]
+    pub account: Vec<RawAccount>,
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+    #[serde(default)]
+    pub network: Vec<RawNetwork>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    pub hostname: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_message_size: Option<ByteSize>,
+    pub max_recipients: Option<usize>,
+    pub max_line_length: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub command_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub data_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub session_timeout: Option<Duration>,
+    pub max_errors: Option<u32>,
+    pub max_auth_failures: Option<u32>,
+    pub max_header_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub retry_schedule: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub connection_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: Option<String>,
+    pub tls: Option<String>,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub allow_auth_without_tls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub name: Option<String>,
+    pub mailbox: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    pub client_certificate: Option<PathBuf>,
+    pub authority: Option<String>,
+    pub scope: Option<String>,
+    pub smtp_server: Option<String>,
+    pub smtp_tls: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_messages_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub username: Option<String>,
+    pub password_hash: Option<String>,
+    pub password: Option<String>,
+    pub account: Option<String>,
+    pub allowed_senders: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub cidr: Option<String>,
+    pub account: Option<String>,
+    pub allowed_senders: Option<Vec<String>>,
+}

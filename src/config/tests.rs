@@ -1,0 +1,176 @@
+//! Config loading and validation tests.
+
+use super::*;
+
+const VALID: &str = r#"
+[relay]
+hostname = "relay.example.lan"
+state_dir = "spool"
+
+[[listener]]
+address = "127.0.0.1:2525"
+
+[[account]]
+name = "m365"
+mailbox = "scanner@contoso.com"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "00000000-0000-0000-0000-000000000001"
+client_secret = "abc~DEF.secret-value"
+
+[[user]]
+username = "printer"
+password = "pw"
+account = "m365"
+allowed_senders = ["scanner@contoso.com"]
+
+[[network]]
+cidr = "192.168.10.0/24"
+account = "m365"
+allowed_senders = ["*@contoso.com"]
+"#;
+
+#[test]
+fn valid_config_with_defaults() {
+    let config = Config::from_toml(VALID, Path::new("/etc/relay")).unwrap();
+    assert_eq!(config.relay.hostname, "relay.example.lan");
+    assert_eq!(config.relay.state_dir, PathBuf::from("/etc/relay/spool"));
+    let account = &config.accounts[0];
+    assert_eq!(account.authority, DEFAULT_AUTHORITY);
+    assert_eq!(account.scope, DEFAULT_SCOPE);
+    assert_eq!(
+        (account.smtp_host.as_str(), account.smtp_port),
+        ("smtp.office365.com", 587)
+    );
+    assert_eq!(account.smtp_tls, UpstreamTls::Starttls);
+    assert_eq!(account.max_connections, 3);
+    assert_eq!(account.max_messages_per_minute, 30);
+    assert_eq!(
+        account.token_endpoint(),
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    assert_eq!(config.limits.max_message_size, 35 * 1024 * 1024);
+    assert_eq!(config.queue.retry_schedule.len(), 5);
+    assert_eq!(config.policy.counts(), (1, 1));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("password is stored in clear"))
+    );
+}
+
+#[test]
+fn every_error_is_reported_by_key_path() {
+    let text = r#"
+[limits]
+max_message_size = "200 MiB"
+
+[queue]
+retry_schedule = ["1m", "soon"]
+
+[[listener]]
+address = "localhost"
+tls = "starttls"
+
+[[account]]
+name = "m365"
+mailbox = "not-an-address"
+tenant_id = "common"
+client_id = "my-app"
+authority = "http://login.example"
+scope = "https://outlook.office365.com/SMTP.Send"
+smtp_server = "smtp.office365.com"
+
+[[user]]
+username = "printer"
+account = "nope"
+allowed_senders = ["bad pattern"]
+"#;
+    let errors = Config::from_toml(text, Path::new("/")).unwrap_err().0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "limits.max_message_size",
+        "queue.retry_schedule[1]",
+        "listener[0].address",
+        "listener[0].certificate",
+        "listener[0].private_key",
+        "account[0].mailbox",
+        "account[0].tenant_id",
+        "account[0].client_id",
+        "account[0].client_secret",
+        "account[0].authority",
+        "account[0].scope",
+        "account[0].smtp_server",
+        "user[0].password_hash",
+        "user[0].account",
+        "user[0].allowed_senders[0]",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    let rendered = ConfigErrors(errors).to_string();
+    assert!(rendered.contains("AADSTS9001023"));
+    assert!(rendered.contains("Application (client) ID"));
+}
+
+#[test]
+fn empty_config_names_what_is_missing() {
+    let errors = Config::from_toml("", Path::new("/")).unwrap_err().0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["listener", "account", "user"]);
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let text = "[relay]\nhostname = \"x\"\nstate_directory = \"/tmp\"\n";
+    let errors = Config::from_toml(text, Path::new("/")).unwrap_err().0;
+    assert!(errors[0].message.contains("line 3"), "{errors:?}");
+    assert!(errors[0].message.contains("state_directory"), "{errors:?}");
+}
+
+#[test]
+fn secrets_from_file_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "from-file\n").unwrap();
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_secret_file = \"secret.txt\"",
+    );
+    let config = Config::from_toml(&text, dir.path()).unwrap();
+    let ClientCredential::Secret(secret) = &config.accounts[0].credential;
+    assert_eq!(secret.expose(), "from-file");
+
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_secret_env = \"SMTP_OAUTH_RELAY_TEST_UNSET_VARIABLE\"",
+    );
+    let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
+    assert_eq!(errors[0].path, "account[0].client_secret_env");
+}
+
+#[test]
+fn a_secret_that_looks_like_a_secret_id_is_flagged() {
+    let text = VALID.replace(
+        "abc~DEF.secret-value",
+        "6f1c2e3d-0000-4000-8000-00000000abcd",
+    );
+    let config = Config::from_toml(&text, Path::new("/")).unwrap();
+    assert!(config.warnings.iter().any(|w| w.contains("secret's ID")));
+}
+
+#[test]
+fn the_secret_never_appears_in_debug_output() {
+    let config = Config::from_toml(VALID, Path::new("/")).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("abc~DEF.secret-value"));
+    assert!(!debug.contains("\"pw\""));
+}
+
+#[test]
+fn more_than_three_connections_per_mailbox_is_refused() {
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_secret = \"abc~DEF.secret-value\"\nmax_connections = 4",
+    );
+    let errors = Config::from_toml(&text, Path::new("/")).unwrap_err().0;
+    assert_eq!(errors[0].path, "account[0].max_connections");
+}
