@@ -5,7 +5,9 @@
 //! See `ARCHITECTURE.md` for the parts and the way a message travels.
 
 pub mod config;
+pub mod message;
 pub mod policy;
 pub mod secret;
 pub mod smtp;
+pub mod spool;
 pub mod tls;

@@ -1,0 +1,297 @@
+//! Header work on accepted mail, applied while the content streams to the spool.
+//!
+//! The relay forwards a message byte for byte as received, plus one `Received:` trace field
+//! at the top (RFC 5321 §4.4) and, only when they are missing, `Date:` and `Message-ID:`
+//! (RFC 5322 requires both; Exchange and receiving systems score mail without them).
+//!
+//! Invariants: only the header section is buffered, and only up to `max_header_size`; the
+//! body passes through untouched in constant memory; header fields are appended at the end
+//! of the header section, never reordered or rewritten; a message whose first line is not a
+//! header gets an empty line after the added fields, so its body stays a body.
+
+use std::net::SocketAddr;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+/// The header section grew beyond the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the header section is larger than the limit")]
+pub struct HeaderTooLarge;
+
+/// Facts for the `Received:` field.
+#[derive(Debug, Clone)]
+pub struct TraceInfo<'a> {
+    pub helo: Option<&'a str>,
+    pub peer: SocketAddr,
+    pub hostname: &'a str,
+    pub protocol: &'a str,
+    pub queue_id: &'a str,
+    /// Named in the field only when the message has exactly one recipient.
+    pub single_recipient: Option<&'a str>,
+    pub now: OffsetDateTime,
+}
+
+/// An RFC 5322 date, e.g. `Sat, 28 Nov 2026 22:54:09 +0000`.
+pub fn rfc5322_date(when: OffsetDateTime) -> String {
+    when.format(&Rfc2822)
+        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
+}
+
+/// The `Received:` field, folded, with CRLF.
+pub fn received_field(trace: &TraceInfo<'_>) -> String {
+    let ip = trace.peer.ip().to_canonical();
+    let helo = trace.helo.unwrap_or("unknown");
+    let mut field = format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {} (smtp-oauth-relay) with {} id {}",
+        trace.hostname, trace.protocol, trace.queue_id
+    );
+    if let Some(recipient) = trace.single_recipient {
+        field.push_str(&format!("\r\n\tfor <{recipient}>"));
+    }
+    field.push_str(&format!("; {}\r\n", rfc5322_date(trace.now)));
+    field
+}
+
+enum Stage {
+    Headers(Vec<u8>),
+    Body,
+}
+
+/// Streams content to the spool, adding the trace and missing fields. See the module docs.
+pub struct MessageAssembler {
+    stage: Stage,
+    received: String,
+    hostname: String,
+    queue_id: String,
+    now: OffsetDateTime,
+    max_header_size: usize,
+    /// Where in the header buffer the next unchecked line starts.
+    scanned: usize,
+}
+
+impl MessageAssembler {
+    /// `received` is the field from [`received_field`].
+    pub fn new(
+        received: String,
+        hostname: &str,
+        queue_id: &str,
+        now: OffsetDateTime,
+        max_header_size: usize,
+    ) -> MessageAssembler {
+        MessageAssembler {
+            stage: Stage::Headers(Vec::new()),
+            received,
+            hostname: hostname.to_string(),
+            queue_id: queue_id.to_string(),
+            now,
+            max_header_size,
+            scanned: 0,
+        }
+    }
+
+    /// Feed content (already unstuffed, CRLF line endings); bytes for the spool go to `out`.
+    ///
+    /// # Errors
+    /// [`HeaderTooLarge`] once the header section passes the limit.
+    pub fn push(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderTooLarge> {
+        let Stage::Headers(buffer) = &mut self.stage else {
+            out.extend_from_slice(content);
+            return Ok(());
+        };
+        buffer.extend_from_slice(content);
+        if let Some(end) = header_end(buffer, &mut self.scanned) {
+            let buffer = std::mem::take(buffer);
+            self.emit(&buffer, end, out);
+            return Ok(());
+        }
+        if buffer.len() > self.max_header_size {
+            return Err(HeaderTooLarge);
+        }
+        Ok(())
+    }
+
+    /// The content is complete: flush what is still buffered.
+    ///
+    /// # Errors
+    /// [`HeaderTooLarge`] if the whole message is one oversized header section.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), HeaderTooLarge> {
+        if let Stage::Headers(buffer) = &mut self.stage {
+            if buffer.len() > self.max_header_size {
+                return Err(HeaderTooLarge);
+            }
+            let buffer = std::mem::take(buffer);
+            let len = buffer.len();
+            self.emit(&buffer, len, out);
+        }
+        Ok(())
+    }
+
+    /// Write the trace field, the header section `buffer[..end]`, the missing fields, then the
+    /// rest of the buffer, and switch to pass-through.
+    fn emit(&mut self, buffer: &[u8], end: usize, out: &mut Vec<u8>) {
+        let (headers, rest) = buffer.split_at(end.min(buffer.len()));
+        out.extend_from_slice(self.received.as_bytes());
+        out.extend_from_slice(headers);
+        if !headers.is_empty() && !headers.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        let mut added = false;
+        if !has_field(headers, b"date") {
+            out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(self.now)).as_bytes());
+            added = true;
+        }
+        if !has_field(headers, b"message-id") {
+            let mut random = [0u8; 6];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+            let random = crate::spool::format::hex(&random);
+            out.extend_from_slice(
+                format!(
+                    "Message-ID: <{}.{random}@{}>\r\n",
+                    self.queue_id, self.hostname
+                )
+                .as_bytes(),
+            );
+            added = true;
+        }
+        if added && !rest.is_empty() && !rest.starts_with(b"\r\n") {
+            // The first line was not a header: keep it in the body.
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(rest);
+        self.stage = Stage::Body;
+    }
+}
+
+/// Find where the header section ends: the index of the empty line, or of the first line
+/// that is not a header field. `scanned` remembers progress between calls.
+fn header_end(buffer: &[u8], scanned: &mut usize) -> Option<usize> {
+    loop {
+        let rest = buffer.get(*scanned..)?;
+        let newline = memchr::memchr(b'\n', rest)?;
+        let line = rest.get(..newline).unwrap_or(&[]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && *scanned > 0;
+        if line.is_empty() || !(is_continuation || is_field_line(line)) {
+            return Some(*scanned);
+        }
+        *scanned += newline + 1;
+    }
+}
+
+/// `name: value` with a printable, space-free name.
+fn is_field_line(line: &[u8]) -> bool {
+    match memchr::memchr(b':', line) {
+        Some(colon) if colon > 0 => line
+            .get(..colon)
+            .is_some_and(|name| name.iter().all(|&b| (33..=126).contains(&b))),
+        _ => false,
+    }
+}
+
+fn has_field(headers: &[u8], name: &[u8]) -> bool {
+    headers.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line
+                .get(..name.len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            && line.get(name.len()) == Some(&b':')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 22:54:09 UTC);
+
+    fn assemble(content: &[u8], chunk: usize) -> Result<Vec<u8>, HeaderTooLarge> {
+        let mut assembler =
+            MessageAssembler::new("Received: x\r\n".into(), "relay.test", "ID1", NOW, 200);
+        let mut out = Vec::new();
+        for piece in content.chunks(chunk.max(1)) {
+            assembler.push(piece, &mut out)?;
+        }
+        assembler.finish(&mut out)?;
+        Ok(out)
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn complete_message_gets_only_the_trace_field() {
+        let input = b"Date: Fri, 27 Nov 2026 10:00:00 +0100\r\nMessage-ID: <a@b>\r\nSubject: hi\r\n\r\nbody\r\n.line\r\n";
+        for chunk in [1, 3, 7, 1000] {
+            let out = assemble(input, chunk).unwrap();
+            let mut expected = b"Received: x\r\n".to_vec();
+            expected.extend_from_slice(input);
+            assert_eq!(out, expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn missing_date_and_message_id_are_added_at_the_end_of_the_headers() {
+        let out = text(assemble(b"Subject: hi\r\n\r\nbody\r\n", 4).unwrap());
+        let (headers, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(headers.starts_with("Received: x\r\nSubject: hi\r\nDate: Sat, 28 Nov 2026 22:54:09 +0000\r\nMessage-ID: <ID1."));
+        assert!(headers.ends_with("@relay.test>"));
+        assert_eq!(body, "body\r\n");
+    }
+
+    #[test]
+    fn case_insensitive_and_folded_headers() {
+        let input = b"DATE: x\r\nmessage-id:\r\n <a@b>\r\nSubject: a\r\n folded\r\n\r\nb\r\n";
+        let out = assemble(input, 5).unwrap();
+        assert_eq!(out, [b"Received: x\r\n".as_slice(), input].concat());
+    }
+
+    #[test]
+    fn body_without_headers_stays_a_body() {
+        let out = text(assemble(b"just a line of text\r\nmore\r\n", 3).unwrap());
+        assert!(out.starts_with("Received: x\r\nDate: "));
+        assert!(
+            out.ends_with("\r\n\r\njust a line of text\r\nmore\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn headers_only_and_empty_messages() {
+        let out = text(assemble(b"Subject: only headers\r\n", 2).unwrap());
+        assert!(out.starts_with("Received: x\r\nSubject: only headers\r\nDate: "));
+        let out = text(assemble(b"", 1).unwrap());
+        assert!(out.starts_with("Received: x\r\nDate: "));
+        let out = text(assemble(b"\r\nbody only\r\n", 1).unwrap());
+        assert!(out.starts_with("Received: x\r\nDate: "));
+        assert!(out.ends_with(">\r\n\r\nbody only\r\n"), "{out}");
+    }
+
+    #[test]
+    fn oversized_header_section_is_refused() {
+        let huge = format!("Subject: {}\r\n\r\nbody\r\n", "x".repeat(300));
+        assert_eq!(assemble(huge.as_bytes(), 10), Err(HeaderTooLarge));
+        // A large body is fine: only headers are buffered.
+        let big_body = format!("Subject: a\r\n\r\n{}\r\n", "y".repeat(10_000));
+        assert!(assemble(big_body.as_bytes(), 100).is_ok());
+    }
+
+    #[test]
+    fn received_field_format() {
+        let field = received_field(&TraceInfo {
+            helo: Some("printer.lan"),
+            peer: "[::ffff:192.0.2.5]:1234".parse().unwrap(),
+            hostname: "relay.test",
+            protocol: "ESMTPSA",
+            queue_id: "ABC",
+            single_recipient: Some("a@x.example"),
+            now: NOW,
+        });
+        assert_eq!(
+            field,
+            "Received: from printer.lan ([192.0.2.5])\r\n\tby relay.test (smtp-oauth-relay) with ESMTPSA id ABC\r\n\tfor <a@x.example>; Sat, 28 Nov 2026 22:54:09 +0000\r\n"
+        );
+    }
+}

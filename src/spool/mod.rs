@@ -1,0 +1,423 @@
+//! The durable queue on disk. The only part of the relay that writes mail to disk.
+//!
+//! Layout under `<state_dir>/spool/`: `tmp/` (entries being received; wiped at start),
+//! `queue/` (committed entries: `<ID>.msg` body and `<ID>.env` envelope), `failed/` (entries
+//! that will not be delivered, with their reason), `corrupt/` (quarantine; never deleted
+//! automatically).
+//!
+//! Invariants (rule 1 of the design, "accepted means safe"):
+//! - [`SpoolWriter::commit`] returns only after the body and the envelope are fsynced, renamed
+//!   into `queue/` (body first, envelope last: the envelope is the commit record) and the
+//!   `queue/` directory is fsynced. Only then may the relay answer `250`.
+//! - An entry is removed envelope first, so a crash mid-removal leaves an orphan body that
+//!   recovery quarantines, never a half entry that is delivered.
+//! - Every read is verified: the envelope by its checksum, the body by length and SHA-256.
+
+pub mod format;
+pub mod fsio;
+mod recover;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWriteExt;
+
+pub use format::{ClientInfo, Envelope, LastAttempt, QueueId};
+pub use recover::Recovery;
+
+/// A spool failure, mapped to `451 4.3.0` (or `452 4.3.1` when the disk is full).
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool I/O error during {operation}: {source}")]
+    Io {
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spool entry {id} is damaged: {reason}")]
+    Corrupt { id: QueueId, reason: String },
+    #[error("no spool entry {0}")]
+    NotFound(QueueId),
+}
+
+impl SpoolError {
+    fn io(operation: &'static str) -> impl FnOnce(io::Error) -> SpoolError {
+        move |source| SpoolError::Io { operation, source }
+    }
+
+    /// True when the filesystem is out of space or quota.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The spool. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Spool {
+    tmp: PathBuf,
+    queue: PathBuf,
+    failed: PathBuf,
+    corrupt: PathBuf,
+    sequence: AtomicU32,
+}
+
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SpoolError::Io {
+            operation,
+            source: io::Error::other(e),
+        })?
+        .map_err(SpoolError::io(operation))
+}
+
+impl Spool {
+    /// Open (creating if needed) the spool under `state_dir`, wipe `tmp/` and recover the
+    /// committed entries. Damaged entries are moved to `corrupt/` and reported, never fatal.
+    ///
+    /// # Errors
+    /// When the directories cannot be created or read.
+    pub fn open(state_dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
+        let root = state_dir.join("spool");
+        let spool = Spool {
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            failed: root.join("failed"),
+            corrupt: root.join("corrupt"),
+            sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
+        };
+        for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.corrupt] {
+            std::fs::create_dir_all(dir).map_err(SpoolError::io("create spool directories"))?;
+        }
+        let recovery = recover::recover(&spool)?;
+        Ok((spool, recovery))
+    }
+
+    /// The `queue/` directory.
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
+    }
+
+    fn body_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn envelope_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.env"))
+    }
+
+    fn new_id(&self) -> QueueId {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()) as u64;
+        let sequence = u64::from(self.sequence.fetch_add(1, Ordering::Relaxed) & 0x000F_FFFF);
+        format!("{:011X}{:05X}", millis & 0x0FFF_FFFF_FFFF, sequence)
+    }
+
+    /// Start a new entry: a fresh queue id and a body file in `tmp/`.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub async fn create(&self) -> Result<SpoolWriter, SpoolError> {
+        for _ in 0..8 {
+            let id = self.new_id();
+            let tmp_body = self.tmp.join(format!("{id}.msg"));
+            if self.envelope_path(&id).exists() {
+                continue;
+            }
+            let path = tmp_body.clone();
+            match blocking("create spool file", move || fsio::create_new(&path)).await {
+                Ok(file) => {
+                    return Ok(SpoolWriter {
+                        id,
+                        tmp_body,
+                        tmp_dir: self.tmp.clone(),
+                        queue_dir: self.queue.clone(),
+                        file: Some(tokio::io::BufWriter::with_capacity(
+                            64 * 1024,
+                            tokio::fs::File::from_std(file),
+                        )),
+                        digest: ring::digest::Context::new(&ring::digest::SHA256),
+                        len: 0,
+                    });
+                }
+                Err(SpoolError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SpoolError::Io {
+            operation: "create spool file",
+            source: io::Error::other("could not find a free queue id"),
+        })
+    }
+
+    /// Read and verify an entry's envelope.
+    ///
+    /// # Errors
+    /// `NotFound` when it is gone, `Corrupt` when it does not verify.
+    pub async fn load(&self, id: &str) -> Result<Envelope, SpoolError> {
+        if !format::is_valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let path = self.envelope_path(id);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(SpoolError::io("read envelope")(e)),
+        };
+        format::decode(&bytes).map_err(|e| SpoolError::Corrupt {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Read an entry's body and check it against the envelope's length and SHA-256.
+    ///
+    /// # Errors
+    /// `Corrupt` when the body does not match; I/O errors otherwise.
+    pub async fn read_body(&self, envelope: &Envelope) -> Result<Vec<u8>, SpoolError> {
+        let body = tokio::fs::read(self.body_path(&envelope.id))
+            .await
+            .map_err(SpoolError::io("read body"))?;
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            id: envelope.id.clone(),
+            reason,
+        };
+        if body.len() as u64 != envelope.body_len {
+            return Err(corrupt(format!(
+                "body is {} bytes, the envelope says {}",
+                body.len(),
+                envelope.body_len
+            )));
+        }
+        let digest = format::hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
+        if digest != envelope.body_sha256 {
+            return Err(corrupt("body checksum mismatch".into()));
+        }
+        Ok(body)
+    }
+
+    /// Durably replace an entry's envelope (after a failed attempt).
+    ///
+    /// # Errors
+    /// I/O errors; the old envelope stays in place on failure.
+    pub async fn update(&self, envelope: &Envelope) -> Result<(), SpoolError> {
+        let bytes = format::encode(envelope).map_err(|e| SpoolError::Corrupt {
+            id: envelope.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = self.tmp.join(format!("{}.env", envelope.id));
+        let target = self.envelope_path(&envelope.id);
+        let dir = self.queue.clone();
+        blocking("update envelope", move || {
+            fsio::write_and_rename(&tmp, &target, &bytes)?;
+            fsio::sync_dir(&dir)
+        })
+        .await
+    }
+
+    /// Remove a delivered entry (envelope first, then body).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        let envelope = self.envelope_path(id);
+        let body = self.body_path(id);
+        let dir = self.queue.clone();
+        blocking("remove entry", move || {
+            fsio::remove_if_exists(&envelope)?;
+            fsio::remove_if_exists(&body)?;
+            fsio::sync_dir(&dir)
+        })
+        .await
+    }
+
+    /// Move an entry to `failed/` with its final envelope (which records the reason).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn fail(&self, envelope: &Envelope) -> Result<(), SpoolError> {
+        let bytes = format::encode(envelope).map_err(|e| SpoolError::Corrupt {
+            id: envelope.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let id = envelope.id.clone();
+        let tmp = self.tmp.join(format!("{id}.env"));
+        let failed_env = self.failed.join(format!("{id}.env"));
+        let failed_body = self.failed.join(format!("{id}.msg"));
+        let queued_env = self.envelope_path(&id);
+        let queued_body = self.body_path(&id);
+        let (failed_dir, queue_dir) = (self.failed.clone(), self.queue.clone());
+        blocking("move entry to failed", move || {
+            fsio::rename(&queued_body, &failed_body)?;
+            fsio::write_and_rename(&tmp, &failed_env, &bytes)?;
+            fsio::sync_dir(&failed_dir)?;
+            fsio::remove_if_exists(&queued_env)?;
+            fsio::sync_dir(&queue_dir)
+        })
+        .await
+    }
+
+    /// Move whatever exists of an entry to `corrupt/`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn quarantine(&self, id: &str) -> Result<(), SpoolError> {
+        let moves = [
+            (
+                self.envelope_path(id),
+                self.corrupt.join(format!("{id}.env")),
+            ),
+            (self.body_path(id), self.corrupt.join(format!("{id}.msg"))),
+        ];
+        let (corrupt_dir, queue_dir) = (self.corrupt.clone(), self.queue.clone());
+        blocking("quarantine entry", move || {
+            for (from, to) in &moves {
+                match fsio::rename(from, to) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fsio::sync_dir(&corrupt_dir)?;
+            fsio::sync_dir(&queue_dir)
+        })
+        .await
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+/// A spool entry being written. Dropping it without [`commit`](SpoolWriter::commit) removes
+/// the temporary file: nothing half-received ever reaches `queue/`.
+pub struct SpoolWriter {
+    id: QueueId,
+    tmp_body: PathBuf,
+    tmp_dir: PathBuf,
+    queue_dir: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    digest: ring::digest::Context,
+    len: u64,
+}
+
+impl std::fmt::Debug for SpoolWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolWriter")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SpoolWriter {
+    /// The queue id this entry will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Append body bytes.
+    ///
+    /// # Errors
+    /// I/O errors (`is_storage_full` tells a full disk).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let file = self.file.as_mut().ok_or(SpoolError::Io {
+            operation: "write body",
+            source: io::Error::other("writer already finished"),
+        })?;
+        file.write_all(bytes)
+            .await
+            .map_err(SpoolError::io("write body"))?;
+        self.digest.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Make the entry durable in `queue/`. `envelope.id`, `body_len` and `body_sha256` are
+    /// filled in here. Returns only when the entry survives a crash.
+    ///
+    /// # Errors
+    /// I/O errors; the entry is then not committed and its temporary files are removed.
+    pub async fn commit(mut self, mut envelope: Envelope) -> Result<Envelope, SpoolError> {
+        let mut file = self.file.take().ok_or(SpoolError::Io {
+            operation: "commit",
+            source: io::Error::other("writer already finished"),
+        })?;
+        file.flush().await.map_err(SpoolError::io("flush body"))?;
+        let std_file = file.into_inner().into_std().await;
+        envelope.id = self.id.clone();
+        envelope.body_len = self.len;
+        envelope.body_sha256 = format::hex(self.digest.clone().finish().as_ref());
+        let bytes = format::encode(&envelope).map_err(|e| SpoolError::Corrupt {
+            id: self.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp_body = self.tmp_body.clone();
+        let tmp_env = self.tmp_dir.join(format!("{}.env", self.id));
+        let body = self.queue_dir.join(format!("{}.msg", self.id));
+        let env = self.queue_dir.join(format!("{}.env", self.id));
+        let queue_dir = self.queue_dir.clone();
+        let result = blocking("commit entry", move || {
+            fsio::sync_file(&std_file)?;
+            drop(std_file);
+            fsio::rename(&tmp_body, &body)?;
+            if let Err(e) = fsio::write_and_rename(&tmp_env, &env, &bytes) {
+                let _ = fsio::remove_if_exists(&body);
+                return Err(e);
+            }
+            fsio::sync_dir(&queue_dir)
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                // Committed: nothing left in tmp/ for Drop to clean.
+                self.tmp_body = PathBuf::new();
+                Ok(envelope)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        if !self.tmp_body.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp_body);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,185 @@
+//! Spool tests on a real filesystem (a temporary directory).
+
+use super::*;
+use crate::smtp::proto::address::Address;
+
+fn envelope() -> Envelope {
+    Envelope {
+        id: String::new(),
+        account: "m365".into(),
+        sender: Some(Address::parse("scanner@contoso.com").unwrap()),
+        recipients: vec![Address::parse("a@x.example").unwrap()],
+        received_at: unix_now(),
+        body_len: 0,
+        body_sha256: String::new(),
+        eight_bit: false,
+        smtputf8: false,
+        client: ClientInfo {
+            peer: "127.0.0.1:1".into(),
+            helo: None,
+            principal: "user printer".into(),
+        },
+        attempts: 0,
+        next_attempt: unix_now(),
+        last_attempt: None,
+    }
+}
+
+async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
+    let mut writer = spool.create().await.unwrap();
+    writer.write(body).await.unwrap();
+    writer.commit(envelope()).await.unwrap()
+}
+
+#[tokio::test]
+async fn committed_entries_survive_a_reopen_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert!(recovery.entries.is_empty());
+    let first = commit(&spool, b"Subject: one\r\n\r\nbody\r\n").await;
+    let second = commit(&spool, b"Subject: two\r\n\r\nbody\r\n").await;
+    assert_ne!(first.id, second.id);
+    drop(spool);
+
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    let ids: Vec<&str> = recovery.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec![first.id.as_str(), second.id.as_str()]);
+    let loaded = spool.load(&first.id).await.unwrap();
+    assert_eq!(loaded, first);
+    assert_eq!(
+        spool.read_body(&loaded).await.unwrap(),
+        b"Subject: one\r\n\r\nbody\r\n"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_writer_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let mut writer = spool.create().await.unwrap();
+    writer.write(b"partial").await.unwrap();
+    drop(writer);
+    let tmp_files = std::fs::read_dir(dir.path().join("spool/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp_files, 0);
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert!(recovery.entries.is_empty());
+}
+
+#[tokio::test]
+async fn damaged_entries_are_quarantined_not_delivered_and_do_not_stop_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let good = commit(&spool, b"good\r\n").await;
+    let truncated = commit(&spool, b"this body will be cut short\r\n").await;
+    let damaged = commit(&spool, b"envelope will be edited\r\n").await;
+    let orphan = commit(&spool, b"envelope will be missing\r\n").await;
+    let queue = dir.path().join("spool/queue");
+    std::fs::write(queue.join(format!("{}.msg", truncated.id)), b"this body").unwrap();
+    let env_path = queue.join(format!("{}.env", damaged.id));
+    let text = std::fs::read_to_string(&env_path).unwrap();
+    std::fs::write(&env_path, text.replace("a@x.example", "b@x.example")).unwrap();
+    std::fs::remove_file(queue.join(format!("{}.env", orphan.id))).unwrap();
+    std::fs::write(
+        dir.path().join("spool/tmp/0000000000000001.msg"),
+        b"leftover",
+    )
+    .unwrap();
+    drop(spool);
+
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    let ids: Vec<&str> = recovery.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec![good.id.as_str()]);
+    assert_eq!(recovery.quarantined.len(), 3);
+    assert_eq!(recovery.tmp_removed, 1);
+    let corrupt: Vec<String> = std::fs::read_dir(dir.path().join("spool/corrupt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(corrupt.contains(&format!("{}.msg", truncated.id)));
+    assert!(corrupt.contains(&format!("{}.env", damaged.id)));
+    assert!(corrupt.contains(&format!("{}.msg", orphan.id)));
+}
+
+#[tokio::test]
+async fn a_body_damaged_after_startup_is_refused_at_read_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let entry = commit(&spool, b"original content\r\n").await;
+    let body_path = dir.path().join(format!("spool/queue/{}.msg", entry.id));
+    std::fs::write(&body_path, b"origiNAL content\r\n").unwrap();
+    assert!(matches!(
+        spool.read_body(&entry).await,
+        Err(SpoolError::Corrupt { .. })
+    ));
+    spool.quarantine(&entry.id).await.unwrap();
+    assert!(matches!(
+        spool.load(&entry.id).await,
+        Err(SpoolError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn update_remove_and_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let mut entry = commit(&spool, b"x\r\n").await;
+    entry.attempts = 3;
+    entry.last_attempt = Some(LastAttempt {
+        at: 1,
+        class: "transient".into(),
+        stage: "connect".into(),
+        reply: "connection refused".into(),
+        hint: String::new(),
+    });
+    spool.update(&entry).await.unwrap();
+    assert_eq!(spool.load(&entry.id).await.unwrap().attempts, 3);
+
+    spool.remove(&entry.id).await.unwrap();
+    assert!(matches!(
+        spool.load(&entry.id).await,
+        Err(SpoolError::NotFound(_))
+    ));
+
+    let failed = commit(&spool, b"y\r\n").await;
+    spool.fail(&failed).await.unwrap();
+    assert!(
+        dir.path()
+            .join(format!("spool/failed/{}.env", failed.id))
+            .exists()
+    );
+    assert!(
+        dir.path()
+            .join(format!("spool/failed/{}.msg", failed.id))
+            .exists()
+    );
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert!(recovery.entries.is_empty());
+}
+
+#[tokio::test]
+async fn ids_are_unique_and_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let writer = spool.create().await.unwrap();
+        assert!(format::is_valid_id(writer.id()), "{}", writer.id());
+        assert!(ids.insert(writer.id().to_string()));
+    }
+}
+
+#[test]
+fn storage_full_is_recognised() {
+    let full = SpoolError::Io {
+        operation: "write body",
+        source: io::Error::from(io::ErrorKind::StorageFull),
+    };
+    assert!(full.is_storage_full());
+    let other = SpoolError::Io {
+        operation: "write body",
+        source: io::Error::from(io::ErrorKind::PermissionDenied),
+    };
+    assert!(!other.is_storage_full());
+}
