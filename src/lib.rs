@@ -7,6 +7,7 @@
 pub mod config;
 pub mod message;
 pub mod policy;
+pub mod queue;
 pub mod secret;
 pub mod smtp;
 pub mod spool;

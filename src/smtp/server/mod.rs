@@ -2,5 +2,8 @@
 //! machine. It accepts mail from trusted clients and hands it to the spool; it never talks to
 //! Exchange.
 
+pub mod conn;
+pub mod listener;
 pub mod sasl;
 pub mod session;
+pub mod stream;

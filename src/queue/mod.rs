@@ -1,0 +1,271 @@
+//! The scheduler: which queued message each account's delivery workers take next, and when.
+//!
+//! It holds only ids and times; the spool holds the messages. Each account has its own
+//! [`AccountQueue`]: entries ordered by their next attempt time, a set of entries being
+//! delivered, and a pause used when the whole account is failing (token endpoint down,
+//! Exchange unreachable, a configuration fault) so the workers wait instead of failing every
+//! message in turn.
+//!
+//! Invariants: an entry is either waiting or in flight, never both, and never handed to two
+//! workers; waiting is cancel-safe (dropping [`AccountQueue::next`] loses nothing).
+
+pub mod retry;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::{Envelope, QueueId};
+
+/// What a worker gets from [`AccountQueue::next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Deliver this entry now.
+    Due(QueueId),
+    /// Nothing became due within the idle time.
+    Idle,
+    /// The relay is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    waiting: BTreeSet<(u64, QueueId)>,
+    scheduled: HashMap<QueueId, u64>,
+    in_flight: HashSet<QueueId>,
+    paused_until: u64,
+}
+
+/// The queue of one account.
+#[derive(Debug, Default)]
+pub struct AccountQueue {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+fn until(at_secs: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(at_secs))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+fn now_secs() -> u64 {
+    crate::spool::unix_now()
+}
+
+impl AccountQueue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Schedule (or reschedule) an entry for `at` (unix seconds) and wake a worker.
+    pub fn schedule(&self, id: &str, at: u64) {
+        {
+            let mut state = self.lock();
+            if let Some(previous) = state.scheduled.remove(id) {
+                state.waiting.remove(&(previous, id.to_string()));
+            }
+            state.in_flight.remove(id);
+            state.waiting.insert((at, id.to_string()));
+            state.scheduled.insert(id.to_string(), at);
+        }
+        self.notify.notify_one();
+    }
+
+    /// The entry left the queue (delivered, failed or quarantined).
+    pub fn finish(&self, id: &str) {
+        let mut state = self.lock();
+        state.in_flight.remove(id);
+        if let Some(at) = state.scheduled.remove(id) {
+            state.waiting.remove(&(at, id.to_string()));
+        }
+    }
+
+    /// Let no worker take an entry before `at` (unix seconds): the account is failing.
+    pub fn pause_until(&self, at: u64) {
+        let mut state = self.lock();
+        state.paused_until = state.paused_until.max(at);
+    }
+
+    /// Lift a pause (e.g. after a delivery succeeded).
+    pub fn resume(&self) {
+        self.lock().paused_until = 0;
+        self.notify.notify_waiters();
+    }
+
+    /// Entries waiting or in flight.
+    pub fn len(&self) -> usize {
+        let state = self.lock();
+        state.waiting.len() + state.in_flight.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take_due(&self) -> Result<QueueId, Option<Duration>> {
+        let mut state = self.lock();
+        let now = now_secs();
+        if state.paused_until > now {
+            return Err(Some(until(state.paused_until)));
+        }
+        match state.waiting.first().cloned() {
+            Some((at, id)) if at <= now => {
+                state.waiting.remove(&(at, id.clone()));
+                state.scheduled.remove(&id);
+                state.in_flight.insert(id.clone());
+                Ok(id)
+            }
+            Some((at, _)) => Err(Some(until(at))),
+            None => Err(None),
+        }
+    }
+
+    /// Wait for the next due entry. With `idle = Some(d)`, give up after `d` without one
+    /// (the worker then closes its idle upstream session). Cancel-safe.
+    pub async fn next(&self, cancel: &CancellationToken, idle: Option<Duration>) -> Next {
+        let idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = match self.take_due() {
+                Ok(id) => return Next::Due(id),
+                Err(wait) => wait,
+            };
+            // Sleep at most a minute at a time so wall-clock jumps are noticed.
+            let wait = wait
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            let timer = tokio::time::sleep(wait + Duration::from_millis(5));
+            let idle_timer = async {
+                match idle_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Next::Shutdown,
+                _ = &mut notified => {}
+                _ = timer => {}
+                _ = idle_timer => return Next::Idle,
+            }
+        }
+    }
+}
+
+/// All accounts' queues.
+#[derive(Debug, Default)]
+pub struct Queue {
+    accounts: HashMap<String, Arc<AccountQueue>>,
+}
+
+impl Queue {
+    /// One queue per account name.
+    pub fn new(accounts: impl IntoIterator<Item = String>) -> Queue {
+        Queue {
+            accounts: accounts
+                .into_iter()
+                .map(|name| (name, Arc::new(AccountQueue::default())))
+                .collect(),
+        }
+    }
+
+    /// The queue of one account.
+    pub fn account(&self, name: &str) -> Option<&Arc<AccountQueue>> {
+        self.accounts.get(name)
+    }
+
+    /// Schedule a stored entry. Returns false when its account is not configured (the entry
+    /// then stays in the spool until the account comes back).
+    pub fn submit(&self, envelope: &Envelope) -> bool {
+        match self.accounts.get(&envelope.account) {
+            Some(queue) => {
+                queue.schedule(&envelope.id, envelope.next_attempt);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Entries queued across all accounts.
+    pub fn depth(&self) -> usize {
+        self.accounts.values().map(|q| q.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn due_entries_come_out_in_time_order_once() {
+        let queue = AccountQueue::default();
+        let now = now_secs();
+        queue.schedule("B", now - 1);
+        queue.schedule("A", now - 2);
+        queue.schedule("C", now + 3600);
+        let cancel = CancellationToken::new();
+        let idle = Some(Duration::from_millis(50));
+        assert_eq!(queue.next(&cancel, idle).await, Next::Due("A".into()));
+        assert_eq!(queue.next(&cancel, idle).await, Next::Due("B".into()));
+        assert_eq!(queue.next(&cancel, idle).await, Next::Idle);
+        assert_eq!(queue.len(), 3);
+        queue.finish("A");
+        queue.finish("B");
+        queue.finish("C");
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_entry_wakes_a_waiting_worker() {
+        let queue = Arc::new(AccountQueue::default());
+        let cancel = CancellationToken::new();
+        let waiter = {
+            let queue = Arc::clone(&queue);
+            let cancel = cancel.clone();
+            tokio::spawn(async move { queue.next(&cancel, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue.schedule("X", now_secs());
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Next::Due("X".into()));
+    }
+
+    #[tokio::test]
+    async fn rescheduling_replaces_and_pause_holds_back() {
+        let queue = AccountQueue::default();
+        let cancel = CancellationToken::new();
+        let now = now_secs();
+        queue.schedule("X", now + 3600);
+        queue.schedule("X", now);
+        assert_eq!(queue.len(), 1);
+        queue.pause_until(now + 3600);
+        assert_eq!(
+            queue.next(&cancel, Some(Duration::from_millis(30))).await,
+            Next::Idle
+        );
+        queue.resume();
+        assert_eq!(
+            queue.next(&cancel, Some(Duration::from_millis(30))).await,
+            Next::Due("X".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_waiting() {
+        let queue = AccountQueue::default();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert_eq!(queue.next(&cancel, None).await, Next::Shutdown);
+    }
+}
