@@ -5,7 +5,9 @@
 //! See `ARCHITECTURE.md` for the parts and the way a message travels.
 
 pub mod config;
+pub mod delivery;
 pub mod message;
+pub mod oauth;
 pub mod policy;
 pub mod queue;
 pub mod secret;

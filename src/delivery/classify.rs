@@ -1,0 +1,542 @@
+//! Classifying every upstream outcome: turns an SMTP reply or a transport failure from Exchange
+//! Online into a [`Verdict`]: transient (back off and retry), configuration (an admin must act;
+//! keep the mail queued, retry slowly, alert) or permanent (fail this message), with the reason
+//! in plain words and the admin fix from `exchange-online.md` §5.
+//!
+//! Invariants:
+//! - Pure and total: no I/O, no clock, never panics on any code or text.
+//! - One table decides (`rules.rs`); the enhanced status code is matched before text, text
+//!   matching is case-insensitive. Where the doc gives a class, the verdict has that class.
+//! - A 4xx reply is never [`Class::Permanent`] (RFC 5321: a temporary refusal must not become a
+//!   failure). Everything the table does not know is transient, except a 5xx, which follows the
+//!   stage:
+//!   - at Connect or Greeting a 5xx refuses the whole session before any message was named, so
+//!     it says nothing about this message: transient (and not configuration, because a front end
+//!     that refuses sessions usually recovers by itself);
+//!   - at EHLO, STARTTLS, TLS or AUTH a 5xx is about the relay's identity, TLS path or
+//!     credentials, which an admin must fix: configuration;
+//!   - at MAIL, RCPT, DATA and the final dot a 5xx is about this message (or this recipient):
+//!     permanent;
+//!   - at RSET or QUIT the message outcome is already known; the session is out of step:
+//!     transient, reconnect.
+//! - Where the doc's class differs from that default, the doc wins: the 5xx recipient quotas
+//!   (`554 5.2.0 …SubmissionQuotaExceeded`, `550 5.1.90`, `550 5.7.233`) are transient with a
+//!   long back-off; `500 5.3.3` (a desynchronised conversation) is transient and reconnects; and
+//!   `501 5.5.124` and `504 5.7.4` at AUTH stay permanent (relay bugs, as the doc classes them)
+//!   although other AUTH refusals are configuration.
+//! - `duplicate_possible` is set only when the final dot may have reached Exchange: transport
+//!   failures at [`Stage::DataEnd`] and `4.4.2`/`4.4.3` "connection dropped" replies there.
+//! - Follow-up advice that needs memory (refresh the token once on `535 5.7.3`, escalate a
+//!   mailbox logon failure after an hour) is returned as [`FollowUp`]; acting on it is the
+//!   caller's job.
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use self::rules::{RULES, ReplyCodes, Rule};
+
+/// Where in the upstream SMTP conversation an outcome happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stage {
+    /// Opening the TCP connection (including name resolution).
+    #[serde(rename = "connect")]
+    Connect,
+    /// Waiting for the server's 220 greeting.
+    #[serde(rename = "greeting")]
+    Greeting,
+    /// EHLO, before or after TLS.
+    #[serde(rename = "ehlo")]
+    Ehlo,
+    /// The STARTTLS command.
+    #[serde(rename = "starttls")]
+    StartTls,
+    /// The TLS handshake after STARTTLS.
+    #[serde(rename = "tls")]
+    Tls,
+    /// AUTH XOAUTH2.
+    #[serde(rename = "auth")]
+    Auth,
+    /// MAIL FROM.
+    #[serde(rename = "mail")]
+    MailFrom,
+    /// RCPT TO (the verdict is about one recipient).
+    #[serde(rename = "rcpt")]
+    RcptTo,
+    /// The DATA command and sending the message body, before the final dot.
+    #[serde(rename = "data")]
+    Data,
+    /// The reply to the final dot; the caller switches to this stage as soon as it starts
+    /// writing the dot, because from then on Exchange may have the message.
+    #[serde(rename = "data-end")]
+    DataEnd,
+    /// RSET between messages.
+    #[serde(rename = "rset")]
+    Rset,
+    /// QUIT.
+    #[serde(rename = "quit")]
+    Quit,
+}
+
+impl Stage {
+    /// The word used in log lines and the spool.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Greeting => "greeting",
+            Self::Ehlo => "ehlo",
+            Self::StartTls => "starttls",
+            Self::Tls => "tls",
+            Self::Auth => "auth",
+            Self::MailFrom => "mail",
+            Self::RcptTo => "rcpt",
+            Self::Data => "data",
+            Self::DataEnd => "data-end",
+            Self::Rset => "rset",
+            Self::Quit => "quit",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the relay does with the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// T: back off and retry until the queue lifetime ends.
+    Transient,
+    /// C: an admin must act; keep the mail queued, retry slowly (to cover propagation), alert,
+    /// and bounce only when the queue lifetime ends.
+    Configuration,
+    /// P: fail this message (or this recipient) and bounce it.
+    Permanent,
+}
+
+impl Class {
+    /// The word used in log lines and the spool.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Configuration => "configuration",
+            Self::Permanent => "permanent",
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Extra advice for the caller, beyond the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FollowUp {
+    /// Nothing beyond the class.
+    None,
+    /// §5.1: drop the cached token, fetch a fresh one and retry AUTH once; if that fails too,
+    /// keep the configuration verdict (do not loop).
+    RefreshTokenOnce,
+    /// Transient now, but alert and treat as configuration if it persists for more than 1 h.
+    EscalateAfterOneHour,
+    /// A rolling 24-hour quota: retry with a long back-off (hours, not minutes).
+    LongBackoff,
+    /// Too many concurrent sessions for the mailbox: lower the account's concurrency.
+    ReduceConcurrency,
+    /// Too many recipients: send the remaining recipients in a new transaction.
+    SplitRecipients,
+    /// The session is unusable or out of step: close it and reconnect.
+    Reconnect,
+}
+
+/// The verdict on one upstream outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What to do with the message.
+    pub class: Class,
+    /// What happened, in plain words (no final period).
+    pub reason: &'static str,
+    /// The admin action, with the PowerShell line where the doc gives one; empty when none.
+    pub fix: &'static str,
+    /// True when the final dot may have reached Exchange, so a retry can deliver twice.
+    pub duplicate_possible: bool,
+    /// Extra advice for the caller.
+    pub follow_up: FollowUp,
+}
+
+impl Verdict {
+    const fn new(class: Class, reason: &'static str, fix: &'static str) -> Self {
+        Self {
+            class,
+            reason,
+            fix,
+            duplicate_possible: false,
+            follow_up: FollowUp::None,
+        }
+    }
+
+    /// A transient verdict.
+    const fn transient(reason: &'static str, fix: &'static str) -> Self {
+        Self::new(Class::Transient, reason, fix)
+    }
+
+    /// A configuration verdict.
+    const fn configuration(reason: &'static str, fix: &'static str) -> Self {
+        Self::new(Class::Configuration, reason, fix)
+    }
+
+    /// A permanent verdict.
+    const fn permanent(reason: &'static str, fix: &'static str) -> Self {
+        Self::new(Class::Permanent, reason, fix)
+    }
+
+    /// The same verdict with follow-up advice.
+    const fn with(self, follow_up: FollowUp) -> Self {
+        Self { follow_up, ..self }
+    }
+
+    /// The same verdict, marked as possibly delivered already.
+    const fn possibly_delivered(self) -> Self {
+        Self {
+            duplicate_possible: true,
+            ..self
+        }
+    }
+
+    /// One human line: `<class>: <reason>. Fix: <fix>` (no fix part when there is none).
+    pub fn operator_line(&self) -> String {
+        format!("{}: {}", self.class, self.explanation())
+    }
+
+    /// The operator line for a reply, quoting what Exchange said (one line, at most
+    /// [`MAX_QUOTED_REPLY_CHARS`] characters of its text):
+    /// `<class> at <stage>: Exchange replied "<code> <text>": <reason>. Fix: <fix>`.
+    pub fn reply_operator_line(&self, stage: Stage, code: u16, text: &str) -> String {
+        let quoted = one_line_excerpt(text, MAX_QUOTED_REPLY_CHARS);
+        format!(
+            "{} at {stage}: Exchange replied \"{code} {quoted}\": {}",
+            self.class,
+            self.explanation()
+        )
+    }
+
+    /// `<reason>. Fix: <fix>` (reasons of possible duplicates say so themselves).
+    fn explanation(&self) -> String {
+        let mut text = self.reason.to_owned();
+        if !self.fix.is_empty() {
+            text.push_str(". Fix: ");
+            text.push_str(self.fix);
+        }
+        text
+    }
+}
+
+/// Longest piece of reply text quoted in an operator line, in characters.
+pub const MAX_QUOTED_REPLY_CHARS: usize = 200;
+
+/// What went wrong below SMTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportFailure {
+    /// The TCP connection was refused.
+    Refused,
+    /// No answer within the stage's timeout.
+    Timeout,
+    /// The connection was reset.
+    Reset,
+    /// The server closed the connection (EOF) without a reply.
+    Closed,
+    /// TLS failed.
+    Tls(TlsFailure),
+    /// The server's host name could not be resolved.
+    Dns,
+}
+
+/// Why TLS failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    /// The certificate is not trusted or does not match the host name.
+    CertificateInvalid,
+    /// The handshake failed for another reason.
+    HandshakeFailed,
+    /// No common protocol version (the relay requires TLS 1.2 or later).
+    ProtocolVersion,
+}
+
+/// An RFC 3463 enhanced status code such as `5.7.139`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnhancedStatus {
+    /// 2, 4 or 5.
+    pub class: u8,
+    /// 0..=999.
+    pub subject: u16,
+    /// 0..=999.
+    pub detail: u16,
+}
+
+impl fmt::Display for EnhancedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// Parses the enhanced status code at the start of a reply text (leading whitespace allowed):
+/// `class.subject.detail` with class 2, 4 or 5 and one to three digits in the others, followed
+/// by the end of the text or a character that is not a letter, digit or dot.
+pub fn enhanced_code(text: &str) -> Option<EnhancedStatus> {
+    let text = text.trim_start();
+    let token_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (token, rest) = text.split_at(token_end);
+    if rest.starts_with(|c: char| c.is_alphanumeric()) {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let class = match class {
+        "2" => 2,
+        "4" => 4,
+        "5" => 5,
+        _ => return None,
+    };
+    Some(EnhancedStatus {
+        class,
+        subject: one_to_three_digits(subject)?,
+        detail: one_to_three_digits(detail)?,
+    })
+}
+
+/// Parses 1 to 3 ASCII digits.
+fn one_to_three_digits(part: &str) -> Option<u16> {
+    if (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()) {
+        part.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Classifies a reply from Exchange. `code` is the 3-digit reply code; `text` is the rest of the
+/// reply (enhanced code and text; multi-line replies joined with spaces). A code outside
+/// 400..=599 (a 2xx or 3xx the caller did not expect here, or garbage) means the conversation is
+/// out of step: transient, reconnect.
+pub fn classify_reply(stage: Stage, code: u16, text: &str) -> Verdict {
+    if !(400..600).contains(&code) {
+        return UNEXPECTED_REPLY;
+    }
+    let enhanced = enhanced_code(text);
+    let verdict = RULES
+        .iter()
+        .find(|rule| rule_matches(rule, stage, code, enhanced, text))
+        .map_or_else(|| fallback(stage, code), |rule| rule.verdict);
+    if (400..500).contains(&code) && verdict.class == Class::Permanent {
+        Verdict {
+            class: Class::Transient,
+            ..verdict
+        }
+    } else {
+        verdict
+    }
+}
+
+/// Whether one catalogue rule applies to a reply.
+fn rule_matches(
+    rule: &Rule,
+    stage: Stage,
+    code: u16,
+    enhanced: Option<EnhancedStatus>,
+    text: &str,
+) -> bool {
+    let reply_ok = match rule.reply {
+        ReplyCodes::Any => true,
+        ReplyCodes::Exactly(expected) => code == expected,
+        ReplyCodes::Transient => (400..500).contains(&code),
+    };
+    let enhanced_ok = rule.enhanced.is_none() || rule.enhanced == enhanced;
+    let stage_ok = rule.stages.is_empty() || rule.stages.contains(&stage);
+    let text_ok = rule.any_of.is_empty()
+        || rule
+            .any_of
+            .iter()
+            .any(|needle| contains_ignoring_ascii_case(text, needle));
+    reply_ok && enhanced_ok && stage_ok && text_ok
+}
+
+/// Case-insensitive (ASCII) substring test; an empty needle matches.
+fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    if needle.is_empty() {
+        return true;
+    }
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+const UNEXPECTED_REPLY: Verdict = Verdict::transient(
+    "Exchange sent a reply the relay did not expect here: the conversation is out of step",
+    "report a relay bug if it repeats",
+)
+.with(FollowUp::Reconnect);
+
+const CLOSING: Verdict = Verdict::transient(
+    "Exchange is closing the session (421); it will accept a new one later",
+    "",
+)
+.with(FollowUp::Reconnect);
+
+const DEFERRED: Verdict = Verdict::transient("Exchange deferred the request (4xx)", "");
+
+const SESSION_REFUSED: Verdict = Verdict::transient(
+    "Exchange refused the session before any message was sent, so this is not about the message",
+    "if it lasts, check that smtp_server is smtp.office365.com:587",
+);
+
+const EHLO_REFUSED: Verdict = Verdict::configuration(
+    "the server refused EHLO: the relay's host name is unacceptable or smtp_server is not an \
+     ESMTP submission server",
+    "set hostname in [relay] to a fully qualified domain name and check that smtp_server is \
+     smtp.office365.com:587",
+);
+
+const STARTTLS_REFUSED: Verdict = Verdict::configuration(
+    "the server refused STARTTLS: it does not offer TLS, or something in between strips it",
+    "check smtp_server = smtp.office365.com:587 with smtp_tls = \"starttls\", and that no proxy \
+     intercepts SMTP",
+);
+
+const AUTH_REFUSED: Verdict = Verdict::configuration(
+    "Exchange refused authentication",
+    "check SMTP.SendAsApp with admin consent, New-ServicePrincipal, FullAccess on the mailbox, \
+     that SMTP AUTH is enabled (Set-CASMailbox -Identity <mailbox> \
+     -SmtpClientAuthenticationDisabled $false) and that scope is \
+     https://outlook.office365.com/.default",
+);
+
+const SENDER_REFUSED: Verdict = Verdict::permanent(
+    "Exchange refused the sender",
+    "send from the authenticated mailbox or one it holds SendAs on",
+);
+
+const RECIPIENT_REFUSED: Verdict = Verdict::permanent("Exchange refused this recipient", "");
+
+const MESSAGE_REFUSED: Verdict = Verdict::permanent("Exchange refused the message", "");
+
+const SESSION_OUT_OF_STEP: Verdict = Verdict::transient(
+    "Exchange refused a command between messages; the session is out of step (no message is \
+     affected)",
+    "",
+)
+.with(FollowUp::Reconnect);
+
+/// The verdict for a reply no catalogue rule knows (see the module docs).
+fn fallback(stage: Stage, code: u16) -> Verdict {
+    match code {
+        421 => CLOSING,
+        400..=499 => DEFERRED,
+        500..=599 => match stage {
+            Stage::Connect | Stage::Greeting => SESSION_REFUSED,
+            Stage::Ehlo => EHLO_REFUSED,
+            Stage::StartTls | Stage::Tls => STARTTLS_REFUSED,
+            Stage::Auth => AUTH_REFUSED,
+            Stage::MailFrom => SENDER_REFUSED,
+            Stage::RcptTo => RECIPIENT_REFUSED,
+            Stage::Data | Stage::DataEnd => MESSAGE_REFUSED,
+            Stage::Rset | Stage::Quit => SESSION_OUT_OF_STEP,
+        },
+        _ => UNEXPECTED_REPLY,
+    }
+}
+
+const LOST_AFTER_DOT: Verdict = Verdict::transient(
+    "the connection failed after the final dot was sent: Exchange may already have accepted the \
+     message, so a retry can deliver it twice",
+    "",
+)
+.with(FollowUp::Reconnect)
+.possibly_delivered();
+
+/// Classifies a failure below SMTP. At [`Stage::DataEnd`] every failure is transient with
+/// `duplicate_possible`, because the final dot may have arrived.
+pub fn classify_transport(stage: Stage, kind: TransportFailure) -> Verdict {
+    if stage == Stage::DataEnd {
+        return LOST_AFTER_DOT;
+    }
+    let verdict = match kind {
+        TransportFailure::Refused => Verdict::transient(
+            "the connection to smtp_server was refused",
+            "if it lasts, check smtp_server (smtp.office365.com:587) and that the firewall \
+             allows outbound TCP 587",
+        ),
+        TransportFailure::Timeout => Verdict::transient(
+            "Exchange did not answer in time",
+            "if it lasts, check that the firewall allows outbound TCP 587 to smtp_server",
+        ),
+        TransportFailure::Reset => Verdict::transient("the connection was reset", ""),
+        TransportFailure::Closed => {
+            Verdict::transient("the server closed the connection without a reply", "")
+        }
+        TransportFailure::Dns => Verdict::transient(
+            "the smtp_server host name could not be resolved",
+            "check the host name in smtp_server and the relay host's DNS resolver",
+        ),
+        TransportFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
+            "the server's TLS certificate is not trusted or does not match the host name",
+            "check that smtp_server names the host (smtp.office365.com, not an IP address); \
+             behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file",
+        ),
+        TransportFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
+            "TLS failed on the protocol version: the relay requires TLS 1.2 or later and the \
+             other side offered less",
+            "check that smtp_server is Exchange Online and that no proxy in between downgrades \
+             TLS",
+        ),
+        TransportFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
+            "the TLS handshake failed",
+            "if it lasts, check for a TLS-inspecting proxy (its root goes in ca_file) and that \
+             smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\"",
+        ),
+    };
+    verdict.with(FollowUp::Reconnect)
+}
+
+/// Reply text made safe for one log line: whitespace runs become one space, other control
+/// characters are dropped, the result is cut to `max_chars` and ends with `…` when cut.
+fn one_line_excerpt(text: &str, max_chars: usize) -> String {
+    let mut excerpt = String::new();
+    let mut kept = 0;
+    let mut pending_space = false;
+    for ch in text.trim().chars() {
+        if ch.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if ch.is_control() {
+            continue;
+        }
+        let needed = if pending_space { 2 } else { 1 };
+        if kept + needed > max_chars {
+            excerpt.push('…');
+            return excerpt;
+        }
+        if pending_space {
+            excerpt.push(' ');
+            pending_space = false;
+        }
+        excerpt.push(ch);
+        kept += needed;
+    }
+    excerpt
+}

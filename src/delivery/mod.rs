@@ -1,0 +1,3 @@
+//! Delivery to Exchange Online: per-account workers and outcome classification
+
+pub mod classify;

@@ -1,0 +1,3 @@
+//! OAuth 2.0 client-credentials tokens for Exchange Online
+
+pub mod aadsts;
