@@ -4,6 +4,8 @@
 //!
 //! See `ARCHITECTURE.md` for the parts and the way a message travels.
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod message;
@@ -13,4 +15,6 @@ pub mod queue;
 pub mod secret;
 pub mod smtp;
 pub mod spool;
+pub mod telemetry;
 pub mod tls;
+pub mod upstream;

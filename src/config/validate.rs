@@ -387,8 +387,8 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
                 format!("{path}.tenant_id"),
                 format!("\"{tenant}\" cannot be used with client credentials (AADSTS9001023): use the tenant ID GUID or a verified domain like contoso.onmicrosoft.com"),
             );
-        } else if !is_guid(tenant)
-            && !(tenant.contains('.') && Address::parse(&format!("x@{tenant}")).is_ok())
+        } else if !(is_guid(tenant)
+            || (tenant.contains('.') && Address::parse(&format!("x@{tenant}")).is_ok()))
         {
             checker.error(
                 format!("{path}.tenant_id"),

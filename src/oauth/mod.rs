@@ -1,3 +1,4 @@
 //! OAuth 2.0 client-credentials tokens for Exchange Online
 
 pub mod aadsts;
+pub mod token;

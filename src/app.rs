@@ -1,0 +1,240 @@
+//! Wiring: opens the spool, schedules what it recovered, starts one delivery pool per account
+//! and one accept loop per listener, and owns the cancellation token and task tracker that
+//! shut everything down in order.
+//!
+//! Invariants: the spool directory is locked for the life of the relay (two relays on one
+//! spool would deliver twice); every listener is bound before [`Relay::start`] returns, so a
+//! caller (a test, `demo`) can connect immediately; shutdown stops accepting first, then waits
+//! for sessions and workers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::delivery::pacer::Pacer;
+use crate::delivery::worker::{AccountDelivery, spawn_workers};
+use crate::oauth::token::TokenProvider;
+use crate::queue::Queue;
+use crate::smtp::server::conn::InboundContext;
+use crate::smtp::server::listener::{ConnectionLimits, run_listener};
+use crate::smtp::server::session::SessionSettings;
+use crate::spool::Spool;
+use crate::upstream::Upstream;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the spool in {path}: {source}")]
+    Spool {
+        path: String,
+        #[source]
+        source: crate::spool::SpoolError,
+    },
+    #[error("another relay is already using the spool in {0} (its lock file is held)")]
+    Locked(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("account {account}: {message}")]
+    Account { account: String, message: String },
+}
+
+/// A running relay.
+pub struct Relay {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    listeners: Vec<SocketAddr>,
+    queue: Arc<Queue>,
+    tokens: HashMap<String, Arc<TokenProvider>>,
+    _lock: std::fs::File,
+}
+
+impl Relay {
+    /// Start everything described by `config`.
+    ///
+    /// # Errors
+    /// [`StartError`] when the spool, a listener or an account cannot be set up.
+    pub async fn start(config: Config) -> Result<Relay, StartError> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let state_dir = config.relay.state_dir.clone();
+        let lock = lock_state_dir(&state_dir)?;
+        let (spool, recovery) = Spool::open(&state_dir).map_err(|source| StartError::Spool {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let spool = Arc::new(spool);
+        let queue = Arc::new(Queue::new(config.accounts.iter().map(|a| a.name.clone())));
+        let mut orphans: HashMap<String, usize> = HashMap::new();
+        for envelope in &recovery.entries {
+            if !queue.submit(envelope) {
+                *orphans.entry(envelope.account.clone()).or_default() += 1;
+            }
+        }
+        for (account, count) in &orphans {
+            tracing::error!(%account, count, "queued messages belong to an account that is not configured; they stay in the spool until it is added back");
+        }
+        tracing::info!(
+            recovered = recovery.entries.len(),
+            quarantined = recovery.quarantined.len(),
+            spool = %state_dir.display(),
+            "spool opened"
+        );
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut tokens = HashMap::new();
+        for account in &config.accounts {
+            let failed = |message: String| StartError::Account {
+                account: account.name.clone(),
+                message,
+            };
+            let provider = TokenProvider::new(account).map_err(failed)?;
+            let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
+            let Some(account_queue) = queue.account(&account.name) else {
+                continue;
+            };
+            let delivery = Arc::new(AccountDelivery {
+                account: Arc::new(account.clone()),
+                queue: Arc::clone(account_queue),
+                spool: Arc::clone(&spool),
+                tokens: Arc::clone(&provider),
+                upstream,
+                settings: config.queue.clone(),
+                pacer: Pacer::new(account.max_messages_per_minute),
+            });
+            spawn_workers(delivery, &cancel, &tracker);
+            tokens.insert(account.name.clone(), provider);
+        }
+
+        let limits = ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let mut addresses = Vec::new();
+        for listener in &config.listeners {
+            let socket = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: listener.address,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
+                address: listener.address,
+                source,
+            })?;
+            let settings = Arc::new(SessionSettings {
+                hostname: config.relay.hostname.clone(),
+                tls_mode: listener.tls,
+                allow_auth_without_tls: listener.allow_auth_without_tls,
+                max_message_size: config.limits.max_message_size,
+                max_recipients: config.limits.max_recipients,
+                max_errors: config.limits.max_errors,
+                max_auth_failures: config.limits.max_auth_failures,
+            });
+            let ctx = Arc::new(InboundContext {
+                settings,
+                tls_config: listener.tls_config.clone(),
+                policy: Arc::clone(&config.policy),
+                limits: config.limits.clone(),
+                spool: Arc::clone(&spool),
+                queue: Arc::clone(&queue),
+            });
+            tracing::info!(address = %local, tls = ?listener.tls, "listening");
+            tracker.spawn(run_listener(
+                socket,
+                ctx,
+                Arc::clone(&limits),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+            addresses.push(local);
+        }
+        let (users, networks) = config.policy.counts();
+        tracing::info!(
+            accounts = config.accounts.len(),
+            users,
+            networks,
+            queued = queue.depth(),
+            "smtp-oauth-relay started"
+        );
+        Ok(Relay {
+            cancel,
+            tracker,
+            listeners: addresses,
+            queue,
+            tokens,
+            _lock: lock,
+        })
+    }
+
+    /// The bound address of each listener, in config order.
+    pub fn listener_addresses(&self) -> &[SocketAddr] {
+        &self.listeners
+    }
+
+    /// Messages waiting or being delivered.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.depth()
+    }
+
+    /// Token requests sent for `account` so far.
+    pub fn token_requests(&self, account: &str) -> u64 {
+        self.tokens.get(account).map_or(0, |t| t.requests_sent())
+    }
+
+    /// A token that fires when shutdown begins.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stop accepting, let sessions and deliveries finish (up to `grace`), then return.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down");
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some sessions or deliveries did not finish in time; their messages stay queued"
+            );
+        }
+        tracing::info!(queued = self.queue.depth(), "stopped");
+    }
+}
+
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let spool_error = |source: std::io::Error| StartError::Spool {
+        path: state_dir.display().to_string(),
+        source: crate::spool::SpoolError::Io {
+            operation: "lock the state directory",
+            source,
+        },
+    };
+    std::fs::create_dir_all(state_dir).map_err(spool_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("relay.lock"))
+        .map_err(spool_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::Locked(state_dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(spool_error(e)),
+    }
+}

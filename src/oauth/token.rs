@@ -1,0 +1,246 @@
+//! The token provider of one account: Microsoft identity platform client credentials.
+//!
+//! Invariants:
+//! - At most one token request per account is in flight: callers queue on one async mutex
+//!   and the first one fetches while the others then reuse its result.
+//! - A token is reused until `renew_before` ahead of its expiry (or half its lifetime, for
+//!   unusually short tokens), so under steady load there is one request per token lifetime.
+//! - A failed request is remembered for a moment, so concurrent workers do not stampede the
+//!   endpoint (Entra penalises repeated identical requests, AADSTS50196).
+//! - The client secret and the token never appear in a log line or an error: errors carry
+//!   Entra's own explanation (decoded AADSTS code), never the request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::aadsts::{TokenFailure, TokenRetry};
+use crate::config::{AccountSettings, ClientCredential};
+use crate::secret::Secret;
+
+/// Default: renew a cached token this long before it expires.
+pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+/// Time limit for one token request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a failure is served from memory before the endpoint is asked again.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+
+/// An access token. Its value is a [`Secret`].
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    value: Secret,
+    /// Wall-clock expiry, for logs and diagnostics.
+    pub expires_at: SystemTime,
+    renew_at: Instant,
+}
+
+impl AccessToken {
+    /// The bearer token, for the XOAUTH2 string only.
+    pub fn secret(&self) -> &Secret {
+        &self.value
+    }
+}
+
+/// Why no token could be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// Entra answered with an error (decoded and explained).
+    #[error("{}", .0.operator_message())]
+    Refused(TokenFailure),
+    /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
+    /// Entra answered 200 but the body was not a token response.
+    #[error("the token endpoint's answer is not a token response: {0}")]
+    BadAnswer(String),
+}
+
+impl TokenError {
+    /// True when an administrator must change something (wrong secret, tenant, consent …);
+    /// false for outages and throttling that clear by themselves.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, TokenError::Refused(failure) if failure.retry() == TokenRetry::Never)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    token: Option<AccessToken>,
+    failure: Option<(Instant, TokenError)>,
+}
+
+/// Obtains, caches and renews the tokens of one account.
+#[derive(Debug)]
+pub struct TokenProvider {
+    endpoint: String,
+    client_id: String,
+    scope: String,
+    credential: ClientCredential,
+    renew_before: Duration,
+    http: reqwest::Client,
+    state: Mutex<State>,
+    requests: AtomicU64,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    token_type: Option<String>,
+}
+
+impl TokenProvider {
+    /// A provider for `account`.
+    ///
+    /// # Errors
+    /// When the HTTPS client cannot be built (an unusable extra root certificate).
+    pub fn new(account: &AccountSettings) -> Result<Arc<TokenProvider>, String> {
+        let tls = crate::tls::client_config(&account.extra_roots)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("smtp-oauth-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        Ok(Arc::new(TokenProvider {
+            endpoint: account.token_endpoint(),
+            client_id: account.client_id.clone(),
+            scope: account.scope.clone(),
+            credential: account.credential.clone(),
+            renew_before: DEFAULT_RENEW_BEFORE,
+            http,
+            state: Mutex::new(State::default()),
+            requests: AtomicU64::new(0),
+        }))
+    }
+
+    /// Token requests sent so far (for metrics and tests).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// A valid token: the cached one, or a fresh one.
+    ///
+    /// # Errors
+    /// [`TokenError`] with the explanation of what failed.
+    pub async fn token(&self) -> Result<AccessToken, TokenError> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        if let Some(token) = &state.token
+            && now < token.renew_at
+        {
+            return Ok(token.clone());
+        }
+        if let Some((until, error)) = &state.failure
+            && now < *until
+        {
+            return Err(error.clone());
+        }
+        match self.fetch().await {
+            Ok(token) => {
+                tracing::info!(
+                    endpoint = %self.endpoint,
+                    expires_in_s = token.expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs()),
+                    "access token obtained"
+                );
+                state.failure = None;
+                state.token = Some(token.clone());
+                Ok(token)
+            }
+            Err(error) => {
+                state.token = None;
+                state.failure = Some((Instant::now() + FAILURE_MEMORY, error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Forget the cached token if it is still `token` (Exchange refused it).
+    pub async fn invalidate(&self, token: &AccessToken) {
+        let mut state = self.state.lock().await;
+        if state.token.as_ref().is_some_and(|t| t.value == token.value) {
+            state.token = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<AccessToken, TokenError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let ClientCredential::Secret(secret) = &self.credential;
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", secret.expose()),
+            ("scope", self.scope.as_str()),
+        ];
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Unreachable(describe_reqwest_error(&e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| TokenError::Unreachable(describe_reqwest_error(&e)))?;
+        if status != 200 {
+            return Err(TokenError::Refused(TokenFailure::from_response(
+                status, &body,
+            )));
+        }
+        let parsed: TokenResponse =
+            serde_json::from_str(&body).map_err(|_| TokenError::BadAnswer("not JSON".into()))?;
+        let value = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TokenError::BadAnswer("no access_token".into()))?;
+        if let Some(kind) = &parsed.token_type
+            && !kind.eq_ignore_ascii_case("bearer")
+        {
+            return Err(TokenError::BadAnswer(format!(
+                "token_type is {kind}, not Bearer"
+            )));
+        }
+        let lifetime = match parsed.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .map(Duration::from_secs)
+        .ok_or_else(|| TokenError::BadAnswer("no expires_in".into()))?;
+        let early = self.renew_before.min(lifetime / 2);
+        Ok(AccessToken {
+            value: Secret::new(value),
+            expires_at: SystemTime::now() + lifetime,
+            renew_at: Instant::now() + lifetime.saturating_sub(early),
+        })
+    }
+}
+
+/// A reqwest error in one line, without the request body (which holds the secret; reqwest
+/// never prints it, but this keeps the promise explicit).
+fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        detail = inner.to_string();
+        source = inner.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

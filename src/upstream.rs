@@ -1,0 +1,413 @@
+//! The outbound SMTP session to Exchange Online, on lettre: connect, STARTTLS (TLS ≥ 1.2,
+//! host name verified against the webpki roots plus `ca_file`), EHLO again, `AUTH XOAUTH2`,
+//! then any number of MAIL/RCPT/DATA transactions with RSET between them.
+//!
+//! Invariants:
+//! - The token is only ever sent after TLS is up (unless the account says `smtp_tls =
+//!   "none"`, a test-only setting), and only with XOAUTH2: lettre is given that one
+//!   mechanism, so it can never fall back to sending the token as a LOGIN password.
+//! - Every network step has a timeout (RFC 5321 §4.5.3.2 values for the transaction).
+//! - Every failure names its [`Stage`] and carries either the server's reply or the kind of
+//!   transport failure, so the classifier can decide and the log can explain.
+//! - lettre's `tracing` feature stays off: it would log the AUTH line.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+
+use crate::config::{AccountSettings, UpstreamTls};
+use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
+use crate::oauth::token::AccessToken;
+use crate::spool::Envelope;
+
+/// Time limits for each step of the upstream conversation.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data_start: Duration,
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(60),
+            command: Duration::from_secs(5 * 60),
+            data_start: Duration::from_secs(2 * 60),
+            data_end: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// What went wrong, at which stage.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub stage: Stage,
+    pub kind: FailureKind,
+}
+
+/// The nature of an upstream failure.
+#[derive(Debug, Clone)]
+pub enum FailureKind {
+    /// The server answered with a negative reply.
+    Reply { code: u16, text: String },
+    /// The conversation broke below SMTP.
+    Transport {
+        failure: TransportFailure,
+        detail: String,
+    },
+    /// The relay itself could not go on (e.g. an address lettre cannot encode).
+    Local(String),
+}
+
+impl std::fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            FailureKind::Reply { code, text } => write!(f, "{code} {text}"),
+            FailureKind::Transport { detail, .. } => f.write_str(detail),
+            FailureKind::Local(detail) => f.write_str(detail),
+        }
+    }
+}
+
+impl UpstreamFailure {
+    fn local(stage: Stage, detail: impl Into<String>) -> UpstreamFailure {
+        UpstreamFailure {
+            stage,
+            kind: FailureKind::Local(detail.into()),
+        }
+    }
+
+    fn timeout(stage: Stage) -> UpstreamFailure {
+        UpstreamFailure {
+            stage,
+            kind: FailureKind::Transport {
+                failure: TransportFailure::Timeout,
+                detail: format!("timed out during {stage}"),
+            },
+        }
+    }
+
+    /// Map a lettre error at `stage`.
+    fn from_lettre(stage: Stage, error: &lettre::transport::smtp::Error) -> UpstreamFailure {
+        if let Some(code) = error.status() {
+            let text = std::error::Error::source(error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return UpstreamFailure {
+                stage,
+                kind: FailureKind::Reply {
+                    code: u16::from(code),
+                    text,
+                },
+            };
+        }
+        let detail = error.to_string();
+        let failure = transport_failure(error);
+        UpstreamFailure {
+            stage: if error.is_tls() && stage == Stage::StartTls {
+                Stage::Tls
+            } else {
+                stage
+            },
+            kind: FailureKind::Transport { failure, detail },
+        }
+    }
+}
+
+fn transport_failure(error: &lettre::transport::smtp::Error) -> TransportFailure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return TransportFailure::Tls(match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    TlsFailure::CertificateInvalid
+                }
+                rustls::Error::PeerIncompatible(_) => TlsFailure::ProtocolVersion,
+                _ => TlsFailure::HandshakeFailed,
+            });
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            let kind = match io.kind() {
+                ErrorKind::ConnectionRefused => Some(TransportFailure::Refused),
+                ErrorKind::TimedOut => Some(TransportFailure::Timeout),
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => Some(TransportFailure::Reset),
+                ErrorKind::UnexpectedEof => Some(TransportFailure::Closed),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                return kind;
+            }
+            if let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return TransportFailure::Tls(match tls {
+                    rustls::Error::InvalidCertificate(_) => TlsFailure::CertificateInvalid,
+                    rustls::Error::PeerIncompatible(_) => TlsFailure::ProtocolVersion,
+                    _ => TlsFailure::HandshakeFailed,
+                });
+            }
+        }
+        source = current.source();
+    }
+    if error.is_tls() {
+        TransportFailure::Tls(TlsFailure::HandshakeFailed)
+    } else if error.is_timeout() {
+        TransportFailure::Timeout
+    } else {
+        let text = error.to_string();
+        if text.contains("failed to lookup") || text.contains("resolve") {
+            TransportFailure::Dns
+        } else {
+            TransportFailure::Closed
+        }
+    }
+}
+
+/// How to reach one account's SMTP server; built once per account.
+#[derive(Clone)]
+pub struct Upstream {
+    host: String,
+    port: u16,
+    mode: UpstreamTls,
+    tls: Option<TlsParameters>,
+    client_id: ClientId,
+    mailbox: String,
+    pub timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({}:{}, {:?})", self.host, self.port, self.mode)
+    }
+}
+
+async fn timed<T>(
+    stage: Stage,
+    limit: Duration,
+    work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, UpstreamFailure> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(UpstreamFailure::from_lettre(stage, &error)),
+        Err(_) => Err(UpstreamFailure::timeout(stage)),
+    }
+}
+
+impl Upstream {
+    /// Prepare the connection parameters of `account`; `hostname` is our EHLO name.
+    ///
+    /// # Errors
+    /// When the TLS parameters cannot be built (an unusable `ca_file` certificate).
+    pub fn new(account: &AccountSettings, hostname: &str) -> Result<Upstream, String> {
+        let tls = match account.smtp_tls {
+            UpstreamTls::None => None,
+            UpstreamTls::Starttls | UpstreamTls::Implicit => {
+                let mut builder = TlsParameters::builder(account.smtp_host.clone())
+                    .certificate_store(CertificateStore::WebpkiRoots)
+                    .set_min_tls_version(TlsVersion::Tlsv12);
+                for root in &account.extra_roots {
+                    let certificate = Certificate::from_der(root.to_vec())
+                        .map_err(|e| format!("ca_file: unusable certificate: {e}"))?;
+                    builder = builder.add_root_certificate(certificate);
+                }
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|e| format!("TLS setup failed: {e}"))?,
+                )
+            }
+        };
+        Ok(Upstream {
+            host: account.smtp_host.clone(),
+            port: account.smtp_port,
+            mode: account.smtp_tls,
+            tls,
+            client_id: ClientId::Domain(hostname.to_string()),
+            mailbox: account.mailbox.to_string(),
+            timeouts: Timeouts::default(),
+        })
+    }
+
+    /// `host:port`, for logs.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Connect, secure and authenticate a session with `token`.
+    ///
+    /// # Errors
+    /// [`UpstreamFailure`] naming the stage that failed.
+    pub async fn open(&self, token: &AccessToken) -> Result<UpstreamSession, UpstreamFailure> {
+        let implicit = match self.mode {
+            UpstreamTls::Implicit => self.tls.clone(),
+            _ => None,
+        };
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeouts.connect),
+            &self.client_id,
+            implicit,
+            None,
+        );
+        let mut connection = timed(Stage::Connect, self.timeouts.connect, connect).await?;
+        if self.mode == UpstreamTls::Starttls {
+            if !connection
+                .server_info()
+                .supports_feature(Extension::StartTls)
+            {
+                connection.abort().await;
+                return Err(UpstreamFailure::local(
+                    Stage::StartTls,
+                    "the server does not offer STARTTLS; refusing to send the token in clear",
+                ));
+            }
+            let tls = self
+                .tls
+                .clone()
+                .ok_or_else(|| UpstreamFailure::local(Stage::StartTls, "no TLS parameters"))?;
+            timed(
+                Stage::StartTls,
+                self.timeouts.connect,
+                connection.starttls(tls, &self.client_id),
+            )
+            .await?;
+        }
+        if !connection
+            .server_info()
+            .supports_auth_mechanism(Mechanism::Xoauth2)
+        {
+            connection.abort().await;
+            return Err(UpstreamFailure::local(
+                Stage::Auth,
+                "the server does not offer AUTH XOAUTH2 (is smtp_server an Exchange Online submission endpoint?)",
+            ));
+        }
+        let credentials =
+            Credentials::new(self.mailbox.clone(), token.secret().expose().to_string());
+        timed(
+            Stage::Auth,
+            self.timeouts.command,
+            connection.auth(&[Mechanism::Xoauth2], &credentials),
+        )
+        .await?;
+        Ok(UpstreamSession {
+            connection,
+            timeouts: self.timeouts.clone(),
+            transactions: 0,
+        })
+    }
+}
+
+/// An authenticated upstream session, reused for many messages.
+pub struct UpstreamSession {
+    connection: AsyncSmtpConnection,
+    timeouts: Timeouts,
+    transactions: u32,
+}
+
+impl UpstreamSession {
+    /// Messages sent (or attempted) on this session.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    /// Send one message: MAIL, RCPT for every recipient, DATA, content. Returns the server's
+    /// final reply text on success.
+    ///
+    /// # Errors
+    /// [`UpstreamFailure`] at the stage that failed; after a reply failure the session is
+    /// still usable once [`reset`](Self::reset) succeeds.
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        body: &[u8],
+    ) -> Result<String, UpstreamFailure> {
+        self.transactions += 1;
+        let info = self.connection.server_info();
+        let mut parameters = vec![MailParameter::Size(body.len())];
+        if envelope.eight_bit && info.supports_feature(Extension::EightBitMime) {
+            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        if envelope.smtputf8 {
+            if !info.supports_feature(Extension::SmtpUtfEight) {
+                return Err(UpstreamFailure::local(
+                    Stage::MailFrom,
+                    "the message needs SMTPUTF8 (non-ASCII addresses) and the server does not offer it",
+                ));
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        let sender = match &envelope.sender {
+            Some(sender) => Some(lettre::Address::from_str(sender.as_str()).map_err(|e| {
+                UpstreamFailure::local(
+                    Stage::MailFrom,
+                    format!("sender <{sender}> cannot be sent: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let mail = Mail::new(sender, parameters);
+        timed(
+            Stage::MailFrom,
+            self.timeouts.command,
+            self.connection.command(mail),
+        )
+        .await?;
+        for recipient in &envelope.recipients {
+            let address = lettre::Address::from_str(recipient.as_str()).map_err(|e| {
+                UpstreamFailure::local(
+                    Stage::RcptTo,
+                    format!("recipient <{recipient}> cannot be sent: {e}"),
+                )
+            })?;
+            timed(
+                Stage::RcptTo,
+                self.timeouts.command,
+                self.connection.command(Rcpt::new(address, vec![])),
+            )
+            .await?;
+        }
+        timed(
+            Stage::Data,
+            self.timeouts.data_start,
+            self.connection.command(Data),
+        )
+        .await?;
+        let chunks = body.chunks(64 * 1024);
+        let response = timed(
+            Stage::DataEnd,
+            self.timeouts.data_end,
+            self.connection.message_iter(chunks),
+        )
+        .await?;
+        Ok(response.message().collect::<Vec<_>>().join(" "))
+    }
+
+    /// RSET after a failed transaction; false when the session is no longer usable.
+    pub async fn reset(&mut self) -> bool {
+        timed(
+            Stage::Rset,
+            self.timeouts.command,
+            self.connection.command(Rset),
+        )
+        .await
+        .is_ok()
+    }
+
+    /// Say goodbye politely (bounded in time).
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.connection.quit()).await;
+    }
+}
