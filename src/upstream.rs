@@ -385,7 +385,10 @@ impl UpstreamSession {
             self.connection.command(Data),
         )
         .await?;
-        let chunks = body.chunks(64 * 1024);
+        // lettre always ends with "\r\n.\r\n"; the CRLF of our last line is that CRLF, so it
+        // is not sent twice (otherwise every message would gain an empty last line).
+        let content = body.strip_suffix(b"\r\n").unwrap_or(body);
+        let chunks = content.chunks(64 * 1024);
         let response = timed(
             Stage::DataEnd,
             self.timeouts.data_end,
