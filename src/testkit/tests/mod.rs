@@ -1,0 +1,1 @@
+//! Integration tests of the testkit emulators, driven by independent clients.
