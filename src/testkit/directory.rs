@@ -12,6 +12,9 @@
 //! - the directory owns the tenant's token signing key: [`FakeEntra`](super::FakeEntra) signs
 //!   with it and [`Directory::token_verifier`] is what Exchange checks signatures against;
 //! - secret values never appear in `Debug` output.
+//!
+//! The Exchange-side administration (`New-ServicePrincipal`, mailbox permissions, SMTP AUTH
+//! switches) is in `directory_exchange`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -98,16 +101,16 @@ pub enum SmtpAuthPolicy {
 }
 
 #[derive(Debug)]
-struct TenantState {
-    tenant_id: String,
-    display_name: String,
-    domains: Vec<String>,
-    apps: BTreeMap<String, AppRegistration>,
+pub(super) struct TenantState {
+    pub(super) tenant_id: String,
+    pub(super) display_name: String,
+    pub(super) domains: Vec<String>,
+    pub(super) apps: BTreeMap<String, AppRegistration>,
     /// Exchange's service principals (`New-ServicePrincipal`): app id -> object id.
-    exchange_service_principals: BTreeMap<String, String>,
-    mailboxes: BTreeMap<String, Mailbox>,
-    smtp_client_authentication_disabled: bool,
-    created_at: i64,
+    pub(super) exchange_service_principals: BTreeMap<String, String>,
+    pub(super) mailboxes: BTreeMap<String, Mailbox>,
+    pub(super) smtp_client_authentication_disabled: bool,
+    pub(super) created_at: i64,
 }
 
 /// Shared, mutable tenant configuration; clones share the same state.
@@ -177,11 +180,11 @@ impl Directory {
         Ok(directory)
     }
 
-    fn lock(&self) -> MutexGuard<'_, TenantState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, TenantState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn with_app<T>(
+    pub(super) fn with_app<T>(
         &self,
         client_id: &str,
         f: impl FnOnce(&mut AppRegistration) -> T,
@@ -194,7 +197,7 @@ impl Directory {
             .ok_or_else(|| TestkitError::UnknownApp(client_id.to_owned()))
     }
 
-    fn with_mailbox<T>(
+    pub(super) fn with_mailbox<T>(
         &self,
         address: &str,
         f: impl FnOnce(&mut Mailbox) -> T,
@@ -419,137 +422,6 @@ impl Directory {
             app.exchange_roles.clear();
             app.graph_roles.clear();
         })
-    }
-
-    // ----- Exchange administration ----------------------------------------------------------
-
-    /// `New-ServicePrincipal -AppId <client id> -ObjectId <Enterprise app object id>`.
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownApp`].
-    pub fn new_service_principal(&self, client_id: &str) -> Result<(), TestkitError> {
-        let object_id = self.with_app(client_id, |app| app.service_principal_object_id.clone())?;
-        self.register_service_principal_object_id(client_id, &object_id);
-        Ok(())
-    }
-
-    /// The classic mistake: `New-ServicePrincipal` with the App registration's object id
-    /// instead of the Enterprise application's (Exchange then answers `535 5.7.3`).
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownApp`].
-    pub fn new_service_principal_with_app_object_id(
-        &self,
-        client_id: &str,
-    ) -> Result<(), TestkitError> {
-        let object_id = self.with_app(client_id, |app| app.application_object_id.clone())?;
-        self.register_service_principal_object_id(client_id, &object_id);
-        Ok(())
-    }
-
-    /// Registers an Exchange service principal with an arbitrary object id.
-    pub fn register_service_principal_object_id(&self, client_id: &str, object_id: &str) {
-        self.lock().exchange_service_principals.insert(
-            client_id.to_ascii_lowercase(),
-            object_id.to_ascii_lowercase(),
-        );
-    }
-
-    /// `Remove-ServicePrincipal`.
-    pub fn remove_service_principal(&self, client_id: &str) {
-        self.lock()
-            .exchange_service_principals
-            .remove(&client_id.to_ascii_lowercase());
-    }
-
-    /// Creates a mailbox (no permissions, SMTP AUTH following the tenant setting).
-    pub fn add_mailbox(&self, address: &str) {
-        let address = address.to_ascii_lowercase();
-        self.lock()
-            .mailboxes
-            .entry(address.clone())
-            .or_insert_with(|| Mailbox {
-                address,
-                full_access: BTreeSet::new(),
-                send_as: BTreeSet::new(),
-                smtp_client_authentication_disabled: None,
-            });
-    }
-
-    /// Deletes a mailbox (`user=` then names an unknown mailbox).
-    pub fn remove_mailbox(&self, address: &str) {
-        self.lock().mailboxes.remove(&address.to_ascii_lowercase());
-    }
-
-    /// `Add-MailboxPermission -Identity <mailbox> -User <app's SP> -AccessRights FullAccess`.
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownApp`] or [`TestkitError::UnknownMailbox`].
-    pub fn add_mailbox_permission(
-        &self,
-        mailbox: &str,
-        client_id: &str,
-    ) -> Result<(), TestkitError> {
-        let object_id = self.with_app(client_id, |app| app.service_principal_object_id.clone())?;
-        self.with_mailbox(mailbox, |m| {
-            m.full_access.insert(object_id);
-        })
-    }
-
-    /// `Remove-MailboxPermission ... -AccessRights FullAccess`.
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownApp`] or [`TestkitError::UnknownMailbox`].
-    pub fn remove_mailbox_permission(
-        &self,
-        mailbox: &str,
-        client_id: &str,
-    ) -> Result<(), TestkitError> {
-        let object_id = self.with_app(client_id, |app| app.service_principal_object_id.clone())?;
-        self.with_mailbox(mailbox, |m| {
-            m.full_access.remove(&object_id);
-        })
-    }
-
-    /// `Add-RecipientPermission -Identity <sender> -Trustee <mailbox> -AccessRights SendAs`.
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownMailbox`] if `trustee_mailbox` does not exist.
-    pub fn grant_send_as(&self, trustee_mailbox: &str, sender: &str) -> Result<(), TestkitError> {
-        let sender = sender.to_ascii_lowercase();
-        self.with_mailbox(trustee_mailbox, |m| {
-            m.send_as.insert(sender);
-        })
-    }
-
-    /// Removes a SendAs grant.
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownMailbox`].
-    pub fn revoke_send_as(&self, trustee_mailbox: &str, sender: &str) -> Result<(), TestkitError> {
-        let sender = sender.to_ascii_lowercase();
-        self.with_mailbox(trustee_mailbox, |m| {
-            m.send_as.remove(&sender);
-        })
-    }
-
-    /// `Set-CASMailbox -SmtpClientAuthenticationDisabled` (`None` = `$null`).
-    ///
-    /// # Errors
-    /// [`TestkitError::UnknownMailbox`].
-    pub fn set_mailbox_smtp_auth_disabled(
-        &self,
-        mailbox: &str,
-        disabled: Option<bool>,
-    ) -> Result<(), TestkitError> {
-        self.with_mailbox(mailbox, |m| {
-            m.smtp_client_authentication_disabled = disabled
-        })
-    }
-
-    /// `Set-TransportConfig -SmtpClientAuthenticationDisabled`.
-    pub fn set_tenant_smtp_auth_disabled(&self, disabled: bool) {
-        self.lock().smtp_client_authentication_disabled = disabled;
     }
 }
 

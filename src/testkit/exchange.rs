@@ -15,8 +15,9 @@
 //! every token failure is `535 5.7.3 Authentication unsuccessful [host]`, the reason is kept
 //! in [`AuthAttempt`]. After the final dot: size (`552 5.3.4`) → bare LF (`550 5.6.11`) →
 //! header value > 32768 (`554 5.6.211`) → injected 4xx faults → concurrency (`432 4.3.2` when
-//! more than 3 earlier authenticated sessions of the mailbox are open) → SendAs for the
-//! envelope sender and every `From:` address (`554 5.2.252`) → store → `250 2.0.0 OK`.
+//! 3 sessions of the same mailbox that authenticated earlier are still open, i.e. for the
+//! 4th) → SendAs for the envelope sender and every `From:` address (`554 5.2.252`) → store →
+//! `250 2.0.0 OK`.
 //!
 //! Known deviations (unconfirmed or deliberately simplified):
 //! - BDAT/CHUNKING is advertised like the real server but BDAT is answered `502 5.5.1` after
@@ -64,8 +65,8 @@ pub struct ExchangeOptions {
     pub max_command_line: usize,
     /// Idle timeout of a session (default 10 min).
     pub idle_timeout: Duration,
-    /// Benchmark mode: messages are counted and hashed but their bodies are not kept, and
-    /// verified tokens are cached by their string.
+    /// Benchmark mode: messages are recorded (envelope, size, SHA-256) but their bodies are
+    /// not kept, and verified tokens are cached by their string.
     pub fast_mode: bool,
     /// Also write each accepted message as `<time>-<id>.eml` into this directory.
     pub eml_dir: Option<PathBuf>,

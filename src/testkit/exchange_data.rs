@@ -119,6 +119,11 @@ impl DataReceiver {
         DataProgress::More
     }
 
+    /// Bytes received so far (unstuffed).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// The result once [`DataProgress::Complete`] was returned.
     pub fn finish(self) -> ReceivedData {
         let mut sha256 = [0u8; 32];

@@ -9,6 +9,9 @@
 //! - a transaction ends after every DATA outcome (accepted or refused);
 //! - an authenticated session holds a [`SessionSlot`] until the connection ends;
 //! - AUTH lines are never logged (only the mechanism), the token at most as 8 characters.
+//!
+//! The AUTH dialogue is in `exchange_session_auth`, the post-dot checks and storage in
+//! `exchange_submit`; both are further `impl Session` blocks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,17 +22,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::exchange::{AcceptedMessage, AuthAttempt, AuthRejection, ExchangeFault};
-use super::exchange_auth::{Identity, authorize, parse_xoauth2, rejection_reply};
-use super::exchange_data::{
-    DataProgress, DataReceiver, ReceivedData, header_fields, header_value, mailbox_list_addresses,
-    oversized_header, parse_path_argument, size_parameter,
-};
+use super::exchange::ExchangeFault;
+use super::exchange_data::{DataProgress, DataReceiver, parse_path_argument, size_parameter};
 use super::exchange_io::{ConnError, Line, SmtpStream};
 use super::exchange_replies as replies;
 use super::exchange_state::{ExchangeShared, FaultStage, SessionSlot};
-use super::jwt::{decode_claims_unverified, token_prefix};
-use super::random::{hex_lower, random_hex_upper};
+use super::random::random_hex_upper;
 
 /// Commands per connection before the server gives up (bounds every session loop).
 const MAX_COMMANDS_PER_SESSION: u32 = 100_000;
@@ -37,8 +35,6 @@ const MAX_COMMANDS_PER_SESSION: u32 = 100_000;
 const MAX_ERRORS: u32 = 10;
 /// Longest DATA segment handed to the receiver at once.
 const DATA_SEGMENT: usize = 64 * 1024;
-/// Longest header value Exchange accepts.
-const MAX_HEADER_VALUE: usize = 32_768;
 /// STARTTLS handshake deadline.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -49,32 +45,32 @@ enum Next {
 }
 
 /// What one command handler asks the loop to do.
-enum Step {
+pub(super) enum Step {
     Continue,
     StartTls,
     Close,
 }
 
-struct Authenticated {
-    mailbox: String,
-    client_id: String,
-    slot: SessionSlot,
+pub(super) struct Authenticated {
+    pub(super) mailbox: String,
+    pub(super) client_id: String,
+    pub(super) slot: SessionSlot,
 }
 
-struct Transaction {
-    from: String,
-    recipients: Vec<String>,
+pub(super) struct Transaction {
+    pub(super) from: String,
+    pub(super) recipients: Vec<String>,
 }
 
-struct Session {
-    shared: Arc<ExchangeShared>,
-    peer_ip: String,
-    tls: bool,
-    greeted: bool,
-    auth: Option<Authenticated>,
-    transaction: Option<Transaction>,
-    errors: u32,
-    cancel: CancellationToken,
+pub(super) struct Session {
+    pub(super) shared: Arc<ExchangeShared>,
+    pub(super) peer_ip: String,
+    pub(super) tls: bool,
+    pub(super) greeted: bool,
+    pub(super) auth: Option<Authenticated>,
+    pub(super) transaction: Option<Transaction>,
+    pub(super) errors: u32,
+    pub(super) cancel: CancellationToken,
 }
 
 /// Serves one accepted connection until it ends.
@@ -145,12 +141,16 @@ pub async fn serve(
 }
 
 impl Session {
-    fn host(&self) -> &str {
+    pub(super) fn host(&self) -> &str {
         &self.shared.options.hostname
     }
 
     /// Writes one reply (CRLF appended unless already present) and counts its code.
-    async fn send<S>(&self, conn: &mut SmtpStream<S>, reply: &str) -> Result<(), ConnError>
+    pub(super) async fn send<S>(
+        &self,
+        conn: &mut SmtpStream<S>,
+        reply: &str,
+    ) -> Result<(), ConnError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -166,7 +166,7 @@ impl Session {
     }
 
     /// Replies with a protocol error; closes after too many.
-    async fn protocol_error<S>(
+    pub(super) async fn protocol_error<S>(
         &mut self,
         conn: &mut SmtpStream<S>,
         reply: &str,
@@ -226,10 +226,19 @@ impl Session {
             .split_once(' ')
             .map_or((text.as_ref(), ""), |(v, a)| (v, a.trim()));
         let verb_upper = verb.to_ascii_uppercase();
+        // Only known, secret-free commands are logged in full: a stray SASL line (which
+        // carries the token) must never reach the log.
+        const LOGGABLE: [&str; 11] = [
+            "EHLO", "HELO", "STARTTLS", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT",
+            "VRFY",
+        ];
         if verb_upper == "AUTH" {
             tracing::debug!(mechanism = %argument.split(' ').next().unwrap_or_default(), "AUTH");
-        } else {
+        } else if LOGGABLE.contains(&verb_upper.as_str()) {
             tracing::debug!(command = %text, "fake Exchange command");
+        } else {
+            let prefix: String = verb.chars().take(8).collect();
+            tracing::debug!(%prefix, "fake Exchange unrecognized command");
         }
         match verb_upper.as_str() {
             "EHLO" => self.ehlo(conn, argument).await,
@@ -308,147 +317,6 @@ impl Session {
         }
         self.send(conn, replies::STARTTLS_READY).await?;
         Ok(Step::StartTls)
-    }
-
-    async fn auth<S>(&mut self, conn: &mut SmtpStream<S>, argument: &str) -> Result<Step, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let mut parts = argument.split_whitespace();
-        let mechanism = parts.next().unwrap_or_default().to_ascii_uppercase();
-        let initial = parts.next().map(str::to_owned);
-        if self.auth.is_some() {
-            return self.protocol_error(conn, replies::AUTH_ALREADY).await;
-        }
-        let mut attempt = AuthAttempt {
-            at: SystemTime::now(),
-            mechanism: mechanism.clone(),
-            mailbox: None,
-            client_id: None,
-            token_prefix: None,
-            result: Err(AuthRejection::UnsupportedMechanism),
-        };
-        let outcome = if !self.tls {
-            Err(AuthRejection::NotAdvertised)
-        } else {
-            match mechanism.as_str() {
-                "XOAUTH2" => self.xoauth2(conn, initial, &mut attempt).await?,
-                "LOGIN" => self.basic_login(conn, initial).await?,
-                "PLAIN" => self.basic_plain(conn, initial).await?,
-                _ => Err(AuthRejection::UnsupportedMechanism),
-            }
-        };
-        attempt.result = outcome.as_ref().map(|_| ()).map_err(|r| *r);
-        self.shared.record_auth(attempt);
-        match outcome {
-            Ok(identity) => {
-                let slot = self.shared.open_slot(&identity.mailbox);
-                self.auth = Some(Authenticated {
-                    mailbox: identity.mailbox,
-                    client_id: identity.client_id,
-                    slot,
-                });
-                self.send(conn, replies::AUTH_OK).await?;
-            }
-            Err(rejection) => {
-                let reply = rejection_reply(rejection, self.host());
-                self.send(conn, &reply).await?;
-            }
-        }
-        Ok(Step::Continue)
-    }
-
-    /// Reads the answer to a `334` challenge.
-    async fn challenge<S>(
-        &mut self,
-        conn: &mut SmtpStream<S>,
-        challenge: &str,
-    ) -> Result<Option<String>, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.send(conn, challenge).await?;
-        match conn.read_line(self.shared.options.max_command_line).await? {
-            Line::Complete(line) => {
-                let answer = String::from_utf8_lossy(&line).trim().to_owned();
-                Ok((answer != "*").then_some(answer))
-            }
-            Line::TooLong => Ok(Some(String::new())),
-        }
-    }
-
-    async fn xoauth2<S>(
-        &mut self,
-        conn: &mut SmtpStream<S>,
-        initial: Option<String>,
-        attempt: &mut AuthAttempt,
-    ) -> Result<Result<Identity, AuthRejection>, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let encoded = match initial {
-            Some(initial) => initial,
-            None => match self.challenge(conn, replies::AUTH_CONTINUE_EMPTY).await? {
-                Some(answer) => answer,
-                None => return Ok(Err(AuthRejection::Cancelled)),
-            },
-        };
-        let Some(payload) = parse_xoauth2(&encoded) else {
-            return Ok(Err(AuthRejection::InvalidXoauth2Data));
-        };
-        attempt.mailbox = Some(payload.user.clone());
-        attempt.token_prefix = Some(token_prefix(&payload.token));
-        attempt.client_id = decode_claims_unverified(&payload.token)
-            .ok()
-            .map(|claims| claims.appid);
-        Ok(authorize(&self.shared, &payload, SystemTime::now()))
-    }
-
-    /// AUTH LOGIN: the username/password dialogue, then the Basic-auth-disabled refusal.
-    async fn basic_login<S>(
-        &mut self,
-        conn: &mut SmtpStream<S>,
-        initial: Option<String>,
-    ) -> Result<Result<Identity, AuthRejection>, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        if initial.is_none()
-            && self
-                .challenge(conn, replies::AUTH_LOGIN_USERNAME)
-                .await?
-                .is_none()
-        {
-            return Ok(Err(AuthRejection::Cancelled));
-        }
-        if self
-            .challenge(conn, replies::AUTH_LOGIN_PASSWORD)
-            .await?
-            .is_none()
-        {
-            return Ok(Err(AuthRejection::Cancelled));
-        }
-        Ok(Err(AuthRejection::BasicAuthDisabled))
-    }
-
-    /// AUTH PLAIN (not advertised): optional empty challenge, then the Basic refusal.
-    async fn basic_plain<S>(
-        &mut self,
-        conn: &mut SmtpStream<S>,
-        initial: Option<String>,
-    ) -> Result<Result<Identity, AuthRejection>, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        if initial.is_none()
-            && self
-                .challenge(conn, replies::AUTH_CONTINUE_EMPTY)
-                .await?
-                .is_none()
-        {
-            return Ok(Err(AuthRejection::Cancelled));
-        }
-        Ok(Err(AuthRejection::BasicAuthDisabled))
     }
 
     async fn mail<S>(&mut self, conn: &mut SmtpStream<S>, argument: &str) -> Result<Step, ConnError>
@@ -558,135 +426,17 @@ impl Session {
             if receiver.push_segment(&segment) == DataProgress::Complete {
                 break;
             }
+            if receiver.size() > replies::ADVERTISED_SIZE {
+                // Past the service-wide ceiling: stop reading, as the real front end does.
+                self.transaction = None;
+                self.send(conn, replies::MESSAGE_TOO_BIG).await?;
+                return Ok(Step::Close);
+            }
         }
         let received = receiver.finish();
         let Some(transaction) = self.transaction.take() else {
             return Ok(Step::Continue);
         };
         self.finish_data(conn, transaction, received).await
-    }
-
-    /// The checks Exchange runs after the final dot, then storage and the reply.
-    async fn finish_data<S>(
-        &mut self,
-        conn: &mut SmtpStream<S>,
-        transaction: Transaction,
-        received: ReceivedData,
-    ) -> Result<Step, ConnError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let host = self.host().to_owned();
-        if received.oversize {
-            self.send(conn, replies::MESSAGE_TOO_BIG).await?;
-            return Ok(Step::Continue);
-        }
-        if received.bare_lf {
-            self.send(conn, replies::BARE_LINEFEEDS).await?;
-            return Ok(Step::Continue);
-        }
-        let fields = header_fields(&received.header_block);
-        if let Some((size, name)) = oversized_header(&fields, MAX_HEADER_VALUE) {
-            self.send(conn, &replies::header_too_long(size, &name))
-                .await?;
-            return Ok(Step::Continue);
-        }
-        let fault = self.shared.take_fault(FaultStage::EndOfData);
-        match fault {
-            Some(ExchangeFault::TempFailAfterData) => {
-                self.send(conn, &replies::temporary_server_error(&host))
-                    .await?;
-                return Ok(Step::Continue);
-            }
-            Some(ExchangeFault::MailboxLogonFailure) => {
-                self.send(conn, &replies::mailbox_logon_failure(&host))
-                    .await?;
-                return Ok(Step::Continue);
-            }
-            _ => {}
-        }
-        let Some(auth) = self.auth.as_ref() else {
-            self.send(conn, &replies::not_authenticated(&host)).await?;
-            return Ok(Step::Continue);
-        };
-        let limit = self.shared.options.max_concurrent_sessions_per_mailbox;
-        if auth.slot.earlier_open_sessions() >= limit {
-            self.shared.record_throttled();
-            self.send(conn, &replies::concurrency_exceeded(&host))
-                .await?;
-            return Ok(Step::Continue);
-        }
-        let from_header = header_value(&fields, "From")
-            .map(mailbox_list_addresses)
-            .unwrap_or_default();
-        let envelope = if transaction.from.is_empty() {
-            "<>".to_owned()
-        } else {
-            transaction.from.clone()
-        };
-        let denied = std::iter::once(&envelope)
-            .chain(from_header.iter())
-            .find(|sender| !self.shared.directory.may_send_as(&auth.mailbox, sender));
-        if let Some(sender) = denied {
-            let reply = replies::send_as_denied(&auth.mailbox, sender, &host);
-            self.send(conn, &reply).await?;
-            return Ok(Step::Continue);
-        }
-        let message_id = header_value(&fields, "Message-ID")
-            .map(str::trim)
-            .filter(|id| id.starts_with('<') && id.ends_with('>'))
-            .map_or_else(
-                || format!("<{}@{host}>", random_hex_upper(16)),
-                str::to_owned,
-            );
-        let message = AcceptedMessage {
-            id: format!("FAKE-{}", self.shared.next_sequence()),
-            message_id: message_id.clone(),
-            envelope_from: transaction.from,
-            recipients: transaction.recipients,
-            auth_mailbox: auth.mailbox.clone(),
-            client_id: auth.client_id.clone(),
-            data: received.body,
-            size: received.size,
-            sha256: hex_lower(&received.sha256),
-            accepted_at: SystemTime::now(),
-            eml_path: None,
-        };
-        let message = self.write_eml(message).await;
-        self.shared.store_message(message);
-        match fault {
-            Some(ExchangeFault::DropAfterDot) => return Ok(Step::Close),
-            Some(ExchangeFault::StallAfterDot(stall)) => {
-                tokio::select! {
-                    () = self.cancel.cancelled() => return Err(ConnError::Shutdown),
-                    () = tokio::time::sleep(stall) => {}
-                }
-            }
-            _ => {}
-        }
-        self.send(conn, &replies::queued(&message_id, &host))
-            .await?;
-        Ok(Step::Continue)
-    }
-
-    /// Writes the `.eml` copy if enabled (temp file + rename, so watchers never see a partial
-    /// file). A write failure is logged and leaves `eml_path` empty.
-    async fn write_eml(&self, mut message: AcceptedMessage) -> AcceptedMessage {
-        let (Some(dir), Some(data)) = (&self.shared.options.eml_dir, &message.data) else {
-            return message;
-        };
-        let stamp = super::jwt::unix_seconds(message.accepted_at);
-        let name = format!("{stamp}-{}.eml", message.id);
-        let final_path = dir.join(&name);
-        let temp_path = dir.join(format!(".{name}.tmp"));
-        let written = async {
-            tokio::fs::write(&temp_path, data).await?;
-            tokio::fs::rename(&temp_path, &final_path).await
-        };
-        match written.await {
-            Ok(()) => message.eml_path = Some(final_path),
-            Err(error) => tracing::warn!(%error, "fake Exchange could not write .eml"),
-        }
-        message
     }
 }

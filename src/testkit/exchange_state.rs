@@ -285,9 +285,7 @@ impl ExchangeShared {
                 .entry(message.auth_mailbox.to_ascii_lowercase())
                 .or_default()
                 .push(message.accepted_at);
-            if !self.options.fast_mode {
-                runtime.messages.push(message);
-            }
+            runtime.messages.push(message);
             runtime.stats.messages_accepted
         };
         self.accepted_tx.send_replace(count);

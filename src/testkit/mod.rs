@@ -23,6 +23,7 @@
 
 pub mod bundle;
 pub mod directory;
+mod directory_exchange;
 pub mod entra;
 mod entra_errors;
 mod entra_http;
@@ -33,7 +34,9 @@ mod exchange_io;
 mod exchange_listener;
 mod exchange_replies;
 mod exchange_session;
+mod exchange_session_auth;
 mod exchange_state;
+mod exchange_submit;
 mod form;
 pub mod issuance;
 pub mod jwt;
