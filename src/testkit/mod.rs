@@ -19,7 +19,31 @@
 //! - no secret and no full token is ever logged or stored in an observation record: tokens
 //!   appear at most as their first 8 characters.
 //!
-//! [`Testkit::start`] wires a healthy setup in one call.
+//! [`Testkit::start`] wires a healthy setup in one call:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), smtp_oauth_relay::testkit::TestkitError> {
+//! use std::time::Duration;
+//! use smtp_oauth_relay::testkit::{EntraFault, ExchangeFault, Testkit, TestkitOptions};
+//!
+//! let kit = Testkit::start(TestkitOptions::default()).await?;
+//! // What the relay's [[account]] needs:
+//! let ca_file = kit.write_ca_pem(&std::env::temp_dir().join("testkit-ca.pem"))?;
+//! let (authority, tenant) = (kit.authority(), kit.tenant_id());
+//! let (client_id, secret, mailbox) = (kit.client_id(), kit.client_secret(), kit.mailbox());
+//! let smtp_server = kit.smtp_server(); // "127.0.0.1:PORT", STARTTLS, CA = ca_file
+//! // ... start the relay, submit a message to it ...
+//! let delivered = kit.exchange.wait_for_messages(1, Duration::from_secs(30)).await?;
+//! assert_eq!(delivered[0].auth_mailbox, mailbox);
+//! // Break things at run time:
+//! kit.directory.revoke_admin_consent(client_id)?; // next AUTH: 535 5.7.3
+//! kit.entra.fail_next(2, EntraFault::TemporarilyUnavailable);
+//! kit.exchange.fail_next(1, ExchangeFault::TempFailAfterData)?;
+//! kit.exchange.set_fault(ExchangeFault::RefuseConnections).await?; // ECONNREFUSED
+//! kit.exchange.clear_faults().await?; // same port listens again
+//! # let _ = (ca_file, authority, tenant, secret, smtp_server);
+//! # Ok(()) }
+//! ```
 
 pub mod bundle;
 pub mod directory;
