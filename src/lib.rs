@@ -16,5 +16,6 @@ pub mod secret;
 pub mod smtp;
 pub mod spool;
 pub mod telemetry;
+pub mod testkit;
 pub mod tls;
 pub mod upstream;
