@@ -56,6 +56,8 @@ pub enum Command {
     },
     /// Hash a password for a [[user]]'s password_hash (reads it without echo, or from stdin).
     HashPassword,
+    /// Run the relay end to end against the built-in Exchange Online emulator.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Run a parsed command line.
@@ -64,6 +66,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Check { config } => check(config),
         Command::HashPassword => hash_password(),
+        Command::Demo(args) => crate::demo::run(args).await,
     }
 }
 

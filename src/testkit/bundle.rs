@@ -172,6 +172,24 @@ impl Testkit {
         Ok(path.to_path_buf())
     }
 
+    /// An `[[account]]` block of `relay.toml` that points the relay at this kit: the token
+    /// endpoint, the tenant, the app and its secret, the mailbox, the SMTP server and the CA
+    /// (written by the caller to `ca_file`). Pacing is off so tests and benchmarks run at speed.
+    pub fn relay_account_toml(&self, name: &str, ca_file: &Path) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\nmailbox = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+             client_secret = \"{}\"\nauthority = \"{}\"\nsmtp_server = \"{}\"\nca_file = \"{}\"\n\
+             max_messages_per_minute = 0\n",
+            self.mailbox,
+            self.tenant_id(),
+            self.client_id,
+            self.client_secret,
+            self.authority(),
+            self.smtp_server(),
+            ca_file.display()
+        )
+    }
+
     /// A valid Exchange token minted directly (no HTTP round trip), for SMTP-only tests.
     ///
     /// # Errors

@@ -83,7 +83,9 @@ pub async fn run_listener(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let local = listener.local_addr().ok();
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -105,7 +107,7 @@ pub async fn run_listener(
         let ip = peer.ip().to_canonical();
         match limits.admit(ip) {
             Ok(admission) => {
-                let span = tracing::info_span!("conn", id = %connection_id(), peer = %peer, listener = ?local);
+                let span = tracing::info_span!("conn", id = %connection_id(), peer = %peer, listener = %local);
                 let ctx = Arc::clone(&ctx);
                 let cancel = cancel.clone();
                 tracker.spawn(
