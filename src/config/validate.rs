@@ -114,7 +114,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         .collect();
     let mut addresses = HashSet::new();
     for (index, listener) in listeners.iter().enumerate() {
-        if !addresses.insert(listener.address) {
+        if listener.address.port() != 0 && !addresses.insert(listener.address) {
             checker.error(
                 format!("listener[{index}].address"),
                 "is used by another listener",

@@ -85,3 +85,68 @@ pub fn without_trace(body: &[u8]) -> &[u8] {
         }
     }
 }
+
+/// The testkit (Entra + Exchange emulators) and a relay in front of it.
+pub struct Chain {
+    pub kit: smtp_oauth_relay::testkit::Testkit,
+    pub relay: TestRelay,
+}
+
+/// `[relay]` + `[queue]` with a one-second retry schedule + the kit's `[[account]]` named
+/// "m365" + `rest` (listeners, users, networks). `{state}` is left for [`TestRelay::start`].
+pub fn chain_toml(kit: &smtp_oauth_relay::testkit::Testkit, ca_file: &Path, rest: &str) -> String {
+    format!(
+        "[relay]\nhostname = \"relay.test\"\nstate_dir = \"{{state}}\"\n[queue]\nretry_schedule = [\"1s\"]\n{}\n{rest}",
+        kit.relay_account_toml("m365", ca_file)
+    )
+}
+
+impl Chain {
+    /// Start the kit with `options`, then a relay in front of it configured by what `rest`
+    /// returns (listeners, users, networks); `rest` gets the kit and a folder for files.
+    pub async fn start(
+        options: smtp_oauth_relay::testkit::TestkitOptions,
+        rest: impl FnOnce(&smtp_oauth_relay::testkit::Testkit, &Path) -> String,
+    ) -> Chain {
+        let kit = smtp_oauth_relay::testkit::Testkit::start(options)
+            .await
+            .expect("testkit starts");
+        let files = tempfile::tempdir().expect("tempdir");
+        let ca_file = kit.write_ca_pem(&files.path().join("ca.pem")).expect("ca");
+        let rest = rest(&kit, files.path());
+        let toml = chain_toml(&kit, &ca_file, &rest);
+        // Certificates and the CA are read when the config loads; the folder may go after.
+        let relay = TestRelay::start(&toml).await;
+        drop(files);
+        Chain { kit, relay }
+    }
+
+    /// Write the kit's server certificate and key for a relay listener; returns TOML lines.
+    pub fn listener_tls_files(kit: &smtp_oauth_relay::testkit::Testkit, dir: &Path) -> String {
+        let identity = kit
+            .pki
+            .generate_server_cert_for(&["localhost", "127.0.0.1"])
+            .expect("server certificate");
+        let cert = dir.join("relay-cert.pem");
+        let key = dir.join("relay-key.pem");
+        std::fs::write(&cert, identity.cert_pem()).expect("write cert");
+        std::fs::write(&key, identity.key_pem()).expect("write key");
+        format!(
+            "certificate = \"{}\"\nprivate_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    }
+}
+
+/// Wait until `condition` holds, polling every 50 ms, for at most `limit`.
+pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    condition()
+}

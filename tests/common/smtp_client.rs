@@ -40,6 +40,19 @@ impl RawClient {
         }
     }
 
+    /// Connect from a chosen local address (e.g. 127.0.0.2, to test trusted networks).
+    pub async fn connect_from(local: std::net::IpAddr, address: std::net::SocketAddr) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(local, 0))
+            .expect("bind local address");
+        let stream = socket.connect(address).await.expect("connect to the relay");
+        RawClient {
+            stream: Box::new(stream),
+            buffer: Vec::new(),
+        }
+    }
+
     /// Connect and read the greeting.
     pub async fn connect_greeted(address: std::net::SocketAddr) -> RawClient {
         let mut client = RawClient::connect(address).await;
