@@ -1,0 +1,205 @@
+//! The real binary, as an administrator runs it: `check`, `serve` with a broken config,
+//! `serve` with a wrong client secret, `demo --once`, `hash-password`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::{RelayProcess, binary, free_port, wait_until_listening};
+use common::smtp_client::RawClient;
+use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
+
+#[test]
+fn the_example_config_passes_check() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.toml.example");
+    let output = Command::new(binary())
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}
+
+#[test]
+fn an_invalid_config_refuses_to_start_and_lists_every_error_by_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        r#"
+[relay]
+state_dir = "state"
+[[listener]]
+address = "127.0.0.1:99999"
+tls = "starttls"
+[[account]]
+name = "m365"
+mailbox = "scanner"
+tenant_id = "organizations"
+client_id = "my-app"
+client_secret = "x"
+scope = "https://graph.microsoft.com/Mail.Send"
+[[user]]
+username = "printer"
+password_hash = "not-a-hash"
+account = "other"
+allowed_senders = []
+"#,
+    )
+    .unwrap();
+    for command in ["serve", "check"] {
+        let output = Command::new(binary())
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command} must refuse");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for path in [
+            "listener[0].address",
+            "listener[0].certificate",
+            "listener[0].private_key",
+            "account[0].mailbox",
+            "account[0].tenant_id",
+            "account[0].client_id",
+            "account[0].scope",
+            "user[0].account",
+            "user[0].allowed_senders",
+        ] {
+            assert!(
+                stderr.contains(path),
+                "{command}: {path} missing from:\n{stderr}"
+            );
+        }
+        assert!(
+            !dir.path().join("state").exists(),
+            "nothing may be created by a refused start"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_keeps_the_message_queued_and_the_log_names_aadsts7000215_and_the_fix()
+ {
+    let kit = Testkit::start(TestkitOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kit.write_ca_pem(&dir.path().join("ca.pem")).unwrap();
+    let port = free_port();
+    let account = kit.relay_account_toml("m365", &ca).replace(
+        kit.client_secret(),
+        "Abc8Q~this-is-the-secret-ID-not-the-value",
+    );
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n[queue]\nretry_schedule = [\"1s\"]\n{account}\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n"
+        ),
+    )
+    .unwrap();
+    let relay = RelayProcess::serve(&config);
+    assert!(
+        wait_until_listening(port, Duration::from_secs(20)).await,
+        "{:?}",
+        relay.log()
+    );
+    let mut client = RawClient::connect_greeted(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    client.expect("EHLO app", 250).await;
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            b"Subject: wrong secret\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+
+    let line = relay
+        .wait_for_log("AADSTS7000215", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no AADSTS7000215 in the log:\n{}", relay.log().join("\n")));
+    assert!(
+        line.contains("Value"),
+        "the fix (copy the secret's Value) is named: {line}"
+    );
+    assert!(
+        line.contains("configuration"),
+        "classified as configuration: {line}"
+    );
+    assert!(line.contains("queue_id="), "{line}");
+    let log = relay.log().join("\n");
+    assert!(
+        !log.contains(kit.client_secret()) && !log.contains("this-is-the-secret-ID"),
+        "no secret in the log"
+    );
+    assert_eq!(kit.exchange.message_count(), 0);
+    let queued = std::fs::read_dir(dir.path().join("state/spool/queue"))
+        .unwrap()
+        .count();
+    assert_eq!(queued, 2, "the message (body + envelope) stays queued");
+    relay.kill().await;
+}
+
+#[test]
+fn demo_once_pushes_a_message_through_the_whole_chain() {
+    let output = Command::new(binary())
+        .args(["demo", "--once"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("OK: the message arrived byte for byte"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pw\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let mut policy = smtp_oauth_relay::policy::Policy::new();
+    policy
+        .add_user(
+            "u",
+            smtp_oauth_relay::policy::Credential::Hash(hash),
+            "a",
+            vec![],
+        )
+        .unwrap();
+    let pw = smtp_oauth_relay::secret::Secret::new("s3cret-pw");
+    assert!(policy.verify_password("u", &pw).is_some());
+}
