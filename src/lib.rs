@@ -18,5 +18,6 @@ pub mod smtp;
 pub mod spool;
 pub mod telemetry;
 pub mod testkit;
+pub mod text;
 pub mod tls;
 pub mod upstream;

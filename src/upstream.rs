@@ -99,7 +99,7 @@ impl UpstreamFailure {
     fn from_lettre(stage: Stage, error: &lettre::transport::smtp::Error) -> UpstreamFailure {
         if let Some(code) = error.status() {
             let text = std::error::Error::source(error)
-                .map(ToString::to_string)
+                .map(|source| crate::text::one_line_excerpt(&source.to_string(), 1000))
                 .unwrap_or_default();
             return UpstreamFailure {
                 stage,

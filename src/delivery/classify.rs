@@ -34,6 +34,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+use crate::text::one_line_excerpt;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -510,33 +511,4 @@ pub fn classify_transport(stage: Stage, kind: TransportFailure) -> Verdict {
         ),
     };
     verdict.with(FollowUp::Reconnect)
-}
-
-/// Reply text made safe for one log line: whitespace runs become one space, other control
-/// characters are dropped, the result is cut to `max_chars` and ends with `…` when cut.
-fn one_line_excerpt(text: &str, max_chars: usize) -> String {
-    let mut excerpt = String::new();
-    let mut kept = 0;
-    let mut pending_space = false;
-    for ch in text.trim().chars() {
-        if ch.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if ch.is_control() {
-            continue;
-        }
-        let needed = if pending_space { 2 } else { 1 };
-        if kept + needed > max_chars {
-            excerpt.push('…');
-            return excerpt;
-        }
-        if pending_space {
-            excerpt.push(' ');
-            pending_space = false;
-        }
-        excerpt.push(ch);
-        kept += needed;
-    }
-    excerpt
 }

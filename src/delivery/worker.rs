@@ -323,17 +323,25 @@ impl AccountDelivery {
         } else {
             verdict.fix
         };
+        // One set of fields for every failure line, whatever its level.
+        macro_rules! failure_event {
+            ($level:ident, $($extra:tt)*) => {
+                tracing::$level!(
+                    queue_id = %envelope.id,
+                    account = %self.account.name,
+                    stage = %failure.stage,
+                    upstream_reply = %failure.detail,
+                    class = %verdict.class,
+                    reason = verdict.reason,
+                    hint = fix,
+                    attempt = envelope.attempts,
+                    duplicate_possible = verdict.duplicate_possible,
+                    $($extra)*
+                )
+            };
+        }
         if verdict.class == Class::Permanent {
-            tracing::error!(
-                queue_id = %envelope.id,
-                account = %self.account.name,
-                stage = %failure.stage,
-                upstream_reply = %failure.detail,
-                class = %verdict.class,
-                reason = verdict.reason,
-                hint = fix,
-                "message failed permanently; kept in failed/"
-            );
+            failure_event!(error, "message failed permanently; kept in failed/");
             return self.move_to_failed(&envelope).await;
         }
         let delay = match verdict.class {
@@ -342,36 +350,17 @@ impl AccountDelivery {
             }
             _ => retry::transient_delay(&self.settings.retry_schedule, envelope.attempts),
         };
-        envelope.next_attempt = unix_now() + delay.as_secs().max(1);
-        let retry_in =
-            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))).to_string();
+        let delay = Duration::from_secs(delay.as_secs().max(1));
+        envelope.next_attempt = unix_now() + delay.as_secs();
+        let retry_in = humantime::format_duration(delay).to_string();
         if verdict.class == Class::Configuration {
-            tracing::error!(
-                queue_id = %envelope.id,
-                account = %self.account.name,
-                stage = %failure.stage,
-                upstream_reply = %failure.detail,
-                class = %verdict.class,
-                reason = verdict.reason,
-                hint = fix,
-                attempt = envelope.attempts,
+            failure_event!(
+                error,
                 retry_in = %retry_in,
                 "delivery blocked by configuration; the message stays queued until it is fixed"
             );
         } else {
-            tracing::warn!(
-                queue_id = %envelope.id,
-                account = %self.account.name,
-                stage = %failure.stage,
-                upstream_reply = %failure.detail,
-                class = %verdict.class,
-                reason = verdict.reason,
-                hint = fix,
-                attempt = envelope.attempts,
-                retry_in = %retry_in,
-                duplicate_possible = verdict.duplicate_possible,
-                "delivery deferred"
-            );
+            failure_event!(warn, retry_in = %retry_in, "delivery deferred");
         }
         if let Err(error) = self.spool.update(&envelope).await {
             tracing::error!(queue_id = %envelope.id, %error, "cannot record the attempt in the spool");

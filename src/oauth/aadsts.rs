@@ -20,6 +20,7 @@ mod codes;
 #[cfg(test)]
 mod tests;
 
+use crate::text::one_line_excerpt;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Deserializer};
@@ -387,33 +388,4 @@ fn truncate_chars(text: &str, max_chars: usize) -> (&str, bool) {
         Some((cut_at, _)) => (text.get(..cut_at).unwrap_or(text), true),
         None => (text, false),
     }
-}
-
-/// Network text made safe for one log line: whitespace runs become one space, other control
-/// characters are dropped, the result is cut to `max_chars` and ends with `…` when cut.
-fn one_line_excerpt(text: &str, max_chars: usize) -> String {
-    let mut excerpt = String::new();
-    let mut kept = 0;
-    let mut pending_space = false;
-    for ch in text.trim().chars() {
-        if ch.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if ch.is_control() {
-            continue;
-        }
-        let needed = if pending_space { 2 } else { 1 };
-        if kept + needed > max_chars {
-            excerpt.push('…');
-            return excerpt;
-        }
-        if pending_space {
-            excerpt.push(' ');
-            pending_space = false;
-        }
-        excerpt.push(ch);
-        kept += needed;
-    }
-    excerpt
 }
