@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::delivery::pacer::Pacer;
 use crate::delivery::worker::{AccountDelivery, spawn_workers};
 use crate::oauth::token::TokenProvider;
 use crate::queue::Queue;
@@ -104,18 +103,24 @@ impl Relay {
             let Some(account_queue) = queue.account(&account.name) else {
                 continue;
             };
-            let delivery = Arc::new(AccountDelivery {
-                account: Arc::new(account.clone()),
-                queue: Arc::clone(account_queue),
-                spool: Arc::clone(&spool),
-                tokens: Arc::clone(&provider),
+            let delivery = Arc::new(AccountDelivery::new(
+                Arc::new(account.clone()),
+                Arc::clone(account_queue),
+                Arc::clone(&spool),
+                Arc::clone(&provider),
                 upstream,
-                settings: config.queue.clone(),
-                pacer: Pacer::new(account.max_messages_per_minute),
-            });
+                config.queue.clone(),
+                config.relay.hostname.clone(),
+            ));
             spawn_workers(delivery, &cancel, &tracker);
             tokens.insert(account.name.clone(), provider);
         }
+
+        tracker.spawn(purge_failed(
+            Arc::clone(&spool),
+            config.queue.failed_retention,
+            cancel.clone(),
+        ));
 
         let limits = ConnectionLimits::new(
             config.limits.max_connections,
@@ -236,5 +241,23 @@ fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartErr
             Err(StartError::Locked(state_dir.display().to_string()))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(spool_error(e)),
+    }
+}
+
+/// Delete `failed/` entries older than the retention, at start and then hourly.
+async fn purge_failed(spool: Arc<Spool>, retention: Duration, cancel: CancellationToken) {
+    loop {
+        let cutoff = crate::spool::unix_now().saturating_sub(retention.as_secs());
+        match spool.purge_failed(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(purged, retention = %humantime::format_duration(retention), "old failed messages deleted")
+            }
+            Err(error) => tracing::warn!(%error, "cannot purge old failed messages"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }

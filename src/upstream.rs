@@ -24,6 +24,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use crate::config::{AccountSettings, UpstreamTls};
 use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
 use crate::oauth::token::AccessToken;
+use crate::smtp::proto::address::Address;
 use crate::spool::Envelope;
 
 /// Time limits for each step of the upstream conversation.
@@ -175,6 +176,17 @@ fn transport_failure(error: &lettre::transport::smtp::Error) -> TransportFailure
     }
 }
 
+/// What one transaction achieved.
+#[derive(Debug, Default)]
+pub struct TransactionResult {
+    /// Recipients the server accepted (they have the message when `reply` is set).
+    pub accepted: Vec<Address>,
+    /// Recipients the server refused, each with its reply.
+    pub rejected: Vec<(Address, UpstreamFailure)>,
+    /// The server's reply to the content; `None` when no recipient was accepted.
+    pub reply: Option<String>,
+}
+
 /// How to reach one account's SMTP server; built once per account.
 #[derive(Clone)]
 pub struct Upstream {
@@ -323,17 +335,20 @@ impl UpstreamSession {
         self.transactions
     }
 
-    /// Send one message: MAIL, RCPT for every recipient, DATA, content. Returns the server's
-    /// final reply text on success.
+    /// One transaction: MAIL, RCPT for each of `recipients`, then DATA and the content if at
+    /// least one recipient was accepted. A recipient the server refuses does not stop the
+    /// others; the caller decides what its refusal means.
     ///
     /// # Errors
-    /// [`UpstreamFailure`] at the stage that failed; after a reply failure the session is
-    /// still usable once [`reset`](Self::reset) succeeds.
+    /// [`UpstreamFailure`] at the stage that failed (MAIL, DATA, the final dot, or the
+    /// connection); after a reply failure the session is usable again once
+    /// [`reset`](Self::reset) succeeds.
     pub async fn send(
         &mut self,
         envelope: &Envelope,
+        recipients: &[Address],
         body: &[u8],
-    ) -> Result<String, UpstreamFailure> {
+    ) -> Result<TransactionResult, UpstreamFailure> {
         self.transactions += 1;
         let info = self.connection.server_info();
         let mut parameters = vec![MailParameter::Size(body.len())];
@@ -365,19 +380,38 @@ impl UpstreamSession {
             self.connection.command(mail),
         )
         .await?;
-        for recipient in &envelope.recipients {
-            let address = lettre::Address::from_str(recipient.as_str()).map_err(|e| {
-                UpstreamFailure::local(
-                    Stage::RcptTo,
-                    format!("recipient <{recipient}> cannot be sent: {e}"),
-                )
-            })?;
-            timed(
-                Stage::RcptTo,
-                self.timeouts.command,
-                self.connection.command(Rcpt::new(address, vec![])),
-            )
-            .await?;
+        let mut result = TransactionResult::default();
+        for recipient in recipients {
+            let address = match lettre::Address::from_str(recipient.as_str()) {
+                Ok(address) => address,
+                Err(e) => {
+                    let failure = UpstreamFailure::local(
+                        Stage::RcptTo,
+                        format!("recipient <{recipient}> cannot be sent: {e}"),
+                    );
+                    result.rejected.push((recipient.clone(), failure));
+                    continue;
+                }
+            };
+            let rcpt = self.connection.command(Rcpt::new(address, vec![]));
+            match timed(Stage::RcptTo, self.timeouts.command, rcpt).await {
+                Ok(_) => result.accepted.push(recipient.clone()),
+                Err(
+                    failure @ UpstreamFailure {
+                        kind: FailureKind::Reply { .. },
+                        ..
+                    },
+                ) => {
+                    result.rejected.push((recipient.clone(), failure));
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        if result.accepted.is_empty() {
+            if !self.reset().await {
+                return Err(UpstreamFailure::timeout(Stage::Rset));
+            }
+            return Ok(result);
         }
         timed(
             Stage::Data,
@@ -395,7 +429,11 @@ impl UpstreamSession {
             self.connection.message_iter(chunks),
         )
         .await?;
-        Ok(response.message().collect::<Vec<_>>().join(" "))
+        result.reply = Some(crate::text::one_line_excerpt(
+            &response.message().collect::<Vec<_>>().join(" "),
+            1000,
+        ));
+        Ok(result)
     }
 
     /// RSET after a failed transaction; false when the session is no longer usable.

@@ -30,6 +30,44 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_SCOPE: &str = "https://outlook.office365.com/.default";
 /// Default SMTP submission endpoint.
 pub const DEFAULT_SMTP_SERVER: &str = "smtp.office365.com:587";
+/// The endpoints of one Microsoft cloud (exchange-online.md §1.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloudPreset {
+    pub name: &'static str,
+    pub authority: &'static str,
+    pub scope: &'static str,
+    pub smtp_server: &'static str,
+}
+
+/// `cloud = "…"` presets. DoD and China values are the best known ones (not confirmed in
+/// Microsoft's documentation); explicit `authority`, `scope` and `smtp_server` override them.
+pub const CLOUDS: [CloudPreset; 4] = [
+    CloudPreset {
+        name: "global",
+        authority: DEFAULT_AUTHORITY,
+        scope: DEFAULT_SCOPE,
+        smtp_server: DEFAULT_SMTP_SERVER,
+    },
+    CloudPreset {
+        name: "usgov-gcchigh",
+        authority: "https://login.microsoftonline.us",
+        scope: "https://outlook.office365.us/.default",
+        smtp_server: "smtp.office365.us:587",
+    },
+    CloudPreset {
+        name: "usgov-dod",
+        authority: "https://login.microsoftonline.us",
+        scope: "https://outlook-dod.office365.us/.default",
+        smtp_server: "outlook-dod.office365.us:587",
+    },
+    CloudPreset {
+        name: "china",
+        authority: "https://login.partner.microsoftonline.cn",
+        scope: "https://partner.outlook.cn/.default",
+        smtp_server: "smtp.partner.outlook.cn:587",
+    },
+];
+
 /// Default spool location.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtp-oauth-relay";
 
@@ -95,6 +133,10 @@ pub struct QueueSettings {
     pub max_age: Duration,
     /// How long an upstream session may stay open with nothing to send.
     pub connection_idle_timeout: Duration,
+    /// Where delivery status notifications go.
+    pub bounce: BouncePolicy,
+    /// How long `failed/` entries are kept.
+    pub failed_retention: Duration,
 }
 
 impl Default for QueueSettings {
@@ -106,8 +148,21 @@ impl Default for QueueSettings {
                 .collect(),
             max_age: Duration::from_secs(5 * 24 * 3600),
             connection_idle_timeout: Duration::from_secs(30),
+            bounce: BouncePolicy::Sender,
+            failed_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
+}
+
+/// Where delivery status notifications go (`[queue] bounce`, `bounce_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BouncePolicy {
+    /// To the envelope sender of the failed message.
+    Sender,
+    /// To this address instead (an administrator's mailbox).
+    To(String),
+    /// Nowhere: failures are only logged and kept in `failed/`.
+    None,
 }
 
 /// One `[[listener]]`.
@@ -169,6 +224,12 @@ pub struct AccountSettings {
     pub max_connections: usize,
     /// 0 means no pacing.
     pub max_messages_per_minute: u32,
+    /// Recipients per upstream transaction; larger envelopes are split.
+    pub max_recipients_per_message: usize,
+    /// Rolling 24-hour recipient budget; 0 means no budget.
+    pub max_recipients_per_day: u32,
+    /// Renew a cached token this long before it expires.
+    pub renew_before: Duration,
 }
 
 impl AccountSettings {

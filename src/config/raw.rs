@@ -63,6 +63,10 @@ pub struct RawQueue {
     pub max_age: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub connection_idle_timeout: Option<Duration>,
+    pub bounce: Option<String>,
+    pub bounce_to: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub failed_retention: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +97,11 @@ pub struct RawAccount {
     pub ca_file: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub max_messages_per_minute: Option<u32>,
+    pub max_recipients_per_message: Option<usize>,
+    pub max_recipients_per_day: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub renew_before: Option<Duration>,
+    pub cloud: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

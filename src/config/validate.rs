@@ -14,9 +14,8 @@ use ipnet::IpNet;
 
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
-    AccountSettings, ClientCredential, Config, ConfigErrors, DEFAULT_AUTHORITY, DEFAULT_SCOPE,
-    DEFAULT_SMTP_SERVER, DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings,
-    UpstreamTls,
+    AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
+    DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
 };
 use crate::policy::{Credential, Policy, SenderPattern};
 use crate::secret::Secret;
@@ -279,6 +278,28 @@ fn queue(checker: &mut Checker<'_>, raw: &RawConfig) -> QueueSettings {
         }
         retry_schedule = parsed;
     }
+    let bounce = match (raw.queue.bounce.as_deref(), &raw.queue.bounce_to) {
+        (None | Some("sender"), None) => BouncePolicy::Sender,
+        (None | Some("sender"), Some(to)) => match Address::parse(to) {
+            Ok(address) => BouncePolicy::To(address.to_string()),
+            Err(e) => {
+                checker.error(
+                    "queue.bounce_to",
+                    format!("\"{to}\" is not an address: {e}"),
+                );
+                BouncePolicy::Sender
+            }
+        },
+        (Some("none"), None) => BouncePolicy::None,
+        (Some("none"), Some(_)) => {
+            checker.error("queue.bounce_to", "conflicts with bounce = \"none\"");
+            BouncePolicy::None
+        }
+        (Some(other), _) => {
+            checker.error("queue.bounce", format!("\"{other}\" must be \"sender\" or \"none\" (set bounce_to to send them to an administrator)"));
+            BouncePolicy::Sender
+        }
+    };
     QueueSettings {
         retry_schedule,
         max_age: raw.queue.max_age.unwrap_or(defaults.max_age),
@@ -286,6 +307,11 @@ fn queue(checker: &mut Checker<'_>, raw: &RawConfig) -> QueueSettings {
             .queue
             .connection_idle_timeout
             .unwrap_or(defaults.connection_idle_timeout),
+        bounce,
+        failed_retention: raw
+            .queue
+            .failed_retention
+            .unwrap_or(defaults.failed_retention),
     }
 }
 
@@ -364,8 +390,19 @@ fn is_guid(text: &str) -> bool {
 fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<AccountSettings> {
     let path = format!("account[{index}]");
     let name = checker.required(&format!("{path}.name"), &raw.name);
-    if name.as_deref().is_some_and(str::is_empty) {
-        checker.error(format!("{path}.name"), "must not be empty");
+    let plain_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if let Some(n) = name.as_deref()
+        && !plain_name(n)
+    {
+        checker.error(
+            format!("{path}.name"),
+            format!("\"{n}\" may use only letters, digits, '-', '_' and '.'"),
+        );
     }
     let mailbox = checker
         .required(&format!("{path}.mailbox"), &raw.mailbox)
@@ -406,29 +443,45 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
         );
     }
     let credential = credential(checker, &path, raw);
+    let cloud_name = raw.cloud.as_deref().unwrap_or("global");
+    let cloud = CLOUDS
+        .iter()
+        .find(|c| c.name == cloud_name)
+        .copied()
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = CLOUDS.iter().map(|c| c.name).collect();
+            checker.error(
+                format!("{path}.cloud"),
+                format!("\"{cloud_name}\" must be one of {}", names.join(", ")),
+            );
+            CLOUDS[0]
+        });
     let authority = raw
         .authority
         .clone()
-        .unwrap_or_else(|| DEFAULT_AUTHORITY.into())
+        .unwrap_or_else(|| cloud.authority.into())
         .trim_end_matches('/')
         .to_string();
     if !authority.starts_with("https://") {
         checker.error(
             format!("{path}.authority"),
-            format!("\"{authority}\" must be an https:// URL like {DEFAULT_AUTHORITY}"),
+            format!(
+                "\"{authority}\" must be an https:// URL like {}",
+                cloud.authority
+            ),
         );
     }
-    let scope = raw.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
+    let scope = raw.scope.clone().unwrap_or_else(|| cloud.scope.into());
     if !scope.ends_with("/.default") {
         checker.error(
             format!("{path}.scope"),
-            format!("\"{scope}\" must end with /.default for client credentials (AADSTS1002012), e.g. {DEFAULT_SCOPE}"),
+            format!("\"{scope}\" must end with /.default for client credentials (AADSTS1002012), e.g. {}", cloud.scope),
         );
     }
     let server = raw
         .smtp_server
         .clone()
-        .unwrap_or_else(|| DEFAULT_SMTP_SERVER.into());
+        .unwrap_or_else(|| cloud.smtp_server.into());
     let host_port = match server.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
             Ok(port) if port > 0 => Some((
@@ -444,7 +497,7 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
     if host_port.is_none() {
         checker.error(
             format!("{path}.smtp_server"),
-            format!("\"{server}\" must be host:port, e.g. {DEFAULT_SMTP_SERVER}"),
+            format!("\"{server}\" must be host:port, e.g. {}", cloud.smtp_server),
         );
     }
     let smtp_tls = match raw.smtp_tls.as_deref().unwrap_or("starttls") {
@@ -489,6 +542,17 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
             "{path}.max_messages_per_minute = {max_messages_per_minute}: Exchange Online throttles above 30 messages a minute per mailbox"
         ));
     }
+    let max_recipients_per_message = raw.max_recipients_per_message.unwrap_or(500);
+    if !(1..=1000).contains(&max_recipients_per_message) {
+        checker.error(
+            format!("{path}.max_recipients_per_message"),
+            "must be between 1 and 1000 (Exchange Online allows 500 by default, 1000 at most)",
+        );
+    }
+    let max_recipients_per_day = raw.max_recipients_per_day.unwrap_or(10_000);
+    let renew_before = raw
+        .renew_before
+        .unwrap_or(crate::oauth::token::DEFAULT_RENEW_BEFORE);
     let (smtp_host, smtp_port) = host_port?;
     Some(AccountSettings {
         name: name?,
@@ -504,6 +568,9 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
         extra_roots,
         max_connections,
         max_messages_per_minute,
+        max_recipients_per_message,
+        max_recipients_per_day,
+        renew_before,
     })
 }
 

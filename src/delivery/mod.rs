@@ -1,5 +1,8 @@
 //! Delivery to Exchange Online: per-account workers and outcome classification
 
+pub mod attempt;
+pub mod budget;
 pub mod classify;
+pub mod dsn;
 pub mod pacer;
 pub mod worker;

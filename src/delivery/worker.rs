@@ -4,28 +4,35 @@
 //! Invariants:
 //! - At most `max_connections` workers per account, each owning at most one upstream session,
 //!   so Exchange never sees more sessions per mailbox than configured (≤ 3).
-//! - An entry leaves the spool only after Exchange answered `250` to its content.
-//! - Every failed attempt is classified once (transient / configuration / permanent), written
-//!   to the entry's envelope (attempts, next attempt, last reply) and logged with the queue id,
-//!   account, stage, reply, class and the administrator's fix.
-//! - A failure of the account as a whole (token, connection, TLS, AUTH) defers only the entry
-//!   at hand and pauses the account, instead of failing the whole backlog one by one.
+//! - Messages go out at most `max_messages_per_minute` a minute and within the mailbox's
+//!   rolling 24-hour recipient budget; what does not fit waits, it is never sent to be refused.
+//! - An envelope with more recipients than `max_recipients_per_message` is sent in several
+//!   transactions; recipients refused one by one follow their own classification.
+//! - A failure of the account as a whole (token, connection, TLS, AUTH, quota) defers only the
+//!   entry at hand and pauses the account, instead of failing the whole backlog one by one.
 //! - `535 5.7.3` with a cached token: drop it, fetch a fresh one, try once more.
+//! - A `430 4.2.0` mailbox logon failure that lasts more than an hour is a configuration fault.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::classify::{self, Class, FollowUp, Stage, Verdict};
+use super::attempt::{AttemptOutcome, Failure};
+use super::budget::RecipientBudget;
+use super::classify::{Class, FollowUp};
 use super::pacer::Pacer;
 use crate::config::{AccountSettings, QueueSettings};
-use crate::oauth::token::{TokenError, TokenProvider};
+use crate::oauth::token::TokenProvider;
 use crate::queue::{AccountQueue, Next, retry};
-use crate::spool::{Envelope, LastAttempt, Spool, SpoolError, unix_now};
-use crate::upstream::{FailureKind, Upstream, UpstreamFailure, UpstreamSession};
+use crate::spool::{Envelope, Spool, SpoolError, unix_now};
+use crate::upstream::{FailureKind, Upstream, UpstreamSession};
+
+/// The most transactions one attempt may use for one message (recipient splitting).
+const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;
+/// How long a persistent mailbox logon failure is transient before it counts as configuration.
+const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
 
 /// Everything the workers of one account share.
 pub struct AccountDelivery {
@@ -36,98 +43,42 @@ pub struct AccountDelivery {
     pub upstream: Upstream,
     pub settings: QueueSettings,
     pub pacer: Pacer,
+    pub budget: RecipientBudget,
+    /// The relay's host name (for DSNs).
+    pub hostname: String,
+    /// Since when (unix seconds) the mailbox has answered `430 4.2.0` without a success.
+    logon_failures_since: Mutex<Option<u64>>,
 }
 
-/// A failed attempt, ready to be recorded.
-struct Failure {
-    stage: String,
-    verdict: Verdict,
-    /// The server's reply or what went wrong.
-    detail: String,
-    /// The whole account is failing, not just this message.
-    account_wide: bool,
-}
-
-impl Failure {
-    fn from_upstream(failure: &UpstreamFailure) -> Failure {
-        let verdict = match &failure.kind {
-            FailureKind::Reply { code, text } => {
-                classify::classify_reply(failure.stage, *code, text)
-            }
-            FailureKind::Transport { failure: kind, .. } => {
-                classify::classify_transport(failure.stage, *kind)
-            }
-            FailureKind::Local(_) => local_verdict(failure.stage),
-        };
-        Failure {
-            stage: failure.stage.to_string(),
-            detail: failure.to_string(),
-            account_wide: matches!(
-                failure.stage,
-                Stage::Connect
-                    | Stage::Greeting
-                    | Stage::Ehlo
-                    | Stage::StartTls
-                    | Stage::Tls
-                    | Stage::Auth
-            ),
-            verdict,
-        }
-    }
-
-    fn from_token(error: &TokenError) -> Failure {
-        let class = if error.is_configuration() {
-            Class::Configuration
-        } else {
-            Class::Transient
-        };
-        let fix = match error {
-            TokenError::Refused(failure) => failure.explanation().map_or(
-                "read the token endpoint's answer above; check tenant_id, client_id, the secret and authority",
-                |explanation| explanation.fix,
-            ),
-            TokenError::Unreachable(_) => {
-                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
-            }
-            TokenError::BadAnswer(_) => "check that authority points at the Microsoft identity platform",
-        };
-        Failure {
-            stage: "token".into(),
-            verdict: Verdict {
-                class,
-                reason: "the token endpoint did not issue an access token",
-                fix,
-                duplicate_possible: false,
-                follow_up: FollowUp::None,
-            },
-            detail: error.to_string(),
-            account_wide: true,
+impl AccountDelivery {
+    /// Build the shared state of one account's workers.
+    pub fn new(
+        account: Arc<AccountSettings>,
+        queue: Arc<AccountQueue>,
+        spool: Arc<Spool>,
+        tokens: Arc<TokenProvider>,
+        upstream: Upstream,
+        settings: QueueSettings,
+        hostname: String,
+    ) -> AccountDelivery {
+        let saved = spool.read_state(&budget_file(&account.name));
+        AccountDelivery {
+            pacer: Pacer::new(account.max_messages_per_minute),
+            budget: RecipientBudget::new(account.max_recipients_per_day, saved.as_deref()),
+            account,
+            queue,
+            spool,
+            tokens,
+            upstream,
+            settings,
+            hostname,
+            logon_failures_since: Mutex::new(None),
         }
     }
 }
 
-/// A failure the relay itself detected (e.g. no STARTTLS offered): the server is not what the
-/// account expects, which an administrator must look at.
-fn local_verdict(stage: Stage) -> Verdict {
-    let (class, reason, fix) = match stage {
-        Stage::MailFrom | Stage::RcptTo => (
-            Class::Permanent,
-            "the message cannot be expressed for this server",
-            "check the sender and recipient addresses of the message",
-        ),
-        _ => (
-            Class::Configuration,
-            "the upstream server does not offer what Exchange Online offers",
-            "check smtp_server and smtp_tls of the account (smtp.office365.com:587 with STARTTLS)",
-        ),
-    };
-    Verdict {
-        class,
-        reason,
-        fix,
-        duplicate_possible: false,
-        follow_up: FollowUp::None,
-    }
+fn budget_file(account: &str) -> String {
+    format!("{account}.recipients.json")
 }
 
 /// Start the workers of one account.
@@ -172,59 +123,159 @@ impl AccountDelivery {
         if let Some(open) = session.take() {
             open.quit().await;
         }
+        if let Err(error) = self
+            .spool
+            .write_state(&budget_file(&self.account.name), self.budget.snapshot())
+            .await
+        {
+            tracing::warn!(%error, "cannot save the recipient budget");
+        }
     }
 
     async fn deliver(&self, id: &str, session: &mut Option<UpstreamSession>) {
-        let started = Instant::now();
         let envelope = match self.spool.load(id).await {
             Ok(envelope) => envelope,
             Err(error) => return self.unreadable(id, error).await,
         };
-        if retry::expired(envelope.received_at, unix_now(), self.settings.max_age) {
-            return self.expire(envelope).await;
-        }
         let body = match self.spool.read_body(&envelope).await {
             Ok(body) => body,
             Err(error) => return self.unreadable(id, error).await,
         };
+        if retry::expired(envelope.received_at, unix_now(), self.settings.max_age) {
+            return self.expire(envelope, &body).await;
+        }
         if session.is_none() {
             match self.open_session().await {
                 Ok(open) => *session = Some(open),
-                Err(failure) => return self.record_failure(envelope, failure).await,
+                Err(failure) => {
+                    let outcome = AttemptOutcome {
+                        untried: envelope.recipients.clone(),
+                        stop: Some(failure),
+                        ..AttemptOutcome::default()
+                    };
+                    return self.settle(envelope, &body, outcome).await;
+                }
             }
         }
-        let Some(open) = session.as_mut() else { return };
-        self.pacer.acquire().await;
-        match open.send(&envelope, &body).await {
-            Ok(reply) => {
-                if let Err(error) = self.spool.remove(id).await {
-                    tracing::error!(%error, "delivered, but the spool entry could not be removed; it may be sent again after a restart");
-                }
-                self.queue.finish(id);
-                self.queue.resume();
-                tracing::info!(
-                    queue_id = %id,
-                    account = %self.account.name,
-                    sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
-                    recipients = envelope.recipients.len(),
-                    size = envelope.body_len,
-                    attempts = envelope.attempts + 1,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    upstream_reply = %reply,
-                    "message delivered"
-                );
+        let outcome = self.transactions(&envelope, &body, session).await;
+        if !outcome.delivered.is_empty() {
+            self.queue.resume();
+            *self
+                .logon_failures_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            if let Err(error) = self
+                .spool
+                .write_state(&budget_file(&self.account.name), self.budget.snapshot())
+                .await
+            {
+                tracing::warn!(%error, "cannot save the recipient budget");
             }
-            Err(failure) => {
-                let broken = matches!(
-                    failure.kind,
-                    FailureKind::Transport { .. } | FailureKind::Local(_)
-                );
-                if broken || !open.reset().await {
-                    *session = None;
-                }
-                self.record_failure(envelope, Failure::from_upstream(&failure))
-                    .await;
+        }
+        self.settle(envelope, &body, outcome).await;
+    }
+
+    /// Send `envelope` in as many transactions as its recipients need.
+    async fn transactions(
+        &self,
+        envelope: &Envelope,
+        body: &[u8],
+        session: &mut Option<UpstreamSession>,
+    ) -> AttemptOutcome {
+        let mut outcome = AttemptOutcome::default();
+        let mut pending = envelope.recipients.clone();
+        let chunk_size = self.account.max_recipients_per_message.max(1);
+        for _ in 0..MAX_TRANSACTIONS_PER_ATTEMPT {
+            if pending.is_empty() {
+                break;
             }
+            let Some(open) = session.as_mut() else {
+                outcome.untried.append(&mut pending);
+                break;
+            };
+            let take = pending.len().min(chunk_size);
+            let chunk: Vec<_> = pending.drain(..take).collect();
+            let now = unix_now();
+            if let Err(until) = self.budget.check(chunk.len(), now) {
+                outcome.stop = Some(Failure::budget_spent(
+                    self.budget.used(now),
+                    self.budget.limit(),
+                    until,
+                ));
+                outcome.untried.extend(chunk);
+                outcome.untried.append(&mut pending);
+                break;
+            }
+            self.pacer.acquire().await;
+            match open.send(envelope, &chunk, body).await {
+                Ok(result) => {
+                    let sent = result.reply.is_some();
+                    if sent {
+                        if self.budget.record(result.accepted.len(), unix_now()) {
+                            tracing::warn!(
+                                used = self.budget.used(unix_now()),
+                                limit = self.budget.limit(),
+                                "the mailbox has used 90% of its 24-hour recipient budget"
+                            );
+                        }
+                        outcome.delivered.extend(result.accepted);
+                        outcome.reply = result.reply;
+                    }
+                    for (recipient, refusal) in result.rejected {
+                        let failure = Failure::from_upstream(&refusal);
+                        match failure.verdict.class {
+                            Class::Permanent => outcome.failed.push((recipient, failure)),
+                            // 452 4.5.3: the rest go in a new transaction right away.
+                            _ if failure.verdict.follow_up == FollowUp::SplitRecipients && sent => {
+                                pending.push(recipient)
+                            }
+                            _ => outcome.deferred.push((recipient, failure)),
+                        }
+                    }
+                }
+                Err(refusal) => {
+                    let mut failure = Failure::from_upstream(&refusal);
+                    self.escalate_logon_failure(&mut failure);
+                    let broken = matches!(
+                        refusal.kind,
+                        FailureKind::Transport { .. } | FailureKind::Local(_)
+                    ) || failure.verdict.follow_up == FollowUp::Reconnect;
+                    if broken || !open.reset().await {
+                        *session = None;
+                    }
+                    outcome.untried.extend(chunk);
+                    outcome.untried.append(&mut pending);
+                    outcome.stop = Some(failure);
+                    break;
+                }
+            }
+        }
+        outcome.untried.append(&mut pending);
+        if outcome.stop.is_none() && !outcome.untried.is_empty() {
+            // Out of transactions for this attempt: the rest go on the next one.
+            let more = Failure::more_to_send();
+            outcome
+                .deferred
+                .extend(outcome.untried.drain(..).map(|r| (r, more.clone())));
+        }
+        outcome
+    }
+
+    /// `430 4.2.0 … mailbox logon failure` is transient at first; after an hour without a
+    /// success it is a configuration fault (FullAccess for the service principal missing).
+    fn escalate_logon_failure(&self, failure: &mut Failure) {
+        if failure.verdict.follow_up != FollowUp::EscalateAfterOneHour {
+            return;
+        }
+        let now = unix_now();
+        let mut since = self
+            .logon_failures_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let first = *since.get_or_insert(now);
+        if now.saturating_sub(first) > LOGON_FAILURE_GRACE_SECS {
+            failure.verdict.class = Class::Configuration;
+            failure.account_wide = true;
         }
     }
 
@@ -272,102 +323,5 @@ impl AccountDelivery {
                 self.queue.schedule(id, unix_now() + 60);
             }
         }
-    }
-
-    async fn expire(&self, mut envelope: Envelope) {
-        let last = envelope
-            .last_attempt
-            .as_ref()
-            .map(|a| format!("; last attempt: {} at {}: {}", a.class, a.stage, a.reply))
-            .unwrap_or_default();
-        let reply = format!(
-            "not delivered within {}{last}",
-            humantime::format_duration(self.settings.max_age)
-        );
-        tracing::error!(queue_id = %envelope.id, account = %self.account.name, %reply, "message expired");
-        envelope.last_attempt = Some(LastAttempt {
-            at: unix_now(),
-            class: Class::Permanent.to_string(),
-            stage: "expired".into(),
-            reply,
-            hint: envelope
-                .last_attempt
-                .as_ref()
-                .map(|a| a.hint.clone())
-                .unwrap_or_default(),
-        });
-        self.move_to_failed(&envelope).await;
-    }
-
-    async fn move_to_failed(&self, envelope: &Envelope) {
-        if let Err(error) = self.spool.fail(envelope).await {
-            tracing::error!(queue_id = %envelope.id, %error, "cannot move the entry to failed/; it stays queued");
-            self.queue.schedule(&envelope.id, unix_now() + 300);
-            return;
-        }
-        self.queue.finish(&envelope.id);
-    }
-
-    async fn record_failure(&self, mut envelope: Envelope, failure: Failure) {
-        let verdict = &failure.verdict;
-        envelope.attempts += 1;
-        envelope.last_attempt = Some(LastAttempt {
-            at: unix_now(),
-            class: verdict.class.to_string(),
-            stage: failure.stage.clone(),
-            reply: failure.detail.clone(),
-            hint: verdict.fix.to_string(),
-        });
-        let fix = if verdict.fix.is_empty() {
-            "none needed"
-        } else {
-            verdict.fix
-        };
-        // One set of fields for every failure line, whatever its level.
-        macro_rules! failure_event {
-            ($level:ident, $($extra:tt)*) => {
-                tracing::$level!(
-                    queue_id = %envelope.id,
-                    account = %self.account.name,
-                    stage = %failure.stage,
-                    upstream_reply = %failure.detail,
-                    class = %verdict.class,
-                    reason = verdict.reason,
-                    hint = fix,
-                    attempt = envelope.attempts,
-                    duplicate_possible = verdict.duplicate_possible,
-                    $($extra)*
-                )
-            };
-        }
-        if verdict.class == Class::Permanent {
-            failure_event!(error, "message failed permanently; kept in failed/");
-            return self.move_to_failed(&envelope).await;
-        }
-        let delay = match verdict.class {
-            Class::Configuration => {
-                retry::configuration_delay(&self.settings.retry_schedule, envelope.attempts)
-            }
-            _ => retry::transient_delay(&self.settings.retry_schedule, envelope.attempts),
-        };
-        let delay = Duration::from_secs(delay.as_secs().max(1));
-        envelope.next_attempt = unix_now() + delay.as_secs();
-        let retry_in = humantime::format_duration(delay).to_string();
-        if verdict.class == Class::Configuration {
-            failure_event!(
-                error,
-                retry_in = %retry_in,
-                "delivery blocked by configuration; the message stays queued until it is fixed"
-            );
-        } else {
-            failure_event!(warn, retry_in = %retry_in, "delivery deferred");
-        }
-        if let Err(error) = self.spool.update(&envelope).await {
-            tracing::error!(queue_id = %envelope.id, %error, "cannot record the attempt in the spool");
-        }
-        if failure.account_wide {
-            self.queue.pause_until(envelope.next_attempt);
-        }
-        self.queue.schedule(&envelope.id, envelope.next_attempt);
     }
 }

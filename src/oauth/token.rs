@@ -111,7 +111,7 @@ impl TokenProvider {
             client_id: account.client_id.clone(),
             scope: account.scope.clone(),
             credential: account.credential.clone(),
-            renew_before: DEFAULT_RENEW_BEFORE,
+            renew_before: account.renew_before,
             http,
             state: Mutex::new(State::default()),
             requests: AtomicU64::new(0),

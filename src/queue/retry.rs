@@ -10,6 +10,18 @@ use std::time::Duration;
 /// Interval between attempts while an administrator must fix something.
 pub const CONFIGURATION_RETRY: Duration = Duration::from_secs(15 * 60);
 
+/// Delay when Exchange says the mailbox's quota is spent (the 24-hour window must slide).
+pub const LONG_BACKOFF: Duration = Duration::from_secs(60 * 60);
+
+/// Spread retries: add up to a tenth of `delay`, so that a backlog released by one event
+/// does not come back as one burst. Never shortens the delay.
+pub fn with_jitter(delay: Duration) -> Duration {
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let fraction = f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX);
+    delay + delay.mul_f64(0.1 * fraction)
+}
+
 /// The delay after the `attempts`-th failed attempt (1-based) on the transient schedule.
 pub fn transient_delay(schedule: &[Duration], attempts: u32) -> Duration {
     let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -64,6 +76,15 @@ mod tests {
         );
         assert_eq!(configuration_delay(&secs(&[3600]), 1).as_secs(), 3600);
         assert_eq!(configuration_delay(&secs(&[1, 2]), 2).as_secs(), 2);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_tenth() {
+        for _ in 0..100 {
+            let delay = Duration::from_secs(600);
+            let jittered = with_jitter(delay);
+            assert!(jittered >= delay && jittered <= Duration::from_secs(660));
+        }
     }
 
     #[test]

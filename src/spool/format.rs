@@ -56,6 +56,21 @@ pub struct LastAttempt {
     pub hint: String,
 }
 
+/// Why one recipient will not get the message (kept in `failed/` entries and used for DSNs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientFailure {
+    pub recipient: Address,
+    /// Unix seconds.
+    pub at: u64,
+    /// `permanent`, or the class of the last attempt for an expired message.
+    pub class: String,
+    pub stage: String,
+    /// What the server said or what went wrong (never a secret).
+    pub reply: String,
+    /// What the administrator can do about it.
+    pub hint: String,
+}
+
 /// Everything the relay knows about one queued message, besides its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -78,6 +93,54 @@ pub struct Envelope {
     /// Unix seconds of the next attempt.
     pub next_attempt: u64,
     pub last_attempt: Option<LastAttempt>,
+    /// Recipients that already have the message (a partial delivery).
+    #[serde(default)]
+    pub delivered: Vec<Address>,
+    /// In `failed/` entries: why each recipient failed.
+    #[serde(default)]
+    pub failures: Vec<RecipientFailure>,
+    /// This message is a delivery status notification made by the relay: it is never
+    /// bounced itself.
+    #[serde(default)]
+    pub is_bounce: bool,
+    /// Attempts whose outcome was unknown (the connection was lost after the final dot): a
+    /// later delivery may be a duplicate.
+    #[serde(default)]
+    pub uncertain_attempts: u32,
+}
+
+impl Envelope {
+    /// A fresh envelope for a message being received now; the spool fills in the id and the
+    /// body's length and checksum at commit.
+    pub fn new(
+        account: &str,
+        sender: Option<Address>,
+        recipients: Vec<Address>,
+        client: ClientInfo,
+        now: u64,
+    ) -> Envelope {
+        let smtputf8 = recipients.iter().any(|r| !r.is_ascii())
+            || sender.as_ref().is_some_and(|s| !s.is_ascii());
+        Envelope {
+            id: String::new(),
+            account: account.to_string(),
+            sender,
+            recipients,
+            received_at: now,
+            body_len: 0,
+            body_sha256: String::new(),
+            eight_bit: false,
+            smtputf8,
+            client,
+            attempts: 0,
+            next_attempt: now,
+            last_attempt: None,
+            delivered: Vec::new(),
+            failures: Vec::new(),
+            is_bounce: false,
+            uncertain_attempts: 0,
+        }
+    }
 }
 
 /// Why an envelope file was refused.
@@ -183,6 +246,10 @@ mod tests {
             attempts: 0,
             next_attempt: 1_700_000_000,
             last_attempt: None,
+            delivered: Vec::new(),
+            failures: Vec::new(),
+            is_bounce: false,
+            uncertain_attempts: 0,
         }
     }
 
@@ -215,6 +282,15 @@ mod tests {
                 "flipped byte {index} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn envelopes_written_before_the_optional_fields_still_decode() {
+        let json = r#"{"id":"0000018F00ABCDEF","account":"m365","sender":"scanner@contoso.com","recipients":["a@x.example"],"received_at":1,"body_len":1,"body_sha256":"00","eight_bit":false,"smtputf8":false,"client":{"peer":"p","helo":null,"principal":"u"},"attempts":0,"next_attempt":1,"last_attempt":null}"#;
+        let checksum = sha256_hex(json.as_bytes());
+        let file = format!("{MAGIC} 1\n{json}\nsha256 {checksum}\n");
+        let envelope = decode(file.as_bytes()).unwrap();
+        assert!(envelope.failures.is_empty() && !envelope.is_bounce);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
-pub use format::{ClientInfo, Envelope, LastAttempt, QueueId};
+pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
 
 /// A spool failure, mapped to `451 4.3.0` (or `452 4.3.1` when the disk is full).
@@ -64,6 +64,7 @@ pub fn unix_now() -> u64 {
 /// The spool. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Spool {
+    state: PathBuf,
     tmp: PathBuf,
     queue: PathBuf,
     failed: PathBuf,
@@ -93,13 +94,20 @@ impl Spool {
     pub fn open(state_dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
         let root = state_dir.join("spool");
         let spool = Spool {
+            state: root.join("state"),
             tmp: root.join("tmp"),
             queue: root.join("queue"),
             failed: root.join("failed"),
             corrupt: root.join("corrupt"),
             sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
         };
-        for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.corrupt] {
+        for dir in [
+            &spool.state,
+            &spool.tmp,
+            &spool.queue,
+            &spool.failed,
+            &spool.corrupt,
+        ] {
             std::fs::create_dir_all(dir).map_err(SpoolError::io("create spool directories"))?;
         }
         let recovery = recover::recover(&spool)?;
@@ -275,6 +283,140 @@ impl Spool {
             fsio::sync_dir(&queue_dir)
         })
         .await
+    }
+
+    /// Record failed recipients of an entry that stays queued for its other recipients: a new
+    /// `failed/` entry (new id) that shares the body (a hard link, or a copy). Returns its id.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn fail_part(&self, failed: &Envelope) -> Result<QueueId, SpoolError> {
+        let mut failed = failed.clone();
+        let original = failed.id.clone();
+        failed.id = self.new_id();
+        let bytes = format::encode(&failed).map_err(|e| SpoolError::Corrupt {
+            id: original.clone(),
+            reason: e.to_string(),
+        })?;
+        let source = self.body_path(&original);
+        let body = self.failed.join(format!("{}.msg", failed.id));
+        let env = self.failed.join(format!("{}.env", failed.id));
+        let tmp = self.tmp.join(format!("{}.env", failed.id));
+        let dir = self.failed.clone();
+        blocking("record failed recipients", move || {
+            if std::fs::hard_link(&source, &body).is_err() {
+                std::fs::copy(&source, &body)?;
+                std::fs::File::open(&body)?.sync_all()?;
+            }
+            fsio::write_and_rename(&tmp, &env, &bytes)?;
+            fsio::sync_dir(&dir)
+        })
+        .await?;
+        Ok(failed.id)
+    }
+
+    /// Delete `failed/` entries whose last failure is older than `cutoff` (unix seconds).
+    /// Returns how many were deleted. Damaged entries there are left alone.
+    ///
+    /// # Errors
+    /// I/O errors while listing the directory.
+    pub async fn purge_failed(&self, cutoff: u64) -> Result<usize, SpoolError> {
+        let dir = self.failed.clone();
+        blocking("purge failed entries", move || {
+            let mut purged = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.extension().is_none_or(|e| e != "env") {
+                    continue;
+                }
+                let Ok(envelope) = std::fs::read(&path)
+                    .map_err(|_| ())
+                    .and_then(|b| format::decode(&b).map_err(|_| ()))
+                else {
+                    continue;
+                };
+                let failed_at = envelope
+                    .failures
+                    .iter()
+                    .map(|f| f.at)
+                    .chain(envelope.last_attempt.as_ref().map(|a| a.at))
+                    .max()
+                    .unwrap_or(envelope.received_at);
+                if failed_at < cutoff {
+                    fsio::remove_if_exists(&path)?;
+                    fsio::remove_if_exists(&path.with_extension("msg"))?;
+                    purged += 1;
+                }
+            }
+            if purged > 0 {
+                fsio::sync_dir(&dir)?;
+            }
+            Ok(purged)
+        })
+        .await
+    }
+
+    /// Every entry in `failed/` that decodes, oldest first.
+    ///
+    /// # Errors
+    /// I/O errors while listing the directory.
+    pub async fn list_failed(&self) -> Result<Vec<Envelope>, SpoolError> {
+        let dir = self.failed.clone();
+        blocking("list failed entries", move || {
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "env")
+                    && let Ok(envelope) = std::fs::read(&path)
+                        .map_err(|_| ())
+                        .and_then(|b| format::decode(&b).map_err(|_| ()))
+                {
+                    entries.push(envelope);
+                }
+            }
+            entries.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(entries)
+        })
+        .await
+    }
+
+    /// Replace a small state file (`state/<name>`, e.g. an account's recipient counts):
+    /// written to a temporary file and renamed, without fsync (losing its last update in a
+    /// crash is acceptable; a torn file is not).
+    ///
+    /// # Errors
+    /// I/O errors, or a name that is not a plain file name.
+    pub async fn write_state(&self, name: &str, bytes: Vec<u8>) -> Result<(), SpoolError> {
+        let target = self.state_path(name)?;
+        let tmp = self.tmp.join(format!("state-{name}"));
+        blocking("write state file", move || {
+            std::fs::write(&tmp, &bytes)?;
+            fsio::rename(&tmp, &target)
+        })
+        .await
+    }
+
+    /// Read a state file written by [`write_state`](Self::write_state), if it exists.
+    pub fn read_state(&self, name: &str) -> Option<Vec<u8>> {
+        self.state_path(name)
+            .ok()
+            .and_then(|path| std::fs::read(path).ok())
+    }
+
+    fn state_path(&self, name: &str) -> Result<PathBuf, SpoolError> {
+        let plain = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !name.starts_with('.');
+        if plain {
+            Ok(self.state.join(name))
+        } else {
+            Err(SpoolError::Io {
+                operation: "state file name",
+                source: io::Error::other(format!("{name:?} is not a plain file name")),
+            })
+        }
     }
 
     /// Move whatever exists of an entry to `corrupt/`.

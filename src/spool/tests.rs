@@ -4,25 +4,17 @@ use super::*;
 use crate::smtp::proto::address::Address;
 
 fn envelope() -> Envelope {
-    Envelope {
-        id: String::new(),
-        account: "m365".into(),
-        sender: Some(Address::parse("scanner@contoso.com").unwrap()),
-        recipients: vec![Address::parse("a@x.example").unwrap()],
-        received_at: unix_now(),
-        body_len: 0,
-        body_sha256: String::new(),
-        eight_bit: false,
-        smtputf8: false,
-        client: ClientInfo {
+    Envelope::new(
+        "m365",
+        Some(Address::parse("scanner@contoso.com").unwrap()),
+        vec![Address::parse("a@x.example").unwrap()],
+        ClientInfo {
             peer: "127.0.0.1:1".into(),
             helo: None,
             principal: "user printer".into(),
         },
-        attempts: 0,
-        next_attempt: unix_now(),
-        last_attempt: None,
-    }
+        unix_now(),
+    )
 }
 
 async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
@@ -182,4 +174,36 @@ fn storage_full_is_recognised() {
         source: io::Error::from(io::ErrorKind::PermissionDenied),
     };
     assert!(!other.is_storage_full());
+}
+
+#[tokio::test]
+async fn failed_parts_share_the_body_and_old_failures_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let entry = commit(&spool, b"shared body\r\n").await;
+    let mut failed = entry.clone();
+    failed.failures = vec![RecipientFailure {
+        recipient: Address::parse("a@x.example").unwrap(),
+        at: 1_000,
+        class: "permanent".into(),
+        stage: "rcpt".into(),
+        reply: "550 5.1.10 RecipientNotFound".into(),
+        hint: String::new(),
+    }];
+    let failed_id = spool.fail_part(&failed).await.unwrap();
+    assert_ne!(failed_id, entry.id);
+    // The queued entry is untouched and still verifies.
+    let queued = spool.load(&entry.id).await.unwrap();
+    assert_eq!(spool.read_body(&queued).await.unwrap(), b"shared body\r\n");
+    let listed = spool.list_failed().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, failed_id);
+    assert_eq!(listed[0].failures.len(), 1);
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("spool/failed/{failed_id}.msg"))).unwrap(),
+        b"shared body\r\n"
+    );
+    assert_eq!(spool.purge_failed(999).await.unwrap(), 0);
+    assert_eq!(spool.purge_failed(1_001).await.unwrap(), 1);
+    assert!(spool.list_failed().await.unwrap().is_empty());
 }

@@ -334,27 +334,19 @@ impl Connection {
         let Some(writer) = writer else {
             return Ok(DataOutcome::StorageFailed);
         };
-        let envelope = Envelope {
-            id: String::new(),
-            account: request.account.clone(),
-            sender: request.sender.clone(),
-            recipients: request.recipients.clone(),
-            received_at: unix_now(),
-            body_len: 0,
-            body_sha256: String::new(),
-            eight_bit: receiver.eight_bit(),
-            smtputf8: request.smtputf8
-                || request.recipients.iter().any(|r| !r.is_ascii())
-                || request.sender.as_ref().is_some_and(|s| !s.is_ascii()),
-            client: ClientInfo {
+        let mut envelope = Envelope::new(
+            &request.account,
+            request.sender.clone(),
+            request.recipients.clone(),
+            ClientInfo {
                 peer: request.peer.to_string(),
                 helo: request.helo.clone(),
                 principal: request.principal.to_string(),
             },
-            attempts: 0,
-            next_attempt: unix_now(),
-            last_attempt: None,
-        };
+            unix_now(),
+        );
+        envelope.eight_bit = receiver.eight_bit();
+        envelope.smtputf8 |= request.smtputf8;
         match writer.commit(envelope).await {
             Ok(envelope) => {
                 tracing::info!(

@@ -1,0 +1,489 @@
+//! What a delivery attempt did to each recipient, and how the spool, the queue and the log
+//! are brought in line with it ("settling").
+//!
+//! Invariants:
+//! - Every recipient ends an attempt in exactly one of: delivered (removed from the entry),
+//!   failed (recorded in `failed/`, and a DSN is queued unless the message is a DSN itself or
+//!   has the null sender), or deferred (kept in the entry with the attempt recorded).
+//! - Recipients that already have the message are never offered it again.
+//! - Every failure is logged once, with queue id, account, stage, reply, class and the fix.
+
+use std::time::Duration;
+
+use super::classify::{self, Class, FollowUp, Stage, Verdict};
+use super::dsn;
+use super::worker::AccountDelivery;
+use crate::oauth::token::TokenError;
+use crate::queue::retry;
+use crate::smtp::proto::address::Address;
+use crate::spool::{ClientInfo, Envelope, LastAttempt, RecipientFailure, unix_now};
+use crate::upstream::{FailureKind, UpstreamFailure};
+
+/// One failure, classified.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub stage: String,
+    pub verdict: Verdict,
+    /// The server's reply or what went wrong.
+    pub detail: String,
+    /// The whole account is failing, not just this message: pause its queue.
+    pub account_wide: bool,
+    /// Do not retry before this unix second (e.g. the recipient budget).
+    pub not_before: Option<u64>,
+}
+
+impl Failure {
+    pub fn from_upstream(failure: &UpstreamFailure) -> Failure {
+        let verdict = match &failure.kind {
+            FailureKind::Reply { code, text } => {
+                classify::classify_reply(failure.stage, *code, text)
+            }
+            FailureKind::Transport { failure: kind, .. } => {
+                classify::classify_transport(failure.stage, *kind)
+            }
+            FailureKind::Local(_) => local_verdict(failure.stage),
+        };
+        Failure {
+            stage: failure.stage.to_string(),
+            detail: failure.to_string(),
+            account_wide: matches!(
+                failure.stage,
+                Stage::Connect
+                    | Stage::Greeting
+                    | Stage::Ehlo
+                    | Stage::StartTls
+                    | Stage::Tls
+                    | Stage::Auth
+            ) || verdict.follow_up == FollowUp::LongBackoff,
+            verdict,
+            not_before: None,
+        }
+    }
+
+    pub fn from_token(error: &TokenError) -> Failure {
+        let class = if error.is_configuration() {
+            Class::Configuration
+        } else {
+            Class::Transient
+        };
+        let fix = match error {
+            TokenError::Refused(failure) => failure.explanation().map_or(
+                "read the token endpoint's answer above; check tenant_id, client_id, the secret and authority",
+                |explanation| explanation.fix,
+            ),
+            TokenError::Unreachable(_) => {
+                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
+            }
+            TokenError::BadAnswer(_) => "check that authority points at the Microsoft identity platform",
+        };
+        Failure {
+            stage: "token".into(),
+            verdict: Verdict {
+                class,
+                reason: "the token endpoint did not issue an access token",
+                fix,
+                duplicate_possible: false,
+                follow_up: FollowUp::None,
+            },
+            detail: error.to_string(),
+            account_wide: true,
+            not_before: None,
+        }
+    }
+
+    /// The mailbox's rolling 24-hour recipient budget is spent until `until`.
+    pub fn budget_spent(used: u64, limit: u64, until: u64) -> Failure {
+        Failure {
+            stage: "budget".into(),
+            verdict: Verdict {
+                class: Class::Transient,
+                reason: "the mailbox's 24-hour recipient budget is spent (Exchange Online refuses more with 554 5.2.0 SubmissionQuotaExceeded)",
+                fix: "wait for the window to slide, spread the traffic over several mailboxes, or use HVE / Azure Communication Services for bulk mail",
+                duplicate_possible: false,
+                follow_up: FollowUp::LongBackoff,
+            },
+            detail: format!("{used} of {limit} recipients used in the last 24 hours"),
+            account_wide: true,
+            not_before: Some(until),
+        }
+    }
+
+    /// The attempt used its share of transactions; the remaining recipients follow soon.
+    pub fn more_to_send() -> Failure {
+        Failure {
+            stage: "split".into(),
+            verdict: Verdict {
+                class: Class::Transient,
+                reason: "the envelope needs more transactions than one attempt may use",
+                fix: "",
+                duplicate_possible: false,
+                follow_up: FollowUp::SplitRecipients,
+            },
+            detail: "more recipients to send in the next attempt".into(),
+            account_wide: false,
+            not_before: None,
+        }
+    }
+
+    fn record(&self, recipient: &Address, at: u64) -> RecipientFailure {
+        RecipientFailure {
+            recipient: recipient.clone(),
+            at,
+            class: self.verdict.class.to_string(),
+            stage: self.stage.clone(),
+            reply: self.detail.clone(),
+            hint: self.verdict.fix.to_string(),
+        }
+    }
+}
+
+/// A failure the relay itself detected (e.g. no STARTTLS offered).
+fn local_verdict(stage: Stage) -> Verdict {
+    let (class, reason, fix) = match stage {
+        Stage::MailFrom | Stage::RcptTo => (
+            Class::Permanent,
+            "the message cannot be expressed for this server",
+            "check the sender and recipient addresses of the message",
+        ),
+        _ => (
+            Class::Configuration,
+            "the upstream server does not offer what Exchange Online offers",
+            "check smtp_server and smtp_tls of the account (smtp.office365.com:587 with STARTTLS)",
+        ),
+    };
+    Verdict {
+        class,
+        reason,
+        fix,
+        duplicate_possible: false,
+        follow_up: FollowUp::None,
+    }
+}
+
+/// What one attempt did to each recipient.
+#[derive(Debug, Default)]
+pub struct AttemptOutcome {
+    pub delivered: Vec<Address>,
+    /// Exchange's reply to the content, for the log.
+    pub reply: Option<String>,
+    /// Refused for good.
+    pub failed: Vec<(Address, Failure)>,
+    /// Refused for now.
+    pub deferred: Vec<(Address, Failure)>,
+    /// Never offered: `stop` ended the attempt first.
+    pub untried: Vec<Address>,
+    /// The failure that ended the attempt early.
+    pub stop: Option<Failure>,
+}
+
+impl AttemptOutcome {
+    /// Give the untried recipients the stopping failure's fate.
+    fn resolve_untried(&mut self) {
+        if let Some(stop) = self.stop.clone() {
+            for recipient in std::mem::take(&mut self.untried) {
+                if stop.verdict.class == Class::Permanent {
+                    self.failed.push((recipient, stop.clone()));
+                } else {
+                    self.deferred.push((recipient, stop.clone()));
+                }
+            }
+        }
+    }
+
+    /// The failure that decides when to retry: the stopping one, else the worst deferral.
+    fn deciding_failure(&self) -> Option<&Failure> {
+        self.stop
+            .as_ref()
+            .filter(|f| f.verdict.class != Class::Permanent)
+            .or_else(|| {
+                self.deferred
+                    .iter()
+                    .map(|(_, f)| f)
+                    .max_by_key(|f| (f.verdict.class == Class::Configuration, f.not_before))
+            })
+    }
+}
+
+impl AccountDelivery {
+    /// Bring spool, queue and log in line with an attempt.
+    pub(super) async fn settle(
+        &self,
+        mut envelope: Envelope,
+        body: &[u8],
+        mut outcome: AttemptOutcome,
+    ) {
+        let now = unix_now();
+        outcome.resolve_untried();
+        envelope.delivered.extend(outcome.delivered.iter().cloned());
+        if outcome
+            .stop
+            .as_ref()
+            .is_some_and(|f| f.verdict.duplicate_possible)
+            || outcome
+                .deferred
+                .iter()
+                .any(|(_, f)| f.verdict.duplicate_possible)
+        {
+            envelope.uncertain_attempts += 1;
+        }
+        for (recipient, failure) in &outcome.failed {
+            self.log_failure(
+                &envelope,
+                failure,
+                Some(recipient),
+                "recipient failed permanently",
+            );
+        }
+        let failures: Vec<RecipientFailure> = outcome
+            .failed
+            .iter()
+            .map(|(r, f)| f.record(r, now))
+            .collect();
+        let remaining: Vec<Address> = outcome.deferred.iter().map(|(r, _)| r.clone()).collect();
+
+        if !outcome.delivered.is_empty() {
+            self.log_delivered(&envelope, &outcome);
+        }
+        if remaining.is_empty() {
+            if failures.is_empty() {
+                if let Err(error) = self.spool.remove(&envelope.id).await {
+                    tracing::error!(queue_id = %envelope.id, %error, "delivered, but the spool entry could not be removed; it may be sent again after a restart");
+                }
+                self.queue.finish(&envelope.id);
+            } else if envelope.delivered.is_empty() {
+                let mut failed = envelope.clone();
+                failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
+                failed.failures = failures.clone();
+                self.move_to_failed(&failed).await;
+                self.bounce(&failed, body, &failures).await;
+            } else {
+                self.record_failed_part(&envelope, &failures).await;
+                self.bounce(&envelope, body, &failures).await;
+                if let Err(error) = self.spool.remove(&envelope.id).await {
+                    tracing::error!(queue_id = %envelope.id, %error, "cannot remove the finished spool entry");
+                }
+                self.queue.finish(&envelope.id);
+            }
+            return;
+        }
+        if !failures.is_empty() {
+            self.record_failed_part(&envelope, &failures).await;
+            self.bounce(&envelope, body, &failures).await;
+        }
+        let Some(failure) = outcome.deciding_failure().cloned() else {
+            return;
+        };
+        envelope.recipients = remaining;
+        self.defer(envelope, &failure, now).await;
+    }
+
+    async fn defer(&self, mut envelope: Envelope, failure: &Failure, now: u64) {
+        envelope.attempts += 1;
+        envelope.last_attempt = Some(LastAttempt {
+            at: now,
+            class: failure.verdict.class.to_string(),
+            stage: failure.stage.clone(),
+            reply: failure.detail.clone(),
+            hint: failure.verdict.fix.to_string(),
+        });
+        let schedule = &self.settings.retry_schedule;
+        let mut delay = match failure.verdict.class {
+            Class::Configuration => retry::configuration_delay(schedule, envelope.attempts),
+            _ => retry::transient_delay(schedule, envelope.attempts),
+        };
+        if failure.verdict.follow_up == FollowUp::LongBackoff {
+            delay = delay.max(retry::LONG_BACKOFF.min(self.settings.max_age));
+        }
+        let delay = retry::with_jitter(delay);
+        let mut next = now + delay.as_secs().max(1);
+        if let Some(not_before) = failure.not_before {
+            next = next.max(not_before);
+        }
+        envelope.next_attempt = next;
+        let retry_in = humantime::format_duration(Duration::from_secs(next - now)).to_string();
+        if failure.verdict.class == Class::Configuration {
+            self.log_failure(
+                &envelope,
+                failure,
+                None,
+                "delivery blocked by configuration; the message stays queued until it is fixed",
+            );
+        } else {
+            self.log_failure(&envelope, failure, None, "delivery deferred");
+        }
+        tracing::debug!(queue_id = %envelope.id, %retry_in, "next attempt scheduled");
+        if let Err(error) = self.spool.update(&envelope).await {
+            tracing::error!(queue_id = %envelope.id, %error, "cannot record the attempt in the spool");
+        }
+        if failure.account_wide {
+            self.queue.pause_until(next);
+        }
+        self.queue.schedule(&envelope.id, next);
+    }
+
+    /// Every recipient of an entry older than `max_age` fails.
+    pub(super) async fn expire(&self, envelope: Envelope, body: &[u8]) {
+        let last = envelope
+            .last_attempt
+            .as_ref()
+            .map(|a| format!("; last attempt: {} at {}: {}", a.class, a.stage, a.reply))
+            .unwrap_or_default();
+        let failure = Failure {
+            stage: "expired".into(),
+            verdict: Verdict {
+                class: Class::Permanent,
+                reason: "the message could not be delivered within the queue lifetime (max_age)",
+                fix: "see the last attempt's reply; raise [queue] max_age if outages last longer",
+                duplicate_possible: false,
+                follow_up: FollowUp::None,
+            },
+            detail: format!(
+                "not delivered within {}{last}",
+                humantime::format_duration(self.settings.max_age)
+            ),
+            account_wide: false,
+            not_before: None,
+        };
+        let outcome = AttemptOutcome {
+            failed: envelope
+                .recipients
+                .iter()
+                .map(|r| (r.clone(), failure.clone()))
+                .collect(),
+            ..AttemptOutcome::default()
+        };
+        self.settle(envelope, body, outcome).await;
+    }
+
+    async fn move_to_failed(&self, failed: &Envelope) {
+        if let Err(error) = self.spool.fail(failed).await {
+            tracing::error!(queue_id = %failed.id, %error, "cannot move the entry to failed/; it stays queued");
+            self.queue.schedule(&failed.id, unix_now() + 300);
+            return;
+        }
+        self.queue.finish(&failed.id);
+    }
+
+    async fn record_failed_part(&self, envelope: &Envelope, failures: &[RecipientFailure]) {
+        let mut failed = envelope.clone();
+        failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
+        failed.failures = failures.to_vec();
+        if let Err(error) = self.spool.fail_part(&failed).await {
+            tracing::error!(queue_id = %envelope.id, %error, "cannot record the failed recipients in failed/");
+        }
+    }
+
+    /// Queue a DSN for `failures`, unless the policy, a null sender or the message being a
+    /// DSN itself forbid it.
+    async fn bounce(&self, original: &Envelope, body: &[u8], failures: &[RecipientFailure]) {
+        let Some(to) = dsn::should_bounce(&self.settings.bounce, original) else {
+            tracing::info!(queue_id = %original.id, is_bounce = original.is_bounce, null_sender = original.sender.is_none(), "no delivery status notification for this failure");
+            return;
+        };
+        let Ok(to_address) = Address::parse(&to) else {
+            tracing::error!(queue_id = %original.id, to = %to, "cannot send a DSN to an invalid address");
+            return;
+        };
+        let mut random = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+        let unique = crate::spool::format::hex(&random);
+        let mailbox = self.account.mailbox.to_string();
+        let server = self.upstream.server();
+        let content = dsn::build(&dsn::DsnInput {
+            reporting_host: &self.hostname,
+            from_mailbox: &mailbox,
+            to: &to,
+            original,
+            original_content: body,
+            failures,
+            remote_mta: &server,
+            now: time::OffsetDateTime::now_utc(),
+            unique: &unique,
+        });
+        let mut envelope = Envelope::new(
+            &self.account.name,
+            Some(self.account.mailbox.clone()),
+            vec![to_address],
+            ClientInfo {
+                peer: "local".into(),
+                helo: None,
+                principal: format!("delivery status notification for {}", original.id),
+            },
+            unix_now(),
+        );
+        envelope.is_bounce = true;
+        envelope.eight_bit = !content.is_ascii();
+        let stored = async {
+            let mut writer = self.spool.create().await?;
+            writer.write(&content).await?;
+            writer.commit(envelope).await
+        };
+        match stored.await {
+            Ok(dsn) => {
+                tracing::info!(queue_id = %original.id, dsn_queue_id = %dsn.id, to = %to, recipients = failures.len(), "delivery status notification queued");
+                self.queue.schedule(&dsn.id, dsn.next_attempt);
+            }
+            Err(error) => {
+                tracing::error!(queue_id = %original.id, %error, "cannot queue the delivery status notification")
+            }
+        }
+    }
+
+    fn log_delivered(&self, envelope: &Envelope, outcome: &AttemptOutcome) {
+        let reply = outcome.reply.as_deref().unwrap_or("");
+        tracing::info!(
+            queue_id = %envelope.id,
+            account = %self.account.name,
+            sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
+            recipients = outcome.delivered.len(),
+            pending = outcome.deferred.len() + outcome.untried.len(),
+            failed = outcome.failed.len(),
+            size = envelope.body_len,
+            attempts = envelope.attempts + 1,
+            age_s = unix_now().saturating_sub(envelope.received_at),
+            upstream_reply = %reply,
+            "message delivered"
+        );
+        if envelope.uncertain_attempts > 0 {
+            tracing::warn!(queue_id = %envelope.id, uncertain_attempts = envelope.uncertain_attempts, "delivered after an attempt whose outcome was unknown (connection lost after the final dot): the recipients may get this message twice");
+        }
+    }
+
+    fn log_failure(
+        &self,
+        envelope: &Envelope,
+        failure: &Failure,
+        recipient: Option<&Address>,
+        message: &str,
+    ) {
+        let verdict = &failure.verdict;
+        let fix = if verdict.fix.is_empty() {
+            "none needed"
+        } else {
+            verdict.fix
+        };
+        let recipient = recipient.map(Address::to_string).unwrap_or_default();
+        // One set of fields for every failure line, whatever its level.
+        macro_rules! failure_event {
+            ($level:ident) => {
+                tracing::$level!(
+                    queue_id = %envelope.id,
+                    account = %self.account.name,
+                    recipient = %recipient,
+                    stage = %failure.stage,
+                    upstream_reply = %failure.detail,
+                    class = %verdict.class,
+                    reason = verdict.reason,
+                    hint = fix,
+                    attempt = envelope.attempts,
+                    duplicate_possible = verdict.duplicate_possible,
+                    "{message}"
+                )
+            };
+        }
+        match verdict.class {
+            Class::Transient => failure_event!(warn),
+            Class::Configuration | Class::Permanent => failure_event!(error),
+        }
+    }
+}

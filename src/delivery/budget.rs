@@ -1,0 +1,161 @@
+//! The rolling 24-hour recipient budget of one mailbox (Exchange Online allows 10,000
+//! recipients a day per mailbox and then refuses everything with `554 5.2.0
+//! …SubmissionQuotaExceeded` until the window slides).
+//!
+//! Invariants: counts are kept per minute, so memory is bounded (at most 1,440 buckets);
+//! a message that does not fit waits until enough of the window has slid, it is never sent
+//! to be refused; the counts survive a restart through a small state file (written without
+//! fsync: losing the last seconds of counts in a crash errs by a handful of recipients).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+const WINDOW_SECS: u64 = 24 * 3600;
+
+/// See the module docs. `limit = 0` disables the budget.
+#[derive(Debug)]
+pub struct RecipientBudget {
+    limit: u64,
+    buckets: Mutex<VecDeque<(u64, u64)>>,
+}
+
+impl RecipientBudget {
+    /// A budget of `limit` recipients per rolling 24 hours, starting from `saved` counts
+    /// (`[[minute, count], …]` as written by [`snapshot`](Self::snapshot)).
+    pub fn new(limit: u32, saved: Option<&[u8]>) -> RecipientBudget {
+        let buckets: VecDeque<(u64, u64)> = saved
+            .and_then(|bytes| serde_json::from_slice::<Vec<(u64, u64)>>(bytes).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .take(2 * 1440)
+            .collect();
+        RecipientBudget {
+            limit: u64::from(limit),
+            buckets: Mutex::new(buckets),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, u64)>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expire(buckets: &mut VecDeque<(u64, u64)>, now: u64) {
+        let oldest_kept = now.saturating_sub(WINDOW_SECS) / 60;
+        while buckets
+            .front()
+            .is_some_and(|&(minute, _)| minute < oldest_kept)
+        {
+            buckets.pop_front();
+        }
+    }
+
+    /// Recipients counted in the last 24 hours.
+    pub fn used(&self, now: u64) -> u64 {
+        let mut buckets = self.lock();
+        Self::expire(&mut buckets, now);
+        buckets.iter().map(|&(_, count)| count).sum()
+    }
+
+    /// The configured limit (0 = none).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// `Ok` when `recipients` more fit now, or the unix second from which they will. A message
+    /// with more recipients than the whole budget is let through once the window is empty
+    /// (Exchange will judge it).
+    pub fn check(&self, recipients: usize, now: u64) -> Result<(), u64> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let wanted = recipients as u64;
+        let mut buckets = self.lock();
+        Self::expire(&mut buckets, now);
+        let mut used: u64 = buckets.iter().map(|&(_, count)| count).sum();
+        if used + wanted <= self.limit || used == 0 {
+            return Ok(());
+        }
+        // Walk the window from its oldest minute until enough has slid out.
+        for &(minute, count) in buckets.iter() {
+            used -= count;
+            if used + wanted <= self.limit || used == 0 {
+                return Err((minute + 1) * 60 + WINDOW_SECS);
+            }
+        }
+        Err(now + 60)
+    }
+
+    /// Count `recipients` sent at `now`. Returns true when this crossed 90 % of the budget.
+    pub fn record(&self, recipients: usize, now: u64) -> bool {
+        if recipients == 0 {
+            return false;
+        }
+        let mut buckets = self.lock();
+        Self::expire(&mut buckets, now);
+        let before: u64 = buckets.iter().map(|&(_, count)| count).sum();
+        let minute = now / 60;
+        match buckets.back_mut() {
+            Some((last, count)) if *last == minute => *count += recipients as u64,
+            _ => buckets.push_back((minute, recipients as u64)),
+        }
+        let after = before + recipients as u64;
+        self.limit > 0 && before * 10 < self.limit * 9 && after * 10 >= self.limit * 9
+    }
+
+    /// The counts for the state file.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let buckets: Vec<(u64, u64)> = self.lock().iter().copied().collect();
+        serde_json::to_vec(&buckets).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    #[test]
+    fn fits_until_the_limit_then_waits_for_the_window_to_slide() {
+        let budget = RecipientBudget::new(10, None);
+        assert_eq!(budget.check(6, T0), Ok(()));
+        budget.record(6, T0);
+        assert_eq!(budget.check(4, T0 + 60), Ok(()));
+        budget.record(4, T0 + 3600);
+        assert_eq!(budget.used(T0 + 3600), 10);
+        // The 6 from T0 leave the window 24 h after their minute.
+        let wait = budget.check(1, T0 + 7200).unwrap_err();
+        assert!(
+            wait > T0 + WINDOW_SECS && wait <= T0 + WINDOW_SECS + 120,
+            "{wait}"
+        );
+        assert_eq!(budget.check(1, wait), Ok(()));
+        assert_eq!(budget.used(T0 + WINDOW_SECS + 3600 + 120), 0);
+    }
+
+    #[test]
+    fn ninety_percent_is_reported_once() {
+        let budget = RecipientBudget::new(100, None);
+        assert!(!budget.record(89, T0));
+        assert!(budget.record(1, T0));
+        assert!(!budget.record(5, T0));
+    }
+
+    #[test]
+    fn survives_a_restart_and_zero_means_unlimited() {
+        let budget = RecipientBudget::new(5, None);
+        budget.record(5, T0);
+        let restored = RecipientBudget::new(5, Some(&budget.snapshot()));
+        assert!(restored.check(1, T0 + 10).is_err());
+        let unlimited = RecipientBudget::new(0, None);
+        unlimited.record(1_000_000, T0);
+        assert_eq!(unlimited.check(1_000_000, T0), Ok(()));
+        assert_eq!(RecipientBudget::new(5, Some(b"garbage")).used(T0), 0);
+    }
+
+    #[test]
+    fn an_oversized_message_is_let_through_on_an_empty_window() {
+        let budget = RecipientBudget::new(10, None);
+        assert_eq!(budget.check(50, T0), Ok(()));
+    }
+}
