@@ -94,15 +94,16 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// True when the grant lets the client use `sender` (`None` is the null sender `<>`,
-    /// which no pattern matches: a device has no business sending bounces through Exchange).
+    /// True when the grant lets the client use `sender`. The null sender `<>` is allowed: a
+    /// trusted mail server (e.g. Postfix using the relay as its smarthost) sends its bounces
+    /// with it, and the relay never answers such a message with a bounce of its own.
     pub fn allows_sender(&self, sender: Option<&Address>) -> bool {
         match sender {
             Some(address) => self
                 .allowed_senders
                 .iter()
                 .any(|p| p.matches(address.as_str())),
-            None => false,
+            None => true,
         }
     }
 }
@@ -366,13 +367,13 @@ mod tests {
     }
 
     #[test]
-    fn null_sender_is_never_allowed() {
+    fn null_sender_is_allowed_to_trusted_clients() {
         let grant = Grant {
             principal: Principal::User("u".into()),
             account: "a".into(),
             allowed_senders: vec![SenderPattern::Any],
         };
-        assert!(!grant.allows_sender(None));
+        assert!(grant.allows_sender(None));
         assert!(grant.allows_sender(Some(&Address::parse("x@y.example").unwrap())));
     }
 }

@@ -54,6 +54,26 @@ impl TestRelay {
         queued_bodies(&self.queue_dir())
     }
 
+    /// Stop this relay and start a new one on the same state directory (a restart).
+    pub async fn restart(self, toml: &str) -> TestRelay {
+        let TestRelay { relay, state } = self;
+        relay.shutdown(std::time::Duration::from_secs(5)).await;
+        let text = toml.replace("{state}", &state.path().display().to_string());
+        let config = Config::from_toml(&text, state.path()).unwrap_or_else(|e| panic!("{e}"));
+        let relay = Relay::start(config).await.expect("relay restarts");
+        TestRelay { relay, state }
+    }
+
+    /// Decoded envelopes of the queued messages.
+    pub fn queued_envelopes(&self) -> Vec<smtp_oauth_relay::spool::Envelope> {
+        envelopes_in(&self.queue_dir())
+    }
+
+    /// Decoded envelopes of the failed messages.
+    pub fn failed_envelopes(&self) -> Vec<smtp_oauth_relay::spool::Envelope> {
+        envelopes_in(&self.state.path().join("spool/failed"))
+    }
+
     pub async fn stop(self) {
         self.relay.shutdown(std::time::Duration::from_secs(5)).await;
     }
@@ -91,16 +111,48 @@ pub fn without_trace(body: &[u8]) -> &[u8] {
 pub struct Chain {
     pub kit: smtp_oauth_relay::testkit::Testkit,
     pub relay: TestRelay,
+    /// The relay's configuration (with `{state}` unreplaced), for restarts.
+    pub toml: String,
+    /// Certificates and the CA file the configuration names.
+    pub files: tempfile::TempDir,
 }
 
-/// `[relay]` + `[queue]` with a one-second retry schedule + the kit's `[[account]]` named
-/// "m365" + `rest` (listeners, users, networks). `{state}` is left for [`TestRelay::start`].
-pub fn chain_toml(kit: &smtp_oauth_relay::testkit::Testkit, ca_file: &Path, rest: &str) -> String {
+/// `[relay]` + `[queue]` (one-second retry schedule, plus `queue_extra`) + the kit's
+/// `[[account]]` named "m365" (plus `account_extra`, whose keys replace the kit's) + `rest`
+/// (listeners, users, networks). `{state}` is left for [`TestRelay::start`].
+pub fn chain_toml(
+    kit: &smtp_oauth_relay::testkit::Testkit,
+    ca_file: &Path,
+    queue_extra: &str,
+    account_extra: &str,
+    rest: &str,
+) -> String {
+    let overridden: Vec<&str> = account_extra
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    let account: String = kit
+        .relay_account_toml("m365", ca_file)
+        .lines()
+        .filter(|l| {
+            !l.split_once('=')
+                .is_some_and(|(k, _)| overridden.contains(&k.trim()))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let retry = if queue_extra.contains("retry_schedule") {
+        ""
+    } else {
+        "retry_schedule = [\"1s\"]\n"
+    };
     format!(
-        "[relay]\nhostname = \"relay.test\"\nstate_dir = \"{{state}}\"\n[queue]\nretry_schedule = [\"1s\"]\n{}\n{rest}",
-        kit.relay_account_toml("m365", ca_file)
+        "[relay]\nhostname = \"relay.test\"\nstate_dir = \"{{state}}\"\n[queue]\n{retry}{queue_extra}\n{account}{account_extra}\n{rest}"
     )
 }
+
+/// The usual clients of a delivery test: one plain listener, 127.0.0.0/8 trusted for any
+/// contoso.com sender.
+pub const PLAIN_TRUSTED: &str = "[[listener]]\naddress = \"127.0.0.1:0\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n";
 
 impl Chain {
     /// Start the kit with `options`, then a relay in front of it configured by what `rest`
@@ -109,17 +161,30 @@ impl Chain {
         options: smtp_oauth_relay::testkit::TestkitOptions,
         rest: impl FnOnce(&smtp_oauth_relay::testkit::Testkit, &Path) -> String,
     ) -> Chain {
+        Chain::start_with(options, "", "", rest).await
+    }
+
+    /// Like [`Chain::start`], with extra `[queue]` and `[[account]]` keys.
+    pub async fn start_with(
+        options: smtp_oauth_relay::testkit::TestkitOptions,
+        queue_extra: &str,
+        account_extra: &str,
+        rest: impl FnOnce(&smtp_oauth_relay::testkit::Testkit, &Path) -> String,
+    ) -> Chain {
         let kit = smtp_oauth_relay::testkit::Testkit::start(options)
             .await
             .expect("testkit starts");
         let files = tempfile::tempdir().expect("tempdir");
         let ca_file = kit.write_ca_pem(&files.path().join("ca.pem")).expect("ca");
         let rest = rest(&kit, files.path());
-        let toml = chain_toml(&kit, &ca_file, &rest);
-        // Certificates and the CA are read when the config loads; the folder may go after.
+        let toml = chain_toml(&kit, &ca_file, queue_extra, account_extra, &rest);
         let relay = TestRelay::start(&toml).await;
-        drop(files);
-        Chain { kit, relay }
+        Chain {
+            kit,
+            relay,
+            toml,
+            files,
+        }
     }
 
     /// Write the kit's server certificate and key for a relay listener; returns TOML lines.
@@ -150,4 +215,17 @@ pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() 
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     condition()
+}
+
+pub fn envelopes_in(dir: &Path) -> Vec<smtp_oauth_relay::spool::Envelope> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.retain(|p| p.extension().is_some_and(|e| e == "env"));
+    names.sort();
+    names
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|bytes| smtp_oauth_relay::spool::format::decode(&bytes).ok())
+        .collect()
 }
