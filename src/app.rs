@@ -154,6 +154,7 @@ impl Relay {
                 limits: config.limits.clone(),
                 spool: Arc::clone(&spool),
                 queue: Arc::clone(&queue),
+                acknowledge_delivered: listener.acknowledge_delivered,
             });
             tracing::info!(address = %local, tls = ?listener.tls, "listening");
             tracker.spawn(run_listener(

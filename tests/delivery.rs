@@ -195,7 +195,14 @@ async fn a_535_5_7_3_on_a_cached_token_is_followed_by_one_refresh_then_success()
         .await,
         250
     );
-    assert!(eventually(WAIT, || chain.relay.queued_envelopes().first().is_some_and(|e| e.attempts == 1)).await);
+    assert!(
+        eventually(WAIT, || chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.attempts == 1))
+        .await
+    );
     let envelopes = chain.relay.queued_envelopes();
     let last = envelopes[0].last_attempt.clone().unwrap();
     assert_eq!(last.class, "configuration");
@@ -573,5 +580,84 @@ async fn the_daily_recipient_budget_defers_instead_of_hitting_the_quota() {
         "waits for the window to slide"
     );
     assert_eq!(chain.kit.exchange.message_count(), 1);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_listener_can_acknowledge_only_once_exchange_has_answered() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| {
+        PLAIN_TRUSTED.replace(
+            "address = \"127.0.0.1:0\"",
+            "address = \"127.0.0.1:0\"\nacknowledge = \"delivered\"\nacknowledge_timeout = \"2s\"",
+        )
+    })
+    .await;
+    let address = chain.relay.address(0);
+    let exchange = &chain.kit.exchange;
+    let mut client = RawClient::connect_greeted(address).await;
+    client.expect("EHLO app", 250).await;
+
+    // Delivered: the client hears it.
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            message("relay@contoso.com", "sync-ok").as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    assert!(reply.text().contains("delivered as"), "{reply:?}");
+    assert_eq!(exchange.message_count(), 1);
+
+    // Refused for good: the client gets Exchange's own reply; nothing is kept, no DSN.
+    let reply = client
+        .send_message(
+            "other@contoso.com",
+            &["a@fabrikam.example"],
+            message("other@contoso.com", "sync-refused").as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 554, "{reply:?}");
+    assert!(
+        reply.text().starts_with("5.2.252 SendAsDenied"),
+        "{reply:?}"
+    );
+    assert!(chain.relay.failed_envelopes().is_empty());
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+
+    // Temporary failure: queued, delivered later.
+    exchange
+        .fail_next(1, ExchangeFault::TempFailAfterData)
+        .unwrap();
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            message("relay@contoso.com", "sync-later").as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    assert!(reply.text().contains("queued as"), "{reply:?}");
+    exchange.wait_for_messages(2, WAIT).await.unwrap();
+
+    // Exchange slower than acknowledge_timeout: the client is not kept waiting.
+    exchange
+        .fail_next(1, ExchangeFault::StallAfterDot(Duration::from_secs(4)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            message("relay@contoso.com", "sync-slow").as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    assert!(reply.text().contains("queued as"), "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    exchange.wait_for_messages(3, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(exchange.message_count(), 3, "each message exactly once");
     chain.relay.stop().await;
 }

@@ -175,6 +175,9 @@ pub struct ListenerSettings {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     pub allow_auth_without_tls: bool,
+    /// `Some(timeout)` when the reply to DATA waits (up to `timeout`) for Exchange's verdict
+    /// (`acknowledge = "delivered"`); `None` for the default "queued".
+    pub acknowledge_delivered: Option<Duration>,
 }
 
 impl fmt::Debug for ListenerSettings {
@@ -184,6 +187,7 @@ impl fmt::Debug for ListenerSettings {
             .field("tls", &self.tls)
             .field("certificate", &self.certificate)
             .field("allow_auth_without_tls", &self.allow_auth_without_tls)
+            .field("acknowledge_delivered", &self.acknowledge_delivered)
             .finish()
     }
 }

@@ -77,6 +77,9 @@ pub struct RawListener {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     pub allow_auth_without_tls: Option<bool>,
+    pub acknowledge: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub acknowledge_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -368,7 +368,26 @@ fn listener(
             "{path}: passwords will cross the network in clear on {address} (allow_auth_without_tls = true)"
         ));
     }
+    let timeout = raw.acknowledge_timeout.unwrap_or(Duration::from_secs(30));
+    let acknowledge_delivered = match raw.acknowledge.as_deref().unwrap_or("queued") {
+        "queued" => None,
+        "delivered" => Some(timeout),
+        other => {
+            checker.error(
+                format!("{path}.acknowledge"),
+                format!("\"{other}\" must be \"queued\" or \"delivered\""),
+            );
+            None
+        }
+    };
+    if timeout > Duration::from_secs(5 * 60) {
+        checker.error(
+            format!("{path}.acknowledge_timeout"),
+            "must be at most 5m (clients give up on DATA replies after 10 minutes)",
+        );
+    }
     Some(ListenerSettings {
+        acknowledge_delivered,
         address: address?,
         tls: tls?,
         tls_config,

@@ -14,7 +14,7 @@ use super::classify::{self, Class, FollowUp, Stage, Verdict};
 use super::dsn;
 use super::worker::AccountDelivery;
 use crate::oauth::token::TokenError;
-use crate::queue::retry;
+use crate::queue::{FirstOutcome, retry};
 use crate::smtp::proto::address::Address;
 use crate::spool::{ClientInfo, Envelope, LastAttempt, RecipientFailure, unix_now};
 use crate::upstream::{FailureKind, UpstreamFailure};
@@ -214,6 +214,9 @@ impl AccountDelivery {
     ) {
         let now = unix_now();
         outcome.resolve_untried();
+        if self.answer_waiting_client(&envelope, &outcome).await {
+            return;
+        }
         envelope.delivered.extend(outcome.delivered.iter().cloned());
         if outcome
             .stop
@@ -275,6 +278,42 @@ impl AccountDelivery {
         };
         envelope.recipients = remaining;
         self.defer(envelope, &failure, now).await;
+    }
+
+    /// A client on an `acknowledge = "delivered"` listener may still be waiting for this
+    /// first attempt. Tell it the outcome. Returns true when the client took a permanent
+    /// refusal for every recipient: it has Exchange's reply, so the relay keeps nothing.
+    async fn answer_waiting_client(&self, envelope: &Envelope, outcome: &AttemptOutcome) -> bool {
+        let Some(waiter) = self.queue.take_waiter(&envelope.id) else {
+            return false;
+        };
+        if !outcome.delivered.is_empty() {
+            let reply = outcome.reply.clone().unwrap_or_default();
+            let _ = waiter.send(FirstOutcome::Delivered { reply });
+            return false;
+        }
+        let refused_by_all = outcome.deferred.is_empty() && !outcome.failed.is_empty();
+        let Some((_, failure)) = outcome.failed.first().filter(|_| refused_by_all) else {
+            let _ = waiter.send(FirstOutcome::Deferred);
+            return false;
+        };
+        let (code, text) = reply_parts(&failure.detail);
+        if waiter.send(FirstOutcome::Rejected { code, text }).is_err() {
+            return false;
+        }
+        for (recipient, failure) in &outcome.failed {
+            self.log_failure(
+                envelope,
+                failure,
+                Some(recipient),
+                "refused for good; the waiting client got Exchange's reply and no copy is kept",
+            );
+        }
+        if let Err(error) = self.spool.remove(&envelope.id).await {
+            tracing::error!(queue_id = %envelope.id, %error, "cannot remove the refused entry");
+        }
+        self.queue.finish(&envelope.id);
+        true
     }
 
     async fn defer(&self, mut envelope: Envelope, failure: &Failure, now: u64) {
@@ -485,5 +524,16 @@ impl AccountDelivery {
             Class::Transient => failure_event!(warn),
             Class::Configuration | Class::Permanent => failure_event!(error),
         }
+    }
+}
+
+/// Split `"554 5.2.252 text"` into a code and the rest; anything else becomes `554 5.0.0 …`.
+fn reply_parts(detail: &str) -> (u16, String) {
+    match detail.split_once(' ') {
+        Some((code, rest)) if code.len() == 3 => match code.parse::<u16>() {
+            Ok(code) if (500..600).contains(&code) => (code, rest.to_string()),
+            _ => (554, format!("5.0.0 {detail}")),
+        },
+        _ => (554, format!("5.0.0 {detail}")),
     }
 }

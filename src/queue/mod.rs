@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::spool::{Envelope, QueueId};
@@ -39,11 +39,25 @@ struct State {
     paused_until: u64,
 }
 
+/// How the first delivery attempt of a message ended, for a client that waits for it
+/// (`acknowledge = "delivered"` on its listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstOutcome {
+    /// Exchange accepted it (for at least one recipient); its reply.
+    Delivered { reply: String },
+    /// Exchange refused it for good for every recipient: this reply goes to the client, and
+    /// the relay keeps no copy (the client knows).
+    Rejected { code: u16, text: String },
+    /// Not settled yet (temporary failure): it stays queued.
+    Deferred,
+}
+
 /// The queue of one account.
 #[derive(Debug, Default)]
 pub struct AccountQueue {
     state: Mutex<State>,
     notify: Notify,
+    waiters: Mutex<HashMap<QueueId, oneshot::Sender<FirstOutcome>>>,
 }
 
 fn until(at_secs: u64) -> Duration {
@@ -96,6 +110,33 @@ impl AccountQueue {
     pub fn resume(&self) {
         self.lock().paused_until = 0;
         self.notify.notify_waiters();
+    }
+
+    /// Ask to hear how the first attempt of `id` ends. Register before scheduling the entry.
+    pub fn watch(&self, id: &str) -> oneshot::Receiver<FirstOutcome> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), sender);
+        receiver
+    }
+
+    /// Stop waiting for `id` (the client's patience ran out).
+    pub fn unwatch(&self, id: &str) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The waiter of `id`, if a client is still waiting; taken once.
+    pub fn take_waiter(&self, id: &str) -> Option<oneshot::Sender<FirstOutcome>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .filter(|sender| !sender.is_closed())
     }
 
     /// Entries waiting or in flight.

@@ -27,7 +27,7 @@ use super::stream::ClientStream;
 use crate::config::Limits;
 use crate::message::{MessageAssembler, TraceInfo, received_field};
 use crate::policy::Policy;
-use crate::queue::Queue;
+use crate::queue::{FirstOutcome, Queue};
 use crate::smtp::proto::data::{DataReceiver, Feed};
 use crate::smtp::proto::line::LineReader;
 use crate::smtp::proto::reply::Reply;
@@ -48,6 +48,8 @@ pub struct InboundContext {
     pub limits: Limits,
     pub spool: Arc<Spool>,
     pub queue: Arc<Queue>,
+    /// Wait up to this long for Exchange's verdict before answering DATA.
+    pub acknowledge_delivered: Option<Duration>,
 }
 
 /// Why a connection ended abnormally (logged, never sent to the client).
@@ -358,10 +360,36 @@ impl Connection {
                     principal = %envelope.client.principal,
                     "message accepted"
                 );
+                let account_queue = self.ctx.queue.account(&envelope.account).cloned();
+                let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
+                    (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
+                    _ => None,
+                };
                 if !self.ctx.queue.submit(&envelope) {
                     tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
                 }
-                Ok(DataOutcome::Queued(envelope.id))
+                let Some((receiver, timeout)) = waiter else {
+                    return Ok(DataOutcome::Queued(envelope.id));
+                };
+                let verdict = tokio::select! {
+                    verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
+                    _ = self.cancel.cancelled() => None,
+                };
+                Ok(match verdict {
+                    Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
+                        id: envelope.id,
+                        reply,
+                    },
+                    Some(FirstOutcome::Rejected { code, text }) => {
+                        DataOutcome::Rejected { code, text }
+                    }
+                    Some(FirstOutcome::Deferred) | None => {
+                        if let Some(queue) = account_queue {
+                            queue.unwatch(&envelope.id);
+                        }
+                        DataOutcome::Queued(envelope.id)
+                    }
+                })
             }
             Err(error) => {
                 tracing::error!(%error, "cannot commit the message to the spool");

@@ -108,6 +108,10 @@ pub struct DataRequest {
 pub enum DataOutcome {
     /// Stored durably under this queue id.
     Queued(String),
+    /// Stored, and Exchange already accepted it (`acknowledge = "delivered"`).
+    Delivered { id: String, reply: String },
+    /// Exchange refused it for good; this is its reply (`acknowledge = "delivered"`).
+    Rejected { code: u16, text: String },
     /// The content was larger than the limit.
     TooLarge,
     /// The header section was larger than the limit.
@@ -428,6 +432,17 @@ impl Session {
         let max = self.settings.max_message_size;
         Step::reply(match outcome {
             DataOutcome::Queued(id) => Reply::new(250, "2.0.0", format!("Ok: queued as {id}")),
+            DataOutcome::Delivered { id, reply } => Reply::new(
+                250,
+                "2.0.0",
+                format!(
+                    "Ok: delivered as {id} ({})",
+                    crate::text::one_line_excerpt(&reply, 200)
+                ),
+            ),
+            DataOutcome::Rejected { code, text } => {
+                Reply::new(code, "", crate::text::one_line_excerpt(&text, 400))
+            }
             DataOutcome::TooLarge => Reply::new(
                 552,
                 "5.3.4",
