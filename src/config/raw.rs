@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -29,14 +29,14 @@ pub struct RawConfig {
     pub network: Vec<RawNetwork>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRelay {
     pub hostname: Option<String>,
     pub state_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_message_size: Option<ByteSize>,
@@ -55,7 +55,7 @@ pub struct RawLimits {
     pub max_header_size: Option<ByteSize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueue {
     pub retry_schedule: Option<Vec<String>>,
@@ -69,7 +69,7 @@ pub struct RawQueue {
     pub failed_retention: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: Option<String>,
@@ -82,7 +82,7 @@ pub struct RawListener {
     pub acknowledge_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccount {
     pub name: Option<String>,
@@ -107,7 +107,7 @@ pub struct RawAccount {
     pub cloud: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     pub username: Option<String>,
@@ -117,7 +117,7 @@ pub struct RawUser {
     pub allowed_senders: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub cidr: Option<String>,

@@ -174,3 +174,135 @@ fn more_than_three_connections_per_mailbox_is_refused() {
     let errors = Config::from_toml(&text, Path::new("/")).unwrap_err().0;
     assert_eq!(errors[0].path, "account[0].max_connections");
 }
+
+#[test]
+fn every_key_of_the_schema_is_documented_in_the_example() {
+    let example = include_str!("../../relay.toml.example");
+    let sections: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "relay",
+            serde_json::to_value(raw::RawRelay::default()).unwrap(),
+        ),
+        (
+            "limits",
+            serde_json::to_value(raw::RawLimits::default()).unwrap(),
+        ),
+        (
+            "queue",
+            serde_json::to_value(raw::RawQueue::default()).unwrap(),
+        ),
+        (
+            "listener",
+            serde_json::to_value(raw::RawListener::default()).unwrap(),
+        ),
+        (
+            "account",
+            serde_json::to_value(raw::RawAccount::default()).unwrap(),
+        ),
+        (
+            "user",
+            serde_json::to_value(raw::RawUser::default()).unwrap(),
+        ),
+        (
+            "network",
+            serde_json::to_value(raw::RawNetwork::default()).unwrap(),
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (section, value) in sections {
+        for key in value.as_object().unwrap().keys() {
+            let documented = example.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                line.starts_with(&format!("{key} =")) || line.starts_with(&format!("{key}="))
+            });
+            if !documented {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from relay.toml.example: {missing:?}"
+    );
+}
+
+#[test]
+fn cloud_presets_set_the_three_endpoints_and_explicit_keys_win() {
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_secret = \"abc~DEF.secret-value\"\ncloud = \"usgov-gcchigh\"",
+    );
+    let account = &Config::from_toml(&text, Path::new("/")).unwrap().accounts[0];
+    assert_eq!(account.authority, "https://login.microsoftonline.us");
+    assert_eq!(account.scope, "https://outlook.office365.us/.default");
+    assert_eq!(account.smtp_host, "smtp.office365.us");
+    let text = text.replace(
+        "cloud = \"usgov-gcchigh\"",
+        "cloud = \"usgov-gcchigh\"\nsmtp_server = \"relay.proxy.lan:2525\"",
+    );
+    let account = &Config::from_toml(&text, Path::new("/")).unwrap().accounts[0];
+    assert_eq!(
+        (account.smtp_host.as_str(), account.smtp_port),
+        ("relay.proxy.lan", 2525)
+    );
+    assert_eq!(account.authority, "https://login.microsoftonline.us");
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_secret = \"x~y\"\ncloud = \"mars\"",
+    );
+    let errors = Config::from_toml(&text, Path::new("/")).unwrap_err().0;
+    assert_eq!(errors[0].path, "account[0].cloud");
+}
+
+#[test]
+fn bounce_settings() {
+    let with_queue =
+        |queue: &str| VALID.replace("[[listener]]", &format!("[queue]\n{queue}\n\n[[listener]]"));
+    let bounce =
+        |queue: &str| Config::from_toml(&with_queue(queue), Path::new("/")).map(|c| c.queue.bounce);
+    assert_eq!(bounce("").unwrap(), BouncePolicy::Sender);
+    assert_eq!(bounce("bounce = \"none\"").unwrap(), BouncePolicy::None);
+    assert_eq!(
+        bounce("bounce_to = \"it@contoso.com\"").unwrap(),
+        BouncePolicy::To("it@contoso.com".into())
+    );
+    assert_eq!(
+        bounce("bounce = \"none\"\nbounce_to = \"it@contoso.com\"")
+            .unwrap_err()
+            .0[0]
+            .path,
+        "queue.bounce_to"
+    );
+    assert_eq!(
+        bounce("bounce_to = \"not an address\"").unwrap_err().0[0].path,
+        "queue.bounce_to"
+    );
+    assert_eq!(
+        bounce("bounce = \"postmaster\"").unwrap_err().0[0].path,
+        "queue.bounce"
+    );
+}
+
+#[test]
+fn acknowledge_modes() {
+    let listener = |extra: &str| {
+        let text = VALID.replace(
+            "address = \"127.0.0.1:2525\"",
+            &format!("address = \"127.0.0.1:2525\"\n{extra}"),
+        );
+        Config::from_toml(&text, Path::new("/")).map(|c| c.listeners[0].acknowledge_delivered)
+    };
+    assert_eq!(listener("").unwrap(), None);
+    assert_eq!(
+        listener("acknowledge = \"delivered\"").unwrap(),
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(
+        listener("acknowledge = \"delivered\"\nacknowledge_timeout = \"5s\"").unwrap(),
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        listener("acknowledge = \"sometimes\"").unwrap_err().0[0].path,
+        "listener[0].acknowledge"
+    );
+}
