@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::TestkitError;
+use super::client_cert::TestClientCertificate;
 use super::directory::Directory;
 use super::entra::FakeEntra;
 use super::exchange::{ExchangeOptions, FakeExchange};
@@ -188,6 +189,23 @@ impl Testkit {
             self.smtp_server(),
             ca_file.display()
         )
+    }
+
+    /// Generates a self-signed RSA client certificate (`CN=smtp-oauth-relay`, valid for
+    /// `validity`) and registers it on the kit's app, as an administrator does under
+    /// Certificates & secrets; the app's secret keeps working too. Write
+    /// [`TestClientCertificate::combined_pem`] to a file for the relay's certificate setting.
+    ///
+    /// # Errors
+    /// Key generation or certificate signing failed.
+    pub fn add_client_certificate(
+        &self,
+        validity: Duration,
+    ) -> Result<TestClientCertificate, TestkitError> {
+        let certificate = TestClientCertificate::generate("smtp-oauth-relay", validity)?;
+        self.directory
+            .add_certificate(&self.client_id, certificate.cert_der())?;
+        Ok(certificate)
     }
 
     /// A valid Exchange token minted directly (no HTTP round trip), for SMTP-only tests.

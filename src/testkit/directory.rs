@@ -14,13 +14,15 @@
 //! - secret values never appear in `Debug` output.
 //!
 //! The Exchange-side administration (`New-ServicePrincipal`, mailbox permissions, SMTP AUTH
-//! switches) is in `directory_exchange`.
+//! switches) is in `directory_exchange`; certificate credentials are in
+//! `directory_certificates`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::TestkitError;
+use super::directory_certificates::RegisteredCertificate;
 use super::jwt::{TokenSigner, TokenVerifier};
 use super::random::new_guid;
 
@@ -69,6 +71,8 @@ pub struct AppRegistration {
     pub service_principal_object_id: String,
     /// Client secrets.
     pub secrets: Vec<ClientSecret>,
+    /// Certificates uploaded under Certificates & secrets (see `directory_certificates`).
+    pub certificates: Vec<RegisteredCertificate>,
     /// Office 365 Exchange Online application roles with admin consent.
     pub exchange_roles: Vec<String>,
     /// Microsoft Graph application roles with admin consent.
@@ -321,6 +325,7 @@ impl Directory {
             application_object_id: new_guid(),
             service_principal_object_id: new_guid(),
             secrets: Vec::new(),
+            certificates: Vec::new(),
             exchange_roles: Vec::new(),
             graph_roles: Vec::new(),
         };

@@ -8,9 +8,9 @@
 //! credential is present → `scope` → the credential is valid → issue.
 //!
 //! Known deviations from the real service:
-//! - certificate credentials (`client_assertion`) are not verified yet: every assertion is
-//!   answered `401 invalid_client` AADSTS700027 because no app has registered certificates
-//!   (extension point: `entra_http::check_client_assertion`);
+//! - certificate credentials (`client_assertion`) are verified against the app's registered
+//!   certificates (`entra_assertion`), but some AADSTS codes for assertion errors are guesses
+//!   (listed there) and `jti` replay is not detected;
 //! - `expires_in` is fixed (default 3599 s, settable) instead of Entra's 60–90 min random;
 //! - tokens are ES256, not RS256; conditional access, throttling (AADSTS50196) and
 //!   propagation delays are not modelled.

@@ -191,6 +191,113 @@ impl EntraError {
         )
     }
 
+    // ----- certificate credentials (client assertions); codes chosen in `entra_assertion` --
+
+    pub fn unsupported_assertion_type(value: &str) -> EntraError {
+        EntraError::new(
+            400,
+            "invalid_request",
+            50_027,
+            format!(
+                "Invalid client_assertion_type '{value}'. The only supported value is \
+                 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'."
+            ),
+        )
+    }
+
+    pub fn malformed_assertion(reason: &str) -> EntraError {
+        EntraError::new(
+            400,
+            "invalid_request",
+            50_027,
+            format!("JWT token is invalid or malformed. [Reason - {reason}]"),
+        )
+    }
+
+    pub fn assertion_key_expired(client_id: &str, thumbprint: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            700_027,
+            format!(
+                "Client assertion contains an invalid signature. [Reason - The key used is \
+                 expired., Thumbprint of key used by client: '{thumbprint}', Please visit the \
+                 Azure Portal, Graph Explorer or directly use MS Graph to see configured keys \
+                 for app Id '{client_id}'.]"
+            ),
+        )
+    }
+
+    pub fn assertion_unsupported_algorithm(algorithm: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            700_027,
+            format!(
+                "Client assertion contains an invalid signature. [Reason - The signing \
+                 algorithm '{algorithm}' is not supported; use PS256 or RS256.]"
+            ),
+        )
+    }
+
+    pub fn assertion_bad_signature(client_id: &str, thumbprint: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            700_027,
+            format!(
+                "Client assertion contains an invalid signature. [Reason - The provided \
+                 signature value did not match the expected signature value., Thumbprint of \
+                 key used by client: '{thumbprint}', Please visit the Azure Portal, Graph \
+                 Explorer or directly use MS Graph to see configured keys for app Id \
+                 '{client_id}'.]"
+            ),
+        )
+    }
+
+    pub fn assertion_audience_mismatch(audience: &str, expected: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            50_012,
+            format!(
+                "Client assertion audience claim does not match Realm issuer. [Audience in the \
+                 assertion: '{audience}'; expected the token endpoint the request was sent to: \
+                 '{expected}']"
+            ),
+        )
+    }
+
+    pub fn assertion_issuer_mismatch(issuer: &str, client_id: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            700_021,
+            format!(
+                "Client assertion application identifier '{issuer}' doesn't match 'client_id' \
+                 parameter '{client_id}'."
+            ),
+        )
+    }
+
+    pub fn assertion_subject_mismatch() -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            50_048,
+            "Subject mismatches Issuer claim in the client assertion.".to_owned(),
+        )
+    }
+
+    pub fn assertion_time_range(detail: &str) -> EntraError {
+        EntraError::new(
+            401,
+            "invalid_client",
+            700_024,
+            format!("Client assertion is not within its valid time range. {detail}"),
+        )
+    }
+
     pub fn temporarily_unavailable() -> EntraError {
         EntraError::new(
             503,

@@ -1,5 +1,6 @@
 //! Request handling of the fake token endpoint: routing, form and HTTP Basic credential
-//! parsing, the client-credentials checks, token issuance, and the HTTP responses (JSON
+//! parsing, the client-credentials checks (client assertions are verified in
+//! `entra_assertion`), token issuance, and the HTTP responses (JSON
 //! success and error bodies, 404 for other paths, injected faults).
 //!
 //! Invariants: every answer to a token-path request is recorded exactly once in the shared
@@ -10,21 +11,21 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::entra::{EntraFault, EntraShared, TokenOutcome, TokenRequestRecord};
+use super::entra_assertion::{AssertionContext, check_client_assertion};
 use super::entra_errors::EntraError;
 use super::form::{form_value, parse_form, percent_decode};
 use super::issuance::{CredentialKind, Resource, ScopeError, parse_scope};
 use super::random::{is_guid, new_guid};
 
 const MAX_BODY: usize = 64 * 1024;
-const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The error hyper sees when a fault closes the connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,11 @@ async fn process(
         .headers()
         .get(AUTHORIZATION)
         .and_then(basic_credentials);
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
@@ -211,8 +217,15 @@ async fn process(
     let now = SystemTime::now();
     match (credential, assertion, secret) {
         (CredentialKind::Certificate, Some(assertion), _) => {
+            let context = AssertionContext {
+                directory,
+                app: &app,
+                host: host.as_deref(),
+                tenant,
+                now,
+            };
             let assertion_type = form_value(&pairs, "client_assertion_type");
-            check_client_assertion(&app.client_id, assertion_type, assertion)?;
+            check_client_assertion(&context, assertion_type, assertion)?;
         }
         (_, _, Some(secret)) => {
             let matching = app.secrets.iter().find(|s| s.value == secret);
@@ -241,42 +254,6 @@ async fn process(
         expires_in: lifetime.as_secs(),
         roles,
     })
-}
-
-/// Extension point for certificate credentials (`private_key_jwt`, exchange-online.md §1.3).
-///
-/// A later change will look up the app's registered certificates by the assertion header's
-/// `x5t#S256` (or legacy `x5t`), verify the PS256/RS256 signature, and check `aud` (the token
-/// URL), `iss` = `sub` = client id, `nbf`/`exp` and `jti`. Until then no app has a registered
-/// certificate, so every assertion is answered exactly as Entra answers an assertion signed by
-/// an unregistered key: `401 invalid_client` AADSTS700027. Nothing is verified here.
-fn check_client_assertion(
-    client_id: &str,
-    assertion_type: Option<&str>,
-    assertion: &str,
-) -> Result<CredentialKind, EntraError> {
-    if assertion_type != Some(JWT_BEARER_ASSERTION) {
-        return Err(EntraError::missing_parameter("client_assertion_type"));
-    }
-    let thumbprint = assertion_thumbprint(assertion).unwrap_or_default();
-    Err(EntraError::assertion_key_not_registered(
-        client_id,
-        &thumbprint,
-    ))
-}
-
-/// The thumbprint an assertion's header names (`x5t#S256` preferred, then `x5t`), as the
-/// uppercase hex Entra prints in AADSTS700027.
-fn assertion_thumbprint(assertion: &str) -> Option<String> {
-    let header = assertion.split('.').next()?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-    let encoded = header
-        .get("x5t#S256")
-        .or_else(|| header.get("x5t"))?
-        .as_str()?;
-    let raw = URL_SAFE_NO_PAD.decode(encoded).ok()?;
-    Some(super::random::hex_lower(&raw).to_ascii_uppercase())
 }
 
 /// `Authorization: Basic base64(urlencode(client_id):urlencode(secret))` (RFC 6749 §2.3.1).

@@ -46,9 +46,12 @@
 //! ```
 
 pub mod bundle;
+pub mod client_cert;
 pub mod directory;
+mod directory_certificates;
 mod directory_exchange;
 pub mod entra;
+mod entra_assertion;
 mod entra_errors;
 mod entra_http;
 pub mod exchange;
@@ -71,7 +74,9 @@ pub mod random;
 mod tests;
 
 pub use bundle::{Testkit, TestkitOptions};
+pub use client_cert::TestClientCertificate;
 pub use directory::{AppRegistration, ClientSecret, Directory, Mailbox, SmtpAuthPolicy};
+pub use directory_certificates::RegisteredCertificate;
 pub use entra::{EntraFault, EntraStats, FakeEntra, TokenOutcome, TokenRequestRecord};
 pub use exchange::{
     AcceptedMessage, AuthAttempt, AuthRejection, ExchangeFault, ExchangeOptions, ExchangeStats,

@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
 use super::TestkitError;
+use super::client_cert::TestClientCertificate;
 
 /// The names the default server certificate is issued for.
 pub const DEFAULT_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -156,6 +157,20 @@ impl TestPki {
             key_der: key.serialize_der(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// A self-signed RSA 2048 client certificate for `CN=common_name`, valid from one hour ago
+    /// until `validity` from now, with its key: what an administrator uploads to an app
+    /// registration as a certificate credential (not signed by this CA; Entra does not check
+    /// chains). See [`TestClientCertificate`] for the PEM/DER forms.
+    ///
+    /// # Errors
+    /// Key generation or certificate signing failed.
+    pub fn generate_client_certificate(
+        common_name: &str,
+        validity: Duration,
+    ) -> Result<TestClientCertificate, TestkitError> {
+        TestClientCertificate::generate(common_name, validity)
     }
 
     /// The CA certificate (PEM), the one trust anchor clients need.

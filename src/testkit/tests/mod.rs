@@ -3,6 +3,7 @@
 //! SMTP server. Every wait is bounded by `tokio::time::timeout`.
 
 mod bundle_tests;
+mod entra_assertion_tests;
 mod entra_faults_tests;
 mod entra_tests;
 mod exchange_auth_tests;
