@@ -23,6 +23,7 @@ use crate::queue::Queue;
 use crate::smtp::server::conn::InboundContext;
 use crate::smtp::server::listener::{ConnectionLimits, run_listener};
 use crate::smtp::server::session::SessionSettings;
+use crate::smtp::server::throttle::{AuthThrottle, password_check_concurrency};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
 
@@ -113,6 +114,11 @@ impl Relay {
                 config.relay.hostname.clone(),
             ));
             spawn_workers(delivery, &cancel, &tracker);
+            tracker.spawn(crate::oauth::token::watch_certificate_expiry(
+                account.name.clone(),
+                account.credential.clone(),
+                cancel.clone(),
+            ));
             tokens.insert(account.name.clone(), provider);
         }
 
@@ -122,6 +128,11 @@ impl Relay {
             cancel.clone(),
         ));
 
+        let auth_throttle = Arc::new(AuthThrottle::new(
+            config.limits.max_auth_failures_per_address,
+            config.limits.auth_failure_window,
+        ));
+        let password_checks = Arc::new(tokio::sync::Semaphore::new(password_check_concurrency()));
         let limits = ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
@@ -155,6 +166,8 @@ impl Relay {
                 spool: Arc::clone(&spool),
                 queue: Arc::clone(&queue),
                 acknowledge_delivered: listener.acknowledge_delivered,
+                auth_throttle: Arc::clone(&auth_throttle),
+                password_checks: Arc::clone(&password_checks),
             });
             tracing::info!(address = %local, tls = ?listener.tls, "listening");
             tracker.spawn(run_listener(

@@ -140,8 +140,18 @@ async fn a_wrong_client_secret_keeps_the_message_queued_and_the_log_names_aadsts
         line.contains("configuration"),
         "classified as configuration: {line}"
     );
-    for field in ["queue_id=", "account=m365", "stage=token", "upstream_reply=", "class=configuration", "hint="] {
-        assert!(line.contains(field), "every failure line carries {field}: {line}");
+    for field in [
+        "queue_id=",
+        "account=m365",
+        "stage=token",
+        "upstream_reply=",
+        "class=configuration",
+        "hint=",
+    ] {
+        assert!(
+            line.contains(field),
+            "every failure line carries {field}: {line}"
+        );
     }
     let log = relay.log().join("\n");
     assert!(

@@ -661,3 +661,46 @@ async fn a_listener_can_acknowledge_only_once_exchange_has_answered() {
     assert_eq!(exchange.message_count(), 3, "each message exactly once");
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_credential_is_accepted_by_the_token_endpoint() {
+    for algorithm in ["ps256", "rs256"] {
+        let kit_options = TestkitOptions::default();
+        let cert_dir = tempfile::tempdir().unwrap();
+        let cert_path = cert_dir.path().join("app.pem");
+        let path_for_config = cert_path.clone();
+        let chain = Chain::start_with(
+            kit_options,
+            "",
+            &format!(
+                "-client_secret\nclient_certificate = \"{}\"\nclient_assertion_algorithm = \"{algorithm}\"",
+                path_for_config.display()
+            ),
+            |kit, _| {
+                let certificate = kit.add_client_certificate(Duration::from_secs(365 * 86_400)).unwrap();
+                certificate.write_combined_pem(&cert_path).unwrap();
+                PLAIN_TRUSTED.into()
+            },
+        )
+        .await;
+        assert_eq!(
+            send(
+                chain.relay.address(0),
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &format!("cert-{algorithm}")
+            )
+            .await,
+            250
+        );
+        chain.kit.exchange.wait_for_messages(1, WAIT).await.unwrap();
+        let requests = chain.kit.entra.stats().recent;
+        let last = requests.back().unwrap();
+        assert_eq!(
+            format!("{:?}", last.credential),
+            "Some(Certificate)",
+            "{algorithm}: {last:?}"
+        );
+        chain.relay.stop().await;
+    }
+}

@@ -104,6 +104,10 @@ pub struct Limits {
     pub session_timeout: Duration,
     pub max_errors: u32,
     pub max_auth_failures: u32,
+    /// Failed AUTH attempts from one address within `auth_failure_window` before the address
+    /// is refused (until the window has passed); 0 disables.
+    pub max_auth_failures_per_address: u32,
+    pub auth_failure_window: Duration,
     pub max_header_size: usize,
 }
 
@@ -120,6 +124,8 @@ impl Default for Limits {
             session_timeout: Duration::from_secs(60 * 60),
             max_errors: 20,
             max_auth_failures: 3,
+            max_auth_failures_per_address: 5,
+            auth_failure_window: Duration::from_secs(10 * 60),
             max_header_size: 1024 * 1024,
         }
     }
@@ -207,6 +213,12 @@ pub enum UpstreamTls {
 #[derive(Debug, Clone)]
 pub enum ClientCredential {
     Secret(Secret),
+    /// A certificate uploaded to the app registration, and its private key: the relay signs a
+    /// client assertion (`private_key_jwt`) for every token request.
+    Certificate {
+        certificate: Arc<crate::oauth::assertion::ClientCertificate>,
+        algorithm: crate::oauth::assertion::AssertionAlgorithm,
+    },
 }
 
 /// One `[[account]]`: a mailbox and the Entra app that may send as it.

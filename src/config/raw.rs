@@ -52,6 +52,9 @@ pub struct RawLimits {
     pub session_timeout: Option<Duration>,
     pub max_errors: Option<u32>,
     pub max_auth_failures: Option<u32>,
+    pub max_auth_failures_per_address: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub auth_failure_window: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
 }
 
@@ -93,6 +96,7 @@ pub struct RawAccount {
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
     pub client_certificate: Option<PathBuf>,
+    pub client_assertion_algorithm: Option<String>,
     pub authority: Option<String>,
     pub scope: Option<String>,
     pub smtp_server: Option<String>,

@@ -136,7 +136,9 @@ fn secrets_from_file_and_environment() {
         "client_secret_file = \"secret.txt\"",
     );
     let config = Config::from_toml(&text, dir.path()).unwrap();
-    let ClientCredential::Secret(secret) = &config.accounts[0].credential;
+    let ClientCredential::Secret(secret) = &config.accounts[0].credential else {
+        panic!("a secret credential")
+    };
     assert_eq!(secret.expose(), "from-file");
 
     let text = VALID.replace(
@@ -305,4 +307,50 @@ fn acknowledge_modes() {
         listener("acknowledge = \"sometimes\"").unwrap_err().0[0].path,
         "listener[0].acknowledge"
     );
+}
+
+#[test]
+fn certificate_credentials_load_warn_before_expiry_and_explain_bad_files() {
+    use crate::testkit::client_cert::TestClientCertificate;
+    let dir = tempfile::tempdir().unwrap();
+    let soon =
+        TestClientCertificate::generate("relay", std::time::Duration::from_secs(10 * 86_400))
+            .unwrap();
+    soon.write_combined_pem(&dir.path().join("app.pem"))
+        .unwrap();
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_certificate = \"app.pem\"",
+    );
+    let config = Config::from_toml(&text, dir.path()).unwrap();
+    assert!(matches!(
+        config.accounts[0].credential,
+        ClientCredential::Certificate { .. }
+    ));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("account[0].client_certificate")),
+        "{:?}",
+        config.warnings
+    );
+    std::fs::write(dir.path().join("cert-only.pem"), soon.cert_pem()).unwrap();
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_certificate = \"cert-only.pem\"",
+    );
+    let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
+    assert_eq!(errors[0].path, "account[0].client_certificate");
+    assert!(
+        errors[0].message.contains("private key"),
+        "{}",
+        errors[0].message
+    );
+    let text = VALID.replace(
+        "client_secret = \"abc~DEF.secret-value\"",
+        "client_certificate = \"app.pem\"\nclient_assertion_algorithm = \"hs256\"",
+    );
+    let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
+    assert_eq!(errors[0].path, "account[0].client_assertion_algorithm");
 }

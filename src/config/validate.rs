@@ -17,6 +17,7 @@ use super::{
     AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
     DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
 };
+use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Credential, Policy, SenderPattern};
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
@@ -209,6 +210,12 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
             .max_auth_failures
             .unwrap_or(defaults.max_auth_failures)
             .max(1),
+        max_auth_failures_per_address: l
+            .max_auth_failures_per_address
+            .unwrap_or(defaults.max_auth_failures_per_address),
+        auth_failure_window: l
+            .auth_failure_window
+            .unwrap_or(defaults.auth_failure_window),
         max_header_size: l.max_header_size.map_or(defaults.max_header_size, |s| {
             usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
         }),
@@ -617,12 +624,47 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
         );
         return None;
     }
-    if raw.client_certificate.is_some() {
+    if let Some(file) = &raw.client_certificate {
+        let algorithm = match raw.client_assertion_algorithm.as_deref().unwrap_or("ps256") {
+            "ps256" => AssertionAlgorithm::Ps256,
+            "rs256" => AssertionAlgorithm::Rs256,
+            other => {
+                checker.error(
+                    format!("{path}.client_assertion_algorithm"),
+                    format!(
+                        "\"{other}\" must be \"ps256\" (with x5t#S256) or \"rs256\" (with x5t)"
+                    ),
+                );
+                return None;
+            }
+        };
+        let file = checker.resolve(file);
+        return match ClientCertificate::load(&file) {
+            Ok(certificate) => {
+                if let Some(warning) = certificate.expiry_warning(std::time::SystemTime::now()) {
+                    checker
+                        .warnings
+                        .push(format!("{path}.client_certificate: {warning}"));
+                }
+                Some(ClientCredential::Certificate {
+                    certificate: Arc::new(certificate),
+                    algorithm,
+                })
+            }
+            Err(e) => {
+                checker.error(
+                    format!("{path}.client_certificate"),
+                    format!("{}: {e}", file.display()),
+                );
+                None
+            }
+        };
+    }
+    if raw.client_assertion_algorithm.is_some() {
         checker.error(
-            format!("{path}.client_certificate"),
-            "certificate credentials are not supported yet: use a client secret",
+            format!("{path}.client_assertion_algorithm"),
+            "only applies with client_certificate",
         );
-        return None;
     }
     let (key, secret) = if let Some(secret) = &raw.client_secret {
         ("client_secret", secret.clone())

@@ -169,13 +169,37 @@ impl TokenProvider {
 
     async fn fetch(&self) -> Result<AccessToken, TokenError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let ClientCredential::Secret(secret) = &self.credential;
-        let form = [
+        let (key, value) = match &self.credential {
+            ClientCredential::Secret(secret) => ("client_secret", Secret::new(secret.expose())),
+            ClientCredential::Certificate {
+                certificate,
+                algorithm,
+            } => {
+                let assertion = certificate
+                    .client_assertion(
+                        *algorithm,
+                        &self.client_id,
+                        &self.endpoint,
+                        SystemTime::now(),
+                    )
+                    .map_err(|e| {
+                        TokenError::Unreachable(format!("cannot sign the client assertion: {e}"))
+                    })?;
+                ("client_assertion", Secret::new(assertion))
+            }
+        };
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", secret.expose()),
             ("scope", self.scope.as_str()),
+            (key, value.expose()),
         ];
+        if key == "client_assertion" {
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
         let response = self
             .http
             .post(&self.endpoint)
@@ -242,5 +266,31 @@ fn describe_reqwest_error(error: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+/// Log, daily, how long the account's certificate credential has left, from 30 days before
+/// it expires (an error once it has expired). Ends with `cancel`.
+pub async fn watch_certificate_expiry(
+    account: String,
+    credential: ClientCredential,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let ClientCredential::Certificate { certificate, .. } = credential else {
+        return;
+    };
+    loop {
+        let now = SystemTime::now();
+        if let Some(warning) = certificate.expiry_warning(now) {
+            if certificate.is_expired(now) {
+                tracing::error!(%account, thumbprint = %certificate.sha1_thumbprint_hex(), "{warning}");
+            } else {
+                tracing::warn!(%account, thumbprint = %certificate.sha1_thumbprint_hex(), days_left = certificate.days_until_expiry(now), "{warning}");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+        }
     }
 }

@@ -127,9 +127,18 @@ pub fn chain_toml(
     account_extra: &str,
     rest: &str,
 ) -> String {
+    // "key = value" replaces the kit's key; "-key" removes it.
     let overridden: Vec<&str> = account_extra
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .filter_map(|l| match l.strip_prefix('-') {
+            Some(removed) => Some(removed.trim()),
+            None => l.split_once('=').map(|(k, _)| k.trim()),
+        })
+        .collect();
+    let account_extra: String = account_extra
+        .lines()
+        .filter(|l| !l.starts_with('-'))
+        .map(|l| format!("{l}\n"))
         .collect();
     let account: String = kit
         .relay_account_toml("m365", ca_file)

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{Action, DataOutcome, DataRequest, Session, SessionSettings, Step};
 use super::stream::ClientStream;
+use super::throttle::AuthThrottle;
 use crate::config::Limits;
 use crate::message::{MessageAssembler, TraceInfo, received_field};
 use crate::policy::Policy;
@@ -50,6 +51,10 @@ pub struct InboundContext {
     pub queue: Arc<Queue>,
     /// Wait up to this long for Exchange's verdict before answering DATA.
     pub acknowledge_delivered: Option<Duration>,
+    /// Failed AUTH attempts per client address (shared by all listeners).
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// Bounds the argon2 checks running at once (shared by all listeners).
+    pub password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a connection ended abnormally (logged, never sent to the client).
@@ -112,6 +117,16 @@ impl Connection {
         if implicit {
             self.start_tls().await?;
         }
+        if let Some(remaining) = self.ctx.auth_throttle.blocked(self.peer.ip()) {
+            tracing::warn!(
+                retry_in_s = remaining.as_secs(),
+                "refused: too many failed logins from this address"
+            );
+            let hostname = self.ctx.settings.hostname.clone();
+            self.goodbye(too_many_failed_logins(&hostname, remaining))
+                .await;
+            return Ok(());
+        }
         let network_grant = self.ctx.policy.network_grant(self.peer.ip());
         let mut session = Session::new(
             Arc::clone(&self.ctx.settings),
@@ -159,20 +174,30 @@ impl Connection {
                 }
                 Action::VerifyPassword { username, password } => {
                     self.flush().await?;
-                    let policy = Arc::clone(&self.ctx.policy);
-                    let user = username.clone();
-                    let grant = tokio::task::spawn_blocking(move || {
-                        policy.verify_password(&user, &password)
-                    })
-                    .await
-                    .ok()
-                    .flatten();
+                    let grant = self.verify_password(&username, password).await;
                     if grant.is_some() {
                         tracing::info!(user = %username, "client authenticated");
+                        session.auth_finished(grant)
                     } else {
                         tracing::warn!(user = %username, "authentication failed");
+                        let step = session.auth_finished(None);
+                        if self.ctx.auth_throttle.record_failure(self.peer.ip()) {
+                            let window = self.ctx.limits.auth_failure_window;
+                            tracing::warn!(
+                                window_s = window.as_secs(),
+                                "too many failed logins from this address; refusing it for the window"
+                            );
+                            Step {
+                                reply: Some(too_many_failed_logins(
+                                    &self.ctx.settings.hostname,
+                                    window,
+                                )),
+                                action: Action::Close,
+                            }
+                        } else {
+                            step
+                        }
                     }
-                    session.auth_finished(grant)
                 }
                 Action::ReceiveData(request) => {
                     self.flush().await?;
@@ -181,6 +206,21 @@ impl Connection {
                 }
             };
         }
+    }
+
+    /// Check a password with argon2 on the blocking pool, at most a few at once.
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: crate::secret::Secret,
+    ) -> Option<Arc<crate::policy::Grant>> {
+        let _permit = self.ctx.password_checks.acquire().await.ok()?;
+        let policy = Arc::clone(&self.ctx.policy);
+        let user = username.to_string();
+        tokio::task::spawn_blocking(move || policy.verify_password(&user, &password))
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn flush(&mut self) -> Result<(), ConnError> {
@@ -435,4 +475,15 @@ fn spool_failure(error: &crate::spool::SpoolError) -> DataOutcome {
     } else {
         DataOutcome::StorageFailed
     }
+}
+
+fn too_many_failed_logins(hostname: &str, wait: Duration) -> Reply {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    Reply::new(
+        421,
+        "4.7.0",
+        format!(
+            "{hostname} Too many failed logins from your address; try again in {minutes} minute(s)"
+        ),
+    )
 }

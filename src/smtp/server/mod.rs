@@ -7,3 +7,4 @@ pub mod listener;
 pub mod sasl;
 pub mod session;
 pub mod stream;
+pub mod throttle;
