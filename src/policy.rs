@@ -85,25 +85,100 @@ impl fmt::Display for Principal {
     }
 }
 
-/// What a trusted client may do: send through `account` as one of `allowed_senders`.
+/// What happens to a sender outside `allowed_senders` (`sender_rewrite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SenderRewrite {
+    /// Refuse it (`550 5.7.1`).
+    #[default]
+    Never,
+    /// Replace it by the account's mailbox (MAIL FROM and `From:`), keeping the display name
+    /// and putting the original address into `Reply-To:`.
+    WhenNotAllowed,
+    /// Always send as the account's mailbox, whatever the client says.
+    Always,
+}
+
+impl SenderRewrite {
+    /// Parse the config value.
+    pub fn parse(value: &str) -> Option<SenderRewrite> {
+        match value {
+            "never" => Some(SenderRewrite::Never),
+            "when-not-allowed" => Some(SenderRewrite::WhenNotAllowed),
+            "always" => Some(SenderRewrite::Always),
+            _ => None,
+        }
+    }
+}
+
+/// What a `[[user]]` or `[[network]]` may do, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub account: String,
+    /// The account's mailbox: the address senders are rewritten to.
+    pub account_mailbox: Address,
+    pub allowed_senders: Vec<SenderPattern>,
+    pub sender_rewrite: SenderRewrite,
+}
+
+/// What a trusted client may do: send through an account as one of its allowed senders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub principal: Principal,
     pub account: String,
+    pub account_mailbox: Address,
     pub allowed_senders: Vec<SenderPattern>,
+    pub sender_rewrite: SenderRewrite,
+}
+
+/// The sender a message goes out with, after the grant's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderDecision {
+    /// Use the client's sender as it is.
+    Keep,
+    /// Send as the account's mailbox instead.
+    Rewrite(Address),
+    /// Refuse: the sender is not allowed and rewriting is off.
+    Refuse,
 }
 
 impl Grant {
-    /// True when the grant lets the client use `sender`. The null sender `<>` is allowed: a
-    /// trusted mail server (e.g. Postfix using the relay as its smarthost) sends its bounces
-    /// with it, and the relay never answers such a message with a bounce of its own.
+    fn new(principal: Principal, access: Access) -> Grant {
+        Grant {
+            principal,
+            account: access.account,
+            account_mailbox: access.account_mailbox,
+            allowed_senders: access.allowed_senders,
+            sender_rewrite: access.sender_rewrite,
+        }
+    }
+
+    /// True when `address` matches one of the allowed sender patterns.
+    pub fn allows_address(&self, address: &str) -> bool {
+        self.allowed_senders.iter().any(|p| p.matches(address))
+    }
+
+    /// True when the grant lets the client use `sender` as it is. The null sender `<>` is
+    /// allowed: a trusted mail server (e.g. Postfix using the relay as its smarthost) sends its
+    /// bounces with it, and the relay never answers such a message with a bounce of its own.
     pub fn allows_sender(&self, sender: Option<&Address>) -> bool {
         match sender {
-            Some(address) => self
-                .allowed_senders
-                .iter()
-                .any(|p| p.matches(address.as_str())),
+            Some(address) => self.allows_address(address.as_str()),
             None => true,
+        }
+    }
+
+    /// What to do with `address` (the envelope sender or the `From:` address).
+    pub fn decide(&self, address: Option<&Address>) -> SenderDecision {
+        let allowed = self.allows_sender(address);
+        let is_mailbox = address.is_some_and(|a| a.eq_ignore_case(self.account_mailbox.as_str()));
+        match self.sender_rewrite {
+            _ if is_mailbox => SenderDecision::Keep,
+            // The null sender stays null: a bounce must never become ordinary mail.
+            _ if address.is_none() => SenderDecision::Keep,
+            SenderRewrite::Always => SenderDecision::Rewrite(self.account_mailbox.clone()),
+            _ if allowed => SenderDecision::Keep,
+            SenderRewrite::WhenNotAllowed => SenderDecision::Rewrite(self.account_mailbox.clone()),
+            SenderRewrite::Never => SenderDecision::Refuse,
         }
     }
 }
@@ -162,29 +237,20 @@ impl Policy {
         &mut self,
         username: &str,
         credential: Credential,
-        account: &str,
-        allowed_senders: Vec<SenderPattern>,
+        access: Access,
     ) -> Result<(), PolicyError> {
         if let Credential::Hash(phc) = &credential {
             PasswordHash::new(phc).map_err(|e| PolicyError::BadHash(e.to_string()))?;
         }
-        let grant = Arc::new(Grant {
-            principal: Principal::User(username.to_string()),
-            account: account.to_string(),
-            allowed_senders,
-        });
+        let grant = Arc::new(Grant::new(Principal::User(username.to_string()), access));
         self.users
             .insert(username.to_string(), UserEntry { credential, grant });
         Ok(())
     }
 
     /// Add a `[[network]]`.
-    pub fn add_network(&mut self, net: IpNet, account: &str, allowed_senders: Vec<SenderPattern>) {
-        let grant = Arc::new(Grant {
-            principal: Principal::Network(net),
-            account: account.to_string(),
-            allowed_senders,
-        });
+    pub fn add_network(&mut self, net: IpNet, access: Access) {
+        let grant = Arc::new(Grant::new(Principal::Network(net), access));
         self.networks.push((net.trunc(), grant));
     }
 
@@ -274,6 +340,15 @@ pub fn hash_password(password: &Secret) -> Result<String, PolicyError> {
 mod tests {
     use super::*;
 
+    fn access(account: &str, allowed_senders: Vec<SenderPattern>) -> Access {
+        Access {
+            account: account.into(),
+            account_mailbox: Address::parse("relay@contoso.com").unwrap(),
+            allowed_senders,
+            sender_rewrite: SenderRewrite::Never,
+        }
+    }
+
     #[test]
     fn sender_patterns_table() {
         let cases = [
@@ -305,16 +380,14 @@ mod tests {
             .add_user(
                 "printer",
                 Credential::Hash(phc),
-                "m365",
-                vec![SenderPattern::Any],
+                access("m365", vec![SenderPattern::Any]),
             )
             .unwrap();
         policy
             .add_user(
                 "legacy",
                 Credential::Clear(Secret::new("pw")),
-                "m365",
-                vec![],
+                access("m365", vec![]),
             )
             .unwrap();
         assert!(
@@ -349,7 +422,11 @@ mod tests {
         );
         assert!(
             policy
-                .add_user("bad", Credential::Hash("not-a-hash".into()), "m365", vec![])
+                .add_user(
+                    "bad",
+                    Credential::Hash("not-a-hash".into()),
+                    access("m365", vec![])
+                )
                 .is_err()
         );
     }
@@ -357,8 +434,8 @@ mod tests {
     #[test]
     fn most_specific_network_wins_and_mapped_addresses_match() {
         let mut policy = Policy::new();
-        policy.add_network("192.168.0.0/16".parse().unwrap(), "wide", vec![]);
-        policy.add_network("192.168.10.0/24".parse().unwrap(), "narrow", vec![]);
+        policy.add_network("192.168.0.0/16".parse().unwrap(), access("wide", vec![]));
+        policy.add_network("192.168.10.0/24".parse().unwrap(), access("narrow", vec![]));
         let ip: IpAddr = "192.168.10.7".parse().unwrap();
         assert_eq!(policy.network_grant(ip).unwrap().account, "narrow");
         let mapped: IpAddr = "::ffff:192.168.1.1".parse().unwrap();
@@ -368,12 +445,62 @@ mod tests {
 
     #[test]
     fn null_sender_is_allowed_to_trusted_clients() {
-        let grant = Grant {
-            principal: Principal::User("u".into()),
-            account: "a".into(),
-            allowed_senders: vec![SenderPattern::Any],
-        };
+        let grant = Grant::new(
+            Principal::User("u".into()),
+            access("a", vec![SenderPattern::Any]),
+        );
         assert!(grant.allows_sender(None));
         assert!(grant.allows_sender(Some(&Address::parse("x@y.example").unwrap())));
+    }
+
+    #[test]
+    fn sender_decisions_table() {
+        let contoso = vec![SenderPattern::parse("*@contoso.com").unwrap()];
+        let mailbox = Address::parse("relay@contoso.com").unwrap();
+        let cases = [
+            (
+                SenderRewrite::Never,
+                Some("a@contoso.com"),
+                SenderDecision::Keep,
+            ),
+            (
+                SenderRewrite::Never,
+                Some("a@printers.lan"),
+                SenderDecision::Refuse,
+            ),
+            (
+                SenderRewrite::WhenNotAllowed,
+                Some("a@contoso.com"),
+                SenderDecision::Keep,
+            ),
+            (
+                SenderRewrite::WhenNotAllowed,
+                Some("a@printers.lan"),
+                SenderDecision::Rewrite(mailbox.clone()),
+            ),
+            (
+                SenderRewrite::Always,
+                Some("a@contoso.com"),
+                SenderDecision::Rewrite(mailbox.clone()),
+            ),
+            (
+                SenderRewrite::Always,
+                Some("Relay@Contoso.com"),
+                SenderDecision::Keep,
+            ),
+            (SenderRewrite::Always, None, SenderDecision::Keep),
+            (SenderRewrite::Never, None, SenderDecision::Keep),
+        ];
+        for (rewrite, sender, expected) in cases {
+            let mut rule = access("m365", contoso.clone());
+            rule.sender_rewrite = rewrite;
+            let grant = Grant::new(Principal::User("u".into()), rule);
+            let sender = sender.map(|s| Address::parse(s).unwrap());
+            assert_eq!(
+                grant.decide(sender.as_ref()),
+                expected,
+                "{rewrite:?} {sender:?}"
+            );
+        }
     }
 }

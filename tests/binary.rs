@@ -208,8 +208,15 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
         .add_user(
             "u",
             smtp_oauth_relay::policy::Credential::Hash(hash),
-            "a",
-            vec![],
+            smtp_oauth_relay::policy::Access {
+                account: "a".into(),
+                account_mailbox: smtp_oauth_relay::smtp::proto::address::Address::parse(
+                    "a@contoso.com",
+                )
+                .unwrap(),
+                allowed_senders: vec![],
+                sender_rewrite: smtp_oauth_relay::policy::SenderRewrite::Never,
+            },
         )
         .unwrap();
     let pw = smtp_oauth_relay::secret::Secret::new("s3cret-pw");

@@ -363,13 +363,13 @@ async fn bare_lf_content_is_stored_with_crlf() {
     client.expect("RCPT TO:<a@x.example>", 250).await;
     client.expect("DATA", 354).await;
     client
-        .send_raw(b"Subject: unix\nDate: x\nMessage-ID: <m@x>\n\nline one\nline two\r\n.\r\n")
+        .send_raw(b"From: scanner@contoso.com\nSubject: unix\nDate: x\nMessage-ID: <m@x>\n\nline one\nline two\r\n.\r\n")
         .await;
     assert_eq!(client.reply().await.code, 250);
     let bodies = relay.queued_bodies();
     assert_eq!(
         without_trace(&bodies[0]),
-        b"Subject: unix\r\nDate: x\r\nMessage-ID: <m@x>\r\n\r\nline one\r\nline two\r\n"
+        b"From: scanner@contoso.com\r\nSubject: unix\r\nDate: x\r\nMessage-ID: <m@x>\r\n\r\nline one\r\nline two\r\n"
     );
     relay.stop().await;
 }

@@ -362,3 +362,74 @@ async fn many_messages_share_one_token_and_few_sessions() {
     assert_eq!(chain.kit.exchange.throttled_count(), 0);
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn senders_outside_the_policy_are_rewritten_to_the_mailbox_with_reply_to_kept() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| {
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[network]]\ncidr = \"127.0.0.2/32\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\nsender_rewrite = \"when-not-allowed\"\n\
+         [[network]]\ncidr = \"127.0.0.3/32\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n"
+            .into()
+    })
+    .await;
+    let address = chain.relay.address(0);
+    let mut scanner = RawClient::connect_from("127.0.0.2".parse().unwrap(), address).await;
+    assert_eq!(scanner.reply().await.code, 220);
+    scanner.expect("EHLO scanner", 250).await;
+    let reply = scanner.command("MAIL FROM:<scanner@printers.lan>").await;
+    assert_eq!(reply.code, 250);
+    assert!(
+        reply.text().contains("will be sent as <relay@contoso.com>"),
+        "{reply:?}"
+    );
+    scanner.expect("RCPT TO:<a@fabrikam.example>", 250).await;
+    scanner.expect("DATA", 354).await;
+    scanner
+        .send_raw(b"From: \"Scanner 3rd floor\" <scanner@printers.lan>\r\nSubject: scan one\r\n\r\nscan\r\n.\r\n")
+        .await;
+    assert_eq!(scanner.reply().await.code, 250);
+    let reply = scanner
+        .send_message(
+            "scanner@printers.lan",
+            &["a@fabrikam.example"],
+            b"From: scanner@printers.lan\r\nReply-To: helpdesk@contoso.com\r\nSubject: scan two\r\n\r\nscan\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    let delivered = chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
+    for message in &delivered {
+        assert_eq!(message.envelope_from, "relay@contoso.com");
+        let text = String::from_utf8_lossy(message.body()).into_owned();
+        if text.contains("Subject: scan one") {
+            assert!(
+                text.contains("\r\nFrom: \"Scanner 3rd floor\" <relay@contoso.com>\r\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("\r\nReply-To: \"Scanner 3rd floor\" <scanner@printers.lan>\r\n"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("\r\nFrom: <relay@contoso.com>\r\n"), "{text}");
+            assert!(
+                text.contains("\r\nReply-To: helpdesk@contoso.com\r\n"),
+                "{text}"
+            );
+            assert_eq!(text.matches("Reply-To:").count(), 1, "{text}");
+        }
+    }
+
+    // Without rewriting, a From: outside the policy is refused while the client is connected.
+    let mut app = RawClient::connect_from("127.0.0.3".parse().unwrap(), address).await;
+    assert_eq!(app.reply().await.code, 220);
+    app.expect("EHLO app", 250).await;
+    let reply = app
+        .send_message(
+            "app@contoso.com",
+            &["a@fabrikam.example"],
+            b"From: ceo@fabrikam.example\r\nSubject: spoof\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    assert!(reply.text().starts_with("5.7.1"), "{reply:?}");
+    chain.relay.stop().await;
+}

@@ -119,6 +119,7 @@ pub struct RawUser {
     pub password: Option<String>,
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
+    pub sender_rewrite: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -127,4 +128,5 @@ pub struct RawNetwork {
     pub cidr: Option<String>,
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
+    pub sender_rewrite: Option<String>,
 }

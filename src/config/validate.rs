@@ -3,7 +3,7 @@
 //! Each check explains what to change, in the words an administrator uses (the Entra admin
 //! center, the app registration's Overview page) rather than in parser terms.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use super::{
     DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
-use crate::policy::{Credential, Policy, SenderPattern};
+use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
 use crate::smtp::server::session::TlsMode;
@@ -140,8 +140,17 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             );
         }
     }
-    let account_names: HashSet<String> =
-        raw.account.iter().filter_map(|a| a.name.clone()).collect();
+    let account_mailboxes: HashMap<String, Option<Address>> = raw
+        .account
+        .iter()
+        .filter_map(|a| {
+            let mailbox = accounts
+                .iter()
+                .find(|valid| Some(&valid.name) == a.name.as_ref())
+                .map(|valid| valid.mailbox.clone());
+            a.name.clone().map(|name| (name, mailbox))
+        })
+        .collect();
 
     let mut policy = Policy::new();
     if raw.user.is_empty() && raw.network.is_empty() {
@@ -155,14 +164,20 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         self::user(
             &mut checker,
             &mut policy,
-            &account_names,
+            &account_mailboxes,
             &mut usernames,
             index,
             user,
         );
     }
     for (index, network) in raw.network.iter().enumerate() {
-        self::network(&mut checker, &mut policy, &account_names, index, network);
+        self::network(
+            &mut checker,
+            &mut policy,
+            &account_mailboxes,
+            index,
+            network,
+        );
     }
     if !raw.user.is_empty()
         && listeners
@@ -741,11 +756,11 @@ fn senders(checker: &mut Checker<'_>, path: &str, raw: &Option<Vec<String>>) -> 
 fn account_reference(
     checker: &mut Checker<'_>,
     path: &str,
-    names: &HashSet<String>,
+    accounts: &HashMap<String, Option<Address>>,
     raw: &Option<String>,
 ) -> Option<String> {
     let account = checker.required(&format!("{path}.account"), raw)?;
-    if !names.contains(&account) {
+    if !accounts.contains_key(&account) {
         checker.error(
             format!("{path}.account"),
             format!("there is no [[account]] named \"{account}\""),
@@ -754,10 +769,41 @@ fn account_reference(
     Some(account)
 }
 
+/// The access rules shared by `[[user]]` and `[[network]]`.
+fn access(
+    checker: &mut Checker<'_>,
+    path: &str,
+    accounts: &HashMap<String, Option<Address>>,
+    account: &Option<String>,
+    allowed_senders: &Option<Vec<String>>,
+    sender_rewrite: &Option<String>,
+) -> Option<Access> {
+    let account = account_reference(checker, path, accounts, account);
+    let allowed_senders = senders(checker, path, allowed_senders);
+    let sender_rewrite = match sender_rewrite.as_deref() {
+        None => SenderRewrite::Never,
+        Some(value) => SenderRewrite::parse(value).unwrap_or_else(|| {
+            checker.error(
+                format!("{path}.sender_rewrite"),
+                format!("\"{value}\" must be \"never\", \"when-not-allowed\" or \"always\""),
+            );
+            SenderRewrite::Never
+        }),
+    };
+    let account = account?;
+    let account_mailbox = accounts.get(&account).cloned().flatten()?;
+    Some(Access {
+        account,
+        account_mailbox,
+        allowed_senders,
+        sender_rewrite,
+    })
+}
+
 fn user(
     checker: &mut Checker<'_>,
     policy: &mut Policy,
-    names: &HashSet<String>,
+    accounts: &HashMap<String, Option<Address>>,
     usernames: &mut HashSet<String>,
     index: usize,
     raw: &RawUser,
@@ -795,10 +841,16 @@ fn user(
             None
         }
     };
-    let account = account_reference(checker, &path, names, &raw.account);
-    let allowed = senders(checker, &path, &raw.allowed_senders);
-    if let (Some(username), Some(credential), Some(account)) = (username, credential, account)
-        && let Err(e) = policy.add_user(&username, credential, &account, allowed)
+    let access = access(
+        checker,
+        &path,
+        accounts,
+        &raw.account,
+        &raw.allowed_senders,
+        &raw.sender_rewrite,
+    );
+    if let (Some(username), Some(credential), Some(access)) = (username, credential, access)
+        && let Err(e) = policy.add_user(&username, credential, access)
     {
         checker.error(format!("{path}.password_hash"), e.to_string());
     }
@@ -807,7 +859,7 @@ fn user(
 fn network(
     checker: &mut Checker<'_>,
     policy: &mut Policy,
-    names: &HashSet<String>,
+    accounts: &HashMap<String, Option<Address>>,
     index: usize,
     raw: &RawNetwork,
 ) {
@@ -836,9 +888,15 @@ fn network(
             "{path}.cidr = {net}: every address on the internet is trusted; this is an open relay if the listener is reachable"
         ));
     }
-    let account = account_reference(checker, &path, names, &raw.account);
-    let allowed = senders(checker, &path, &raw.allowed_senders);
-    if let (Some(net), Some(account)) = (cidr, account) {
-        policy.add_network(net, &account, allowed);
+    let access = access(
+        checker,
+        &path,
+        accounts,
+        &raw.account,
+        &raw.allowed_senders,
+        &raw.sender_rewrite,
+    );
+    if let (Some(net), Some(access)) = (cidr, access) {
+        policy.add_network(net, access);
     }
 }

@@ -26,7 +26,7 @@ use super::session::{Action, DataOutcome, DataRequest, Session, SessionSettings,
 use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
 use crate::config::Limits;
-use crate::message::{MessageAssembler, TraceInfo, received_field};
+use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
 use crate::policy::Policy;
 use crate::queue::{FirstOutcome, Queue};
 use crate::smtp::proto::data::{DataReceiver, Feed};
@@ -327,7 +327,11 @@ impl Connection {
             &queue_id,
             now,
             self.ctx.limits.max_header_size,
-        );
+        )
+        .with_sender_rules(SenderRules {
+            grant: Arc::clone(&request.grant),
+            envelope_sender: request.sender.clone(),
+        });
         let mut receiver = DataReceiver::new(request.max_size);
         let mut content = Vec::with_capacity(READ_CHUNK);
         let mut pending = Vec::with_capacity(SPOOL_CHUNK);
@@ -342,13 +346,18 @@ impl Connection {
             if receiver.exceeded() && failure.is_none() {
                 failure = Some(DataOutcome::TooLarge);
             }
-            if failure.is_none() && assembler.push(&content, &mut pending).is_err() {
-                failure = Some(DataOutcome::HeaderTooLarge);
+            if failure.is_none()
+                && let Err(error) = assembler.push(&content, &mut pending)
+            {
+                failure = Some(assembly_failure(error));
             }
             content.clear();
             let finished = matches!(feed, Feed::Finished { .. });
-            if finished && failure.is_none() && assembler.finish(&mut pending).is_err() {
-                failure = Some(DataOutcome::HeaderTooLarge);
+            if finished
+                && failure.is_none()
+                && let Err(error) = assembler.finish(&mut pending)
+            {
+                failure = Some(assembly_failure(error));
             }
             if failure.is_some() {
                 // Stop storing; keep reading to the end so the reply lands in sync.
@@ -486,4 +495,11 @@ fn too_many_failed_logins(hostname: &str, wait: Duration) -> Reply {
             "{hostname} Too many failed logins from your address; try again in {minutes} minute(s)"
         ),
     )
+}
+
+fn assembly_failure(error: AssemblyError) -> DataOutcome {
+    match error {
+        AssemblyError::HeaderTooLarge => DataOutcome::HeaderTooLarge,
+        AssemblyError::FromRefused(refused) => DataOutcome::FromRefused(refused.0),
+    }
 }

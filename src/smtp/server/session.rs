@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::policy::{Grant, Principal};
+use crate::policy::{Grant, Principal, SenderDecision};
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
 use crate::smtp::proto::command::{Command, MailFrom, parse_command};
@@ -92,6 +92,8 @@ impl Step {
 pub struct DataRequest {
     pub account: String,
     pub principal: Principal,
+    /// The client's grant: its sender rules apply to the `From:` header.
+    pub grant: Arc<Grant>,
     pub sender: Option<Address>,
     pub recipients: Vec<Address>,
     pub peer: SocketAddr,
@@ -116,6 +118,8 @@ pub enum DataOutcome {
     TooLarge,
     /// The header section was larger than the limit.
     HeaderTooLarge,
+    /// The `From:` header names a sender the client may not use.
+    FromRefused(String),
     /// The spool's disk is full.
     StorageFull,
     /// The spool could not store the message.
@@ -134,6 +138,8 @@ enum AuthPhase {
 #[derive(Debug)]
 struct Transaction {
     mail: MailFrom,
+    /// The sender the message goes out with (the client's, or the account's mailbox).
+    effective_sender: Option<Address>,
     recipients: Vec<Address>,
 }
 
@@ -337,7 +343,8 @@ impl Session {
             };
             return self.error(Reply::new(530, "5.7.0", text));
         };
-        if !grant.allows_sender(mail.sender.as_ref()) {
+        let decision = grant.decide(mail.sender.as_ref());
+        if decision == SenderDecision::Refuse {
             let sender = mail
                 .sender
                 .as_ref()
@@ -367,11 +374,19 @@ impl Session {
             .as_ref()
             .map(Address::to_string)
             .unwrap_or_default();
+        let (effective_sender, text) = match decision {
+            SenderDecision::Rewrite(mailbox) => {
+                let text = format!("Sender <{sender}> ok, will be sent as <{mailbox}>");
+                (Some(mailbox), text)
+            }
+            _ => (mail.sender.clone(), format!("Sender <{sender}> ok")),
+        };
         self.transaction = Some(Transaction {
             mail,
+            effective_sender,
             recipients: Vec::new(),
         });
-        Step::reply(Reply::new(250, "2.1.0", format!("Sender <{sender}> ok")))
+        Step::reply(Reply::new(250, "2.1.0", text))
     }
 
     fn rcpt(&mut self, recipient: Address) -> Step {
@@ -409,7 +424,8 @@ impl Session {
         let request = DataRequest {
             account: grant.account.clone(),
             principal: grant.principal.clone(),
-            sender: transaction.mail.sender.clone(),
+            grant: Arc::clone(grant),
+            sender: transaction.effective_sender.clone(),
             recipients: transaction.recipients.clone(),
             peer: self.peer,
             helo: self.helo.as_ref().map(|(name, _)| name.clone()),
@@ -447,6 +463,11 @@ impl Session {
                 552,
                 "5.3.4",
                 format!("Message size exceeds fixed maximum message size of {max} bytes"),
+            ),
+            DataOutcome::FromRefused(address) => Reply::new(
+                550,
+                "5.7.1",
+                format!("From: header address <{address}> is not allowed for this client"),
             ),
             DataOutcome::HeaderTooLarge => {
                 Reply::new(552, "5.3.4", "Message header section is too large")

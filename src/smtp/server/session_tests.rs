@@ -20,7 +20,9 @@ fn grant(principal: Principal) -> Arc<Grant> {
     Arc::new(Grant {
         principal,
         account: "m365".into(),
+        account_mailbox: crate::smtp::proto::address::Address::parse("relay@contoso.com").unwrap(),
         allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
+        sender_rewrite: crate::policy::SenderRewrite::Never,
     })
 }
 

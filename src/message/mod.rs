@@ -1,4 +1,5 @@
-//! Header work on accepted mail, applied while the content streams to the spool.
+//! Header work on accepted mail, applied while the content streams to the spool; the sender
+//! rules for the `From:` header live in [`sender`].
 //!
 //! The relay forwards a message byte for byte as received, plus one `Received:` trace field
 //! at the top (RFC 5321 §4.4) and, only when they are missing, `Date:` and `Message-ID:`
@@ -9,15 +10,30 @@
 //! of the header section, never reordered or rewritten; a message whose first line is not a
 //! header gets an empty line after the added fields, so its body stays a body.
 
+pub mod sender;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-/// The header section grew beyond the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the header section is larger than the limit")]
-pub struct HeaderTooLarge;
+/// Why the message cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssemblyError {
+    #[error("the header section is larger than the limit")]
+    HeaderTooLarge,
+    #[error(transparent)]
+    FromRefused(#[from] sender::FromRefused),
+}
+
+/// The sender rules to apply to the `From:` header.
+#[derive(Debug, Clone)]
+pub struct SenderRules {
+    pub grant: Arc<crate::policy::Grant>,
+    /// The envelope sender chosen at MAIL (after any rewrite).
+    pub envelope_sender: Option<crate::smtp::proto::address::Address>,
+}
 
 /// Facts for the `Received:` field.
 #[derive(Debug, Clone)]
@@ -68,6 +84,7 @@ pub struct MessageAssembler {
     max_header_size: usize,
     /// Where in the header buffer the next unchecked line starts.
     scanned: usize,
+    sender_rules: Option<SenderRules>,
 }
 
 impl MessageAssembler {
@@ -87,14 +104,21 @@ impl MessageAssembler {
             now,
             max_header_size,
             scanned: 0,
+            sender_rules: None,
         }
+    }
+
+    /// Apply the sender rules of a grant to the `From:` header.
+    pub fn with_sender_rules(mut self, rules: SenderRules) -> MessageAssembler {
+        self.sender_rules = Some(rules);
+        self
     }
 
     /// Feed content (already unstuffed, CRLF line endings); bytes for the spool go to `out`.
     ///
     /// # Errors
-    /// [`HeaderTooLarge`] once the header section passes the limit.
-    pub fn push(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderTooLarge> {
+    /// [`AssemblyError`] once the header section passes the limit or breaks the sender rules.
+    pub fn push(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), AssemblyError> {
         let Stage::Headers(buffer) = &mut self.stage else {
             out.extend_from_slice(content);
             return Ok(());
@@ -102,11 +126,10 @@ impl MessageAssembler {
         buffer.extend_from_slice(content);
         if let Some(end) = header_end(buffer, &mut self.scanned) {
             let buffer = std::mem::take(buffer);
-            self.emit(&buffer, end, out);
-            return Ok(());
+            return self.emit(&buffer, end, out);
         }
         if buffer.len() > self.max_header_size {
-            return Err(HeaderTooLarge);
+            return Err(AssemblyError::HeaderTooLarge);
         }
         Ok(())
     }
@@ -114,29 +137,42 @@ impl MessageAssembler {
     /// The content is complete: flush what is still buffered.
     ///
     /// # Errors
-    /// [`HeaderTooLarge`] if the whole message is one oversized header section.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), HeaderTooLarge> {
+    /// [`AssemblyError`] if the whole message is one oversized header section, or breaks
+    /// the sender rules.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), AssemblyError> {
         if let Stage::Headers(buffer) = &mut self.stage {
             if buffer.len() > self.max_header_size {
-                return Err(HeaderTooLarge);
+                return Err(AssemblyError::HeaderTooLarge);
             }
             let buffer = std::mem::take(buffer);
             let len = buffer.len();
-            self.emit(&buffer, len, out);
+            return self.emit(&buffer, len, out);
         }
         Ok(())
     }
 
     /// Write the trace field, the header section `buffer[..end]`, the missing fields, then the
     /// rest of the buffer, and switch to pass-through.
-    fn emit(&mut self, buffer: &[u8], end: usize, out: &mut Vec<u8>) {
+    fn emit(&mut self, buffer: &[u8], end: usize, out: &mut Vec<u8>) -> Result<(), AssemblyError> {
         let (headers, rest) = buffer.split_at(end.min(buffer.len()));
+        let edit = match &self.sender_rules {
+            Some(rules) => {
+                sender::sender_edit(headers, &rules.grant, rules.envelope_sender.as_ref())?
+            }
+            None => sender::SenderEdit::default(),
+        };
         out.extend_from_slice(self.received.as_bytes());
-        out.extend_from_slice(headers);
+        match &edit.replace_from {
+            Some(from) => out.extend_from_slice(&sender::replace_from(headers, from)),
+            None => out.extend_from_slice(headers),
+        }
         if !headers.is_empty() && !headers.ends_with(b"\n") {
             out.extend_from_slice(b"\r\n");
         }
-        let mut added = false;
+        let mut added = !edit.append.is_empty();
+        for field in &edit.append {
+            out.extend_from_slice(field.as_bytes());
+        }
         if !has_field(headers, b"date") {
             out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(self.now)).as_bytes());
             added = true;
@@ -160,6 +196,7 @@ impl MessageAssembler {
         }
         out.extend_from_slice(rest);
         self.stage = Stage::Body;
+        Ok(())
     }
 }
 
@@ -206,7 +243,7 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-11-28 22:54:09 UTC);
 
-    fn assemble(content: &[u8], chunk: usize) -> Result<Vec<u8>, HeaderTooLarge> {
+    fn assemble(content: &[u8], chunk: usize) -> Result<Vec<u8>, AssemblyError> {
         let mut assembler =
             MessageAssembler::new("Received: x\r\n".into(), "relay.test", "ID1", NOW, 200);
         let mut out = Vec::new();
@@ -272,7 +309,10 @@ mod tests {
     #[test]
     fn oversized_header_section_is_refused() {
         let huge = format!("Subject: {}\r\n\r\nbody\r\n", "x".repeat(300));
-        assert_eq!(assemble(huge.as_bytes(), 10), Err(HeaderTooLarge));
+        assert_eq!(
+            assemble(huge.as_bytes(), 10),
+            Err(AssemblyError::HeaderTooLarge)
+        );
         // A large body is fine: only headers are buffered.
         let big_body = format!("Subject: a\r\n\r\n{}\r\n", "y".repeat(10_000));
         assert!(assemble(big_body.as_bytes(), 100).is_ok());

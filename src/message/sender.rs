@@ -1,0 +1,261 @@
+//! The sender rules applied to the `From:` header (the envelope sender is decided at MAIL):
+//! a `From:` outside the client's allowed senders is refused, or rewritten to the account's
+//! mailbox with the display name kept and the original address moved to `Reply-To:` (when
+//! there is none), so replies still reach the person. A message without `From:` gets one.
+//!
+//! Why: Exchange Online checks the `From:` of an SMTP AUTH submission after the final dot and
+//! refuses a sender the mailbox may not use (`554 5.2.252 SendAsDenied`); catching it here
+//! gives the client a clear answer while it is still connected, or fixes it by policy.
+//!
+//! Pure: header bytes in, an edit or a refusal out. Addresses are read with mail-parser.
+
+use mail_parser::MessageParser;
+
+use crate::policy::{Grant, SenderDecision};
+use crate::smtp::proto::address::Address;
+
+/// What to change in the header section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SenderEdit {
+    /// Replace every `From:` field by this one (with CRLF).
+    pub replace_from: Option<String>,
+    /// Append these fields (with CRLF).
+    pub append: Vec<String>,
+}
+
+/// The `From:` address is not allowed and rewriting is off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the From: header address <{0}> is not allowed")]
+pub struct FromRefused(pub String);
+
+/// Decide the edit for `headers` (the header section, CRLF lines) under `grant`.
+/// `envelope_sender` is the sender chosen at MAIL (already rewritten if needed).
+pub fn sender_edit(
+    headers: &[u8],
+    grant: &Grant,
+    envelope_sender: Option<&Address>,
+) -> Result<SenderEdit, FromRefused> {
+    let mut edit = SenderEdit::default();
+    let parsed = MessageParser::default().parse_headers(headers);
+    let from = parsed
+        .as_ref()
+        .and_then(|m| m.from())
+        .and_then(|list| list.first());
+    let has_from_field = field_present(headers, b"from");
+    let Some(from) = from.filter(|_| has_from_field) else {
+        if has_from_field {
+            // A From: field that does not parse: only a rewrite can save it.
+            if grant.sender_rewrite == crate::policy::SenderRewrite::Never {
+                return Err(FromRefused("(unreadable)".into()));
+            }
+            edit.replace_from = Some(format!("From: <{}>\r\n", grant.account_mailbox));
+            return Ok(edit);
+        }
+        let address = envelope_sender.unwrap_or(&grant.account_mailbox);
+        edit.append.push(format!("From: <{address}>\r\n"));
+        return Ok(edit);
+    };
+    let display_name = from
+        .name()
+        .map(str::to_string)
+        .filter(|n| !n.trim().is_empty());
+    let original = from.address().unwrap_or_default().to_string();
+    let parsed_address = Address::parse(&original).ok();
+    let decision = match &parsed_address {
+        Some(address) => grant.decide(Some(address)),
+        None if grant.sender_rewrite == crate::policy::SenderRewrite::Never => {
+            SenderDecision::Refuse
+        }
+        None => SenderDecision::Rewrite(grant.account_mailbox.clone()),
+    };
+    match decision {
+        SenderDecision::Keep => Ok(edit),
+        SenderDecision::Refuse => Err(FromRefused(original)),
+        SenderDecision::Rewrite(mailbox) => {
+            let name = display_name.as_deref().map(encode_display_name);
+            edit.replace_from = Some(match &name {
+                Some(name) => format!("From: {name} <{mailbox}>\r\n"),
+                None => format!("From: <{mailbox}>\r\n"),
+            });
+            if !field_present(headers, b"reply-to") && parsed_address.is_some() {
+                edit.append.push(match &name {
+                    Some(name) => format!("Reply-To: {name} <{original}>\r\n"),
+                    None => format!("Reply-To: <{original}>\r\n"),
+                });
+            }
+            Ok(edit)
+        }
+    }
+}
+
+/// A display name as a quoted string, or an RFC 2047 encoded word when it is not ASCII.
+fn encode_display_name(name: &str) -> String {
+    let name = crate::text::one_line_excerpt(name, 200);
+    if name.is_ascii() {
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        use base64::Engine;
+        format!(
+            "=?utf-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
+        )
+    }
+}
+
+/// True when the header section has a field called `name` (lower-case).
+pub fn field_present(headers: &[u8], name: &[u8]) -> bool {
+    headers
+        .split(|&b| b == b'\n')
+        .any(|line| is_field(line, name))
+}
+
+fn is_field(line: &[u8], name: &[u8]) -> bool {
+    line.len() > name.len()
+        && line
+            .get(..name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        && line.get(name.len()) == Some(&b':')
+}
+
+/// `headers` with every `From:` field (and its continuation lines) replaced by `from` once.
+pub fn replace_from(headers: &[u8], from: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headers.len() + from.len());
+    let mut skipping = false;
+    let mut replaced = false;
+    for line in headers.split_inclusive(|&b| b == b'\n') {
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if continuation && skipping {
+            continue;
+        }
+        skipping = false;
+        if is_field(line, b"from") {
+            skipping = true;
+            if !replaced {
+                out.extend_from_slice(from.as_bytes());
+                replaced = true;
+            }
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Principal, SenderPattern, SenderRewrite};
+
+    fn grant(rewrite: SenderRewrite) -> Grant {
+        Grant {
+            principal: Principal::User("printer".into()),
+            account: "m365".into(),
+            account_mailbox: Address::parse("relay@contoso.com").unwrap(),
+            allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
+            sender_rewrite: rewrite,
+        }
+    }
+
+    #[test]
+    fn allowed_from_is_kept() {
+        let headers = b"From: Scanner <scan@contoso.com>\r\nSubject: x\r\n";
+        assert_eq!(
+            sender_edit(headers, &grant(SenderRewrite::Never), None),
+            Ok(SenderEdit::default())
+        );
+    }
+
+    #[test]
+    fn a_from_outside_the_grant_is_refused_without_rewrite() {
+        let headers = b"From: Scanner <scan@printers.lan>\r\n";
+        assert_eq!(
+            sender_edit(headers, &grant(SenderRewrite::Never), None),
+            Err(FromRefused("scan@printers.lan".into()))
+        );
+    }
+
+    #[test]
+    fn rewrite_keeps_the_display_name_and_adds_reply_to() {
+        let headers = b"From: \"Scanner 3rd floor\" <scan@printers.lan>\r\nSubject: x\r\n";
+        let edit = sender_edit(headers, &grant(SenderRewrite::WhenNotAllowed), None).unwrap();
+        assert_eq!(
+            edit.replace_from.as_deref(),
+            Some("From: \"Scanner 3rd floor\" <relay@contoso.com>\r\n")
+        );
+        assert_eq!(
+            edit.append,
+            vec!["Reply-To: \"Scanner 3rd floor\" <scan@printers.lan>\r\n".to_string()]
+        );
+        // An existing Reply-To is kept.
+        let headers = b"From: scan@printers.lan\r\nReply-To: helpdesk@contoso.com\r\n";
+        let edit = sender_edit(headers, &grant(SenderRewrite::WhenNotAllowed), None).unwrap();
+        assert_eq!(
+            edit.replace_from.as_deref(),
+            Some("From: <relay@contoso.com>\r\n")
+        );
+        assert!(edit.append.is_empty());
+    }
+
+    #[test]
+    fn non_ascii_display_names_are_encoded() {
+        let headers = "From: =?utf-8?Q?Dr=C3=BCcker?= <scan@printers.lan>\r\n".as_bytes();
+        let edit = sender_edit(headers, &grant(SenderRewrite::Always), None).unwrap();
+        let from = edit.replace_from.unwrap();
+        assert!(from.starts_with("From: =?utf-8?B?"), "{from}");
+        let parsed = MessageParser::default()
+            .parse_headers(from.as_bytes())
+            .unwrap();
+        assert_eq!(
+            parsed.from().unwrap().first().unwrap().name(),
+            Some("Drücker")
+        );
+    }
+
+    #[test]
+    fn always_rewrites_even_allowed_senders_but_not_the_mailbox_itself() {
+        let edit = sender_edit(
+            b"From: a@contoso.com\r\n",
+            &grant(SenderRewrite::Always),
+            None,
+        )
+        .unwrap();
+        assert!(edit.replace_from.is_some());
+        let edit = sender_edit(
+            b"From: relay@contoso.com\r\n",
+            &grant(SenderRewrite::Always),
+            None,
+        )
+        .unwrap();
+        assert_eq!(edit, SenderEdit::default());
+    }
+
+    #[test]
+    fn a_missing_from_is_added() {
+        let sender = Address::parse("scan@contoso.com").unwrap();
+        let edit = sender_edit(
+            b"Subject: x\r\n",
+            &grant(SenderRewrite::Never),
+            Some(&sender),
+        )
+        .unwrap();
+        assert_eq!(
+            edit.append,
+            vec!["From: <scan@contoso.com>\r\n".to_string()]
+        );
+        let edit = sender_edit(b"Subject: x\r\n", &grant(SenderRewrite::Never), None).unwrap();
+        assert_eq!(
+            edit.append,
+            vec!["From: <relay@contoso.com>\r\n".to_string()]
+        );
+    }
+
+    #[test]
+    fn replace_from_handles_folding_and_duplicates() {
+        let headers = b"Subject: a\r\nFrom: x\r\n <x@y>\r\nTo: b\r\nfrom: again@z\r\n";
+        assert_eq!(
+            replace_from(headers, "From: <relay@contoso.com>\r\n"),
+            b"Subject: a\r\nFrom: <relay@contoso.com>\r\nTo: b\r\n"
+        );
+    }
+}
