@@ -471,3 +471,75 @@ async fn a_flood_of_auth_attempts_does_not_stall_other_sessions() {
     }
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn five_hundred_idle_connections_do_not_keep_a_new_client_waiting() {
+    let relay = TestRelay::start(&trusted_loopback("[limits]\nmax_connections = 600")).await;
+    let address = relay.address(0);
+    let mut idle = Vec::new();
+    // 500 idle clients, 20 per address (the per-address limit).
+    for n in 0..500u32 {
+        let from = std::net::IpAddr::from([127, 0, 3, u8::try_from(n / 20 + 1).unwrap()]);
+        let mut client = RawClient::connect_from(from, address).await;
+        assert_eq!(client.reply().await.code, 220, "idle client {n}");
+        idle.push(client);
+    }
+    let served = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut client = RawClient::connect_greeted(address).await;
+        client.expect("EHLO printer", 250).await;
+        client
+            .send_message(
+                "scanner@contoso.com",
+                &["a@x.example"],
+                b"Subject: still served\r\n\r\nx\r\n",
+            )
+            .await
+            .code
+    })
+    .await;
+    assert_eq!(
+        served.expect("a new client is served while 500 sit idle"),
+        250
+    );
+    drop(idle);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn nul_bytes_and_random_binary_get_errors_and_never_hurt_the_relay() {
+    let relay = TestRelay::start(&trusted_loopback("")).await;
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..10 {
+        let mut client = RawClient::connect_greeted(relay.address(0)).await;
+        let mut garbage = Vec::with_capacity(4096);
+        for _ in 0..4096 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            garbage.push((seed & 0xff) as u8);
+        }
+        garbage.extend_from_slice(b"\0\0\0NOOP\0\r\n\r\n");
+        client.send_raw(&garbage).await;
+        // One reply per line: every one an error, until the relay closes after too many.
+        let lines = garbage.iter().filter(|&&b| b == b'\n').count();
+        for _ in 0..lines {
+            let reply = client.reply().await;
+            if reply.code == 0 || reply.code == 421 {
+                break;
+            }
+            assert!(reply.code >= 500, "round {round}: {reply:?}");
+        }
+    }
+    // The relay still works.
+    let mut client = RawClient::connect_greeted(relay.address(0)).await;
+    client.expect("EHLO printer", 250).await;
+    let reply = client
+        .send_message(
+            "scanner@contoso.com",
+            &["a@x.example"],
+            b"Subject: after garbage\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    relay.stop().await;
+}

@@ -433,3 +433,52 @@ async fn senders_outside_the_policy_are_rewritten_to_the_mailbox_with_reply_to_k
     assert!(reply.text().starts_with("5.7.1"), "{reply:?}");
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn every_smuggling_vector_reaches_exchange_as_exactly_one_message_with_literal_content() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| {
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n".into()
+    })
+    .await;
+    let vectors: [&[u8]; 5] = [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r\n.\n"];
+    for (n, vector) in vectors.iter().enumerate() {
+        let mut client = RawClient::connect_greeted(chain.relay.address(0)).await;
+        client.expect("EHLO app", 250).await;
+        // The smuggled commands are pipelined in the same write as the vector.
+        let mut payload = format!(
+            "MAIL FROM:<relay@contoso.com>\r\nRCPT TO:<a@fabrikam.example>\r\nDATA\r\nFrom: relay@contoso.com\r\nSubject: vector {n}\r\n\r\nbefore"
+        )
+        .into_bytes();
+        payload.extend_from_slice(vector);
+        payload.extend_from_slice(
+            b"MAIL FROM:<relay@contoso.com>\r\nRCPT TO:<victim@fabrikam.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n",
+        );
+        client.send_raw(&payload).await;
+        let codes = [
+            client.reply().await.code,
+            client.reply().await.code,
+            client.reply().await.code,
+            client.reply().await.code,
+            client.reply().await.code,
+        ];
+        assert_eq!(codes, [250, 250, 354, 250, 221], "vector {vector:?}");
+    }
+    let delivered = chain.kit.exchange.wait_for_messages(5, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        chain.kit.exchange.message_count(),
+        5,
+        "one upstream message per vector, never two"
+    );
+    for message in &delivered {
+        assert_eq!(
+            message.recipients,
+            vec!["a@fabrikam.example".to_string()],
+            "nobody else got anything"
+        );
+        let text = String::from_utf8_lossy(message.body()).into_owned();
+        assert!(text.contains("MAIL FROM:<relay@contoso.com>\r\nRCPT TO:<victim@fabrikam.example>\r\nDATA\r\nSubject: smuggled"), "{text:?}");
+        // The Exchange emulator refuses bare LF (as Exchange does): arriving proves CRLF only.
+    }
+    chain.relay.stop().await;
+}
