@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::delivery::worker::{AccountDelivery, spawn_workers};
+use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::oauth::token::TokenProvider;
+use crate::ops::admin::AdminState;
+use crate::ops::metrics::Metrics;
 use crate::queue::Queue;
 use crate::smtp::server::conn::InboundContext;
 use crate::smtp::server::listener::{ConnectionLimits, run_listener};
@@ -55,6 +57,7 @@ pub struct Relay {
     listeners: Vec<SocketAddr>,
     queue: Arc<Queue>,
     tokens: HashMap<String, Arc<TokenProvider>>,
+    admin: Option<SocketAddr>,
     _lock: std::fs::File,
 }
 
@@ -93,13 +96,21 @@ impl Relay {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new());
         let mut tokens = HashMap::new();
+        let mut deliveries = Vec::new();
+        let shared = Arc::new(DeliveryShared {
+            spool: Arc::clone(&spool),
+            settings: config.queue.clone(),
+            hostname: config.relay.hostname.clone(),
+            metrics: Arc::clone(&metrics),
+        });
         for account in &config.accounts {
             let failed = |message: String| StartError::Account {
                 account: account.name.clone(),
                 message,
             };
-            let provider = TokenProvider::new(account).map_err(failed)?;
+            let provider = TokenProvider::new(account, Arc::clone(&metrics)).map_err(failed)?;
             let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
             let Some(account_queue) = queue.account(&account.name) else {
                 continue;
@@ -107,12 +118,11 @@ impl Relay {
             let delivery = Arc::new(AccountDelivery::new(
                 Arc::new(account.clone()),
                 Arc::clone(account_queue),
-                Arc::clone(&spool),
                 Arc::clone(&provider),
                 upstream,
-                config.queue.clone(),
-                config.relay.hostname.clone(),
+                Arc::clone(&shared),
             ));
+            deliveries.push(Arc::clone(&delivery));
             spawn_workers(delivery, &cancel, &tracker);
             tracker.spawn(crate::oauth::token::watch_certificate_expiry(
                 account.name.clone(),
@@ -168,6 +178,7 @@ impl Relay {
                 acknowledge_delivered: listener.acknowledge_delivered,
                 auth_throttle: Arc::clone(&auth_throttle),
                 password_checks: Arc::clone(&password_checks),
+                metrics: Arc::clone(&metrics),
             });
             tracing::info!(address = %local, tls = ?listener.tls, "listening");
             tracker.spawn(run_listener(
@@ -179,6 +190,32 @@ impl Relay {
             ));
             addresses.push(local);
         }
+        let admin = match config.admin.address {
+            Some(address) => {
+                let socket = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind { address, source })?;
+                let local = socket
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { address, source })?;
+                let state = Arc::new(AdminState {
+                    metrics: Arc::clone(&metrics),
+                    spool: Arc::clone(&spool),
+                    queue: Arc::clone(&queue),
+                    deliveries,
+                    failing_threshold: config.admin.ready_failing_after,
+                });
+                tracing::info!(address = %local, "admin endpoint listening (/healthz /readyz /metrics /queue)");
+                tracker.spawn(crate::ops::admin::serve(
+                    socket,
+                    state,
+                    cancel.clone(),
+                    tracker.clone(),
+                ));
+                Some(local)
+            }
+            None => None,
+        };
         let (users, networks) = config.policy.counts();
         tracing::info!(
             accounts = config.accounts.len(),
@@ -193,6 +230,7 @@ impl Relay {
             listeners: addresses,
             queue,
             tokens,
+            admin,
             _lock: lock,
         })
     }
@@ -200,6 +238,11 @@ impl Relay {
     /// The bound address of each listener, in config order.
     pub fn listener_addresses(&self) -> &[SocketAddr] {
         &self.listeners
+    }
+
+    /// The bound address of the admin endpoint, if enabled.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Messages waiting or being delivered.

@@ -149,6 +149,9 @@ state_dir = "{state}"
 [queue]
 retry_schedule = ["2s", "5s", "10s"]
 
+[admin]
+address = "127.0.0.1:0"
+
 [[listener]]
 address = "{listen}"
 tls = "none"

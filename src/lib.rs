@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod demo;
 pub mod message;
 pub mod oauth;
+pub mod ops;
 pub mod policy;
 pub mod queue;
 pub mod secret;

@@ -106,7 +106,7 @@ async fn a_wrong_client_secret_keeps_the_message_queued_and_the_log_names_aadsts
     std::fs::write(
         &config,
         format!(
-            "[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n[queue]\nretry_schedule = [\"1s\"]\n{account}\n\
+            "[admin]\naddress = \"127.0.0.1:0\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n[queue]\nretry_schedule = [\"1s\"]\n{account}\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n"
         ),
     )

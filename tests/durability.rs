@@ -25,7 +25,7 @@ fn write_config(dir: &Path, kit: &Testkit, ca: &Path, port: u16) -> std::path::P
     std::fs::write(
         &path,
         format!(
-            "[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n[queue]\nretry_schedule = [\"1s\"]\n{}\n\
+            "[admin]\naddress = \"127.0.0.1:0\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n[queue]\nretry_schedule = [\"1s\"]\n{}\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n",
             kit.relay_account_toml("m365", ca)
         ),

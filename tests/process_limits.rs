@@ -35,7 +35,7 @@ fn config(kit: &Testkit, dir: &std::path::Path, port: u16, extra: &str) -> std::
     std::fs::write(
         &path,
         format!(
-            "[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n{extra}\n{}\n\
+            "[admin]\naddress = \"127.0.0.1:0\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n{extra}\n{}\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\nallow_auth_without_tls = true\n\
              [[user]]\nusername = \"printer\"\npassword = \"Pr1nter-Secret-Pw\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n",
             kit.relay_account_toml("m365", &ca)

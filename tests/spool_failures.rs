@@ -19,7 +19,7 @@ use common::{TestRelay, UNREACHABLE_ACCOUNT};
 
 fn config(state: &str, port: u16) -> String {
     format!(
-        "[relay]\nhostname = \"relay.test\"\nstate_dir = \"{state}\"\n{UNREACHABLE_ACCOUNT}\n\
+        "[admin]\naddress = \"127.0.0.1:0\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"{state}\"\n{UNREACHABLE_ACCOUNT}\n\
          [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n"
     )
 }

@@ -80,6 +80,7 @@ pub struct Config {
     pub listeners: Vec<ListenerSettings>,
     pub accounts: Vec<AccountSettings>,
     pub policy: Arc<Policy>,
+    pub admin: AdminSettings,
     /// Things that work but deserve the admin's attention (logged at startup, shown by `check`).
     pub warnings: Vec<String>,
 }
@@ -90,6 +91,18 @@ pub struct RelaySettings {
     pub hostname: String,
     pub state_dir: PathBuf,
 }
+
+/// `[admin]`: the HTTP endpoint for health, readiness, metrics and queue management.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when disabled (`address = "off"`).
+    pub address: Option<SocketAddr>,
+    /// An account failing as a whole for longer than this makes `/readyz` answer 503.
+    pub ready_failing_after: Duration,
+}
+
+/// Default admin endpoint address.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8025";
 
 /// `[limits]`: every inbound bound, each with a safe default.
 #[derive(Debug, Clone)]

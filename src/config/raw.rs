@@ -27,6 +27,16 @@ pub struct RawConfig {
     pub user: Vec<RawUser>,
     #[serde(default)]
     pub network: Vec<RawNetwork>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub ready_failing_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -14,8 +14,9 @@ use ipnet::IpNet;
 
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
-    AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
-    DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
+    AccountSettings, AdminSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
+    DEFAULT_ADMIN_ADDRESS, DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings,
+    RelaySettings, UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
@@ -189,8 +190,41 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         );
     }
 
+    let admin_address = match raw
+        .admin
+        .address
+        .as_deref()
+        .unwrap_or(DEFAULT_ADMIN_ADDRESS)
+    {
+        "off" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(address) => {
+                if !address.ip().is_loopback() {
+                    checker.warnings.push(format!(
+                        "admin.address = {address}: health and metrics are reachable from the network; queue changes are still refused from other hosts"
+                    ));
+                }
+                Some(address)
+            }
+            Err(_) => {
+                checker.error(
+                    "admin.address",
+                    format!("\"{text}\" is not an IP:port like \"127.0.0.1:8025\" (or \"off\")"),
+                );
+                None
+            }
+        },
+    };
+    let admin = AdminSettings {
+        address: admin_address,
+        ready_failing_after: raw
+            .admin
+            .ready_failing_after
+            .unwrap_or(Duration::from_secs(3600)),
+    };
     if checker.errors.is_empty() {
         Ok(Config {
+            admin,
             relay,
             limits,
             queue,

@@ -14,6 +14,7 @@ use super::classify::{self, Class, FollowUp, Stage, Verdict};
 use super::dsn;
 use super::worker::AccountDelivery;
 use crate::oauth::token::TokenError;
+use crate::ops::metrics::Metrics;
 use crate::queue::{FirstOutcome, retry};
 use crate::smtp::proto::address::Address;
 use crate::spool::{ClientInfo, Envelope, LastAttempt, RecipientFailure, unix_now};
@@ -30,6 +31,8 @@ pub struct Failure {
     pub account_wide: bool,
     /// Do not retry before this unix second (e.g. the recipient budget).
     pub not_before: Option<u64>,
+    /// The SMTP reply code, when the server answered.
+    pub code: Option<u16>,
 }
 
 impl Failure {
@@ -43,7 +46,12 @@ impl Failure {
             }
             FailureKind::Local(_) => local_verdict(failure.stage),
         };
+        let code = match &failure.kind {
+            FailureKind::Reply { code, .. } => Some(*code),
+            _ => None,
+        };
         Failure {
+            code,
             stage: failure.stage.to_string(),
             detail: failure.to_string(),
             account_wide: matches!(
@@ -88,6 +96,7 @@ impl Failure {
             detail: error.to_string(),
             account_wide: true,
             not_before: None,
+            code: None,
         }
     }
 
@@ -105,6 +114,7 @@ impl Failure {
             detail: format!("{used} of {limit} recipients used in the last 24 hours"),
             account_wide: true,
             not_before: Some(until),
+            code: None,
         }
     }
 
@@ -122,6 +132,7 @@ impl Failure {
             detail: "more recipients to send in the next attempt".into(),
             account_wide: false,
             not_before: None,
+            code: None,
         }
     }
 
@@ -214,6 +225,7 @@ impl AccountDelivery {
     ) {
         let now = unix_now();
         outcome.resolve_untried();
+        self.count(&envelope, &outcome);
         if self.answer_waiting_client(&envelope, &outcome).await {
             return;
         }
@@ -249,7 +261,7 @@ impl AccountDelivery {
         }
         if remaining.is_empty() {
             if failures.is_empty() {
-                if let Err(error) = self.spool.remove(&envelope.id).await {
+                if let Err(error) = self.shared.spool.remove(&envelope.id).await {
                     tracing::error!(queue_id = %envelope.id, %error, "delivered, but the spool entry could not be removed; it may be sent again after a restart");
                 }
                 self.queue.finish(&envelope.id);
@@ -262,7 +274,7 @@ impl AccountDelivery {
             } else {
                 self.record_failed_part(&envelope, &failures).await;
                 self.bounce(&envelope, body, &failures).await;
-                if let Err(error) = self.spool.remove(&envelope.id).await {
+                if let Err(error) = self.shared.spool.remove(&envelope.id).await {
                     tracing::error!(queue_id = %envelope.id, %error, "cannot remove the finished spool entry");
                 }
                 self.queue.finish(&envelope.id);
@@ -278,6 +290,63 @@ impl AccountDelivery {
         };
         envelope.recipients = remaining;
         self.defer(envelope, &failure, now).await;
+    }
+
+    /// Metrics and the account's health for one attempt.
+    fn count(&self, envelope: &Envelope, outcome: &AttemptOutcome) {
+        let metrics = &self.shared.metrics;
+        let account = Metrics::account(&self.account.name);
+        if !outcome.delivered.is_empty() {
+            metrics.delivered.get_or_create(&account).inc();
+            metrics
+                .delivered_recipients
+                .get_or_create(&account)
+                .inc_by(outcome.delivered.len() as u64);
+            metrics
+                .delivered_bytes
+                .get_or_create(&account)
+                .inc_by(envelope.body_len);
+            metrics
+                .upstream_replies
+                .get_or_create(&Metrics::reply(&self.account.name, 250))
+                .inc();
+            self.set_failing(false);
+        }
+        for (_, failure) in &outcome.failed {
+            metrics
+                .failed
+                .get_or_create(&Metrics::class(
+                    &self.account.name,
+                    failure.verdict.class.as_str(),
+                ))
+                .inc();
+        }
+        let deciding = outcome
+            .stop
+            .iter()
+            .chain(outcome.deferred.iter().map(|(_, f)| f).take(1));
+        for failure in deciding.clone() {
+            if failure.verdict.class != Class::Permanent {
+                metrics
+                    .deferred
+                    .get_or_create(&Metrics::class(
+                        &self.account.name,
+                        failure.verdict.class.as_str(),
+                    ))
+                    .inc();
+            }
+            if failure.account_wide && failure.stage != "budget" {
+                self.set_failing(true);
+            }
+        }
+        for failure in deciding.chain(outcome.failed.iter().map(|(_, f)| f).take(1)) {
+            if let Some(code) = failure.code {
+                metrics
+                    .upstream_replies
+                    .get_or_create(&Metrics::reply(&self.account.name, code))
+                    .inc();
+            }
+        }
     }
 
     /// A client on an `acknowledge = "delivered"` listener may still be waiting for this
@@ -309,7 +378,7 @@ impl AccountDelivery {
                 "refused for good; the waiting client got Exchange's reply and no copy is kept",
             );
         }
-        if let Err(error) = self.spool.remove(&envelope.id).await {
+        if let Err(error) = self.shared.spool.remove(&envelope.id).await {
             tracing::error!(queue_id = %envelope.id, %error, "cannot remove the refused entry");
         }
         self.queue.finish(&envelope.id);
@@ -325,13 +394,13 @@ impl AccountDelivery {
             reply: failure.detail.clone(),
             hint: failure.verdict.fix.to_string(),
         });
-        let schedule = &self.settings.retry_schedule;
+        let schedule = &self.shared.settings.retry_schedule;
         let mut delay = match failure.verdict.class {
             Class::Configuration => retry::configuration_delay(schedule, envelope.attempts),
             _ => retry::transient_delay(schedule, envelope.attempts),
         };
         if failure.verdict.follow_up == FollowUp::LongBackoff {
-            delay = delay.max(retry::LONG_BACKOFF.min(self.settings.max_age));
+            delay = delay.max(retry::LONG_BACKOFF.min(self.shared.settings.max_age));
         }
         let delay = retry::with_jitter(delay);
         let mut next = now + delay.as_secs().max(1);
@@ -351,7 +420,7 @@ impl AccountDelivery {
             self.log_failure(&envelope, failure, None, "delivery deferred");
         }
         tracing::debug!(queue_id = %envelope.id, %retry_in, "next attempt scheduled");
-        if let Err(error) = self.spool.update(&envelope).await {
+        if let Err(error) = self.shared.spool.update(&envelope).await {
             tracing::error!(queue_id = %envelope.id, %error, "cannot record the attempt in the spool");
         }
         if failure.account_wide {
@@ -378,10 +447,11 @@ impl AccountDelivery {
             },
             detail: format!(
                 "not delivered within {}{last}",
-                humantime::format_duration(self.settings.max_age)
+                humantime::format_duration(self.shared.settings.max_age)
             ),
             account_wide: false,
             not_before: None,
+            code: None,
         };
         let outcome = AttemptOutcome {
             failed: envelope
@@ -395,7 +465,7 @@ impl AccountDelivery {
     }
 
     async fn move_to_failed(&self, failed: &Envelope) {
-        if let Err(error) = self.spool.fail(failed).await {
+        if let Err(error) = self.shared.spool.fail(failed).await {
             tracing::error!(queue_id = %failed.id, %error, "cannot move the entry to failed/; it stays queued");
             self.queue.schedule(&failed.id, unix_now() + 300);
             return;
@@ -407,7 +477,7 @@ impl AccountDelivery {
         let mut failed = envelope.clone();
         failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
         failed.failures = failures.to_vec();
-        if let Err(error) = self.spool.fail_part(&failed).await {
+        if let Err(error) = self.shared.spool.fail_part(&failed).await {
             tracing::error!(queue_id = %envelope.id, %error, "cannot record the failed recipients in failed/");
         }
     }
@@ -415,7 +485,7 @@ impl AccountDelivery {
     /// Queue a DSN for `failures`, unless the policy, a null sender or the message being a
     /// DSN itself forbid it.
     async fn bounce(&self, original: &Envelope, body: &[u8], failures: &[RecipientFailure]) {
-        let Some(to) = dsn::should_bounce(&self.settings.bounce, original) else {
+        let Some(to) = dsn::should_bounce(&self.shared.settings.bounce, original) else {
             tracing::info!(queue_id = %original.id, is_bounce = original.is_bounce, null_sender = original.sender.is_none(), "no delivery status notification for this failure");
             return;
         };
@@ -429,7 +499,7 @@ impl AccountDelivery {
         let mailbox = self.account.mailbox.to_string();
         let server = self.upstream.server();
         let content = dsn::build(&dsn::DsnInput {
-            reporting_host: &self.hostname,
+            reporting_host: &self.shared.hostname,
             from_mailbox: &mailbox,
             to: &to,
             original,
@@ -453,7 +523,7 @@ impl AccountDelivery {
         envelope.is_bounce = true;
         envelope.eight_bit = !content.is_ascii();
         let stored = async {
-            let mut writer = self.spool.create().await?;
+            let mut writer = self.shared.spool.create().await?;
             writer.write(&content).await?;
             writer.commit(envelope).await
         };

@@ -25,6 +25,7 @@ use super::classify::{Class, FollowUp};
 use super::pacer::Pacer;
 use crate::config::{AccountSettings, QueueSettings};
 use crate::oauth::token::TokenProvider;
+use crate::ops::metrics::Metrics;
 use crate::queue::{AccountQueue, Next, retry};
 use crate::spool::{Envelope, Spool, SpoolError, unix_now};
 use crate::upstream::{FailureKind, Upstream, UpstreamSession};
@@ -34,20 +35,28 @@ const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;
 /// How long a persistent mailbox logon failure is transient before it counts as configuration.
 const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
 
+/// What every account's delivery shares.
+pub struct DeliveryShared {
+    pub spool: Arc<Spool>,
+    pub settings: QueueSettings,
+    /// The relay's host name (for DSNs).
+    pub hostname: String,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Everything the workers of one account share.
 pub struct AccountDelivery {
     pub account: Arc<AccountSettings>,
     pub queue: Arc<AccountQueue>,
-    pub spool: Arc<Spool>,
     pub tokens: Arc<TokenProvider>,
     pub upstream: Upstream,
-    pub settings: QueueSettings,
+    pub shared: Arc<DeliveryShared>,
     pub pacer: Pacer,
     pub budget: RecipientBudget,
-    /// The relay's host name (for DSNs).
-    pub hostname: String,
     /// Since when (unix seconds) the mailbox has answered `430 4.2.0` without a success.
     logon_failures_since: Mutex<Option<u64>>,
+    /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
+    failing_since: Mutex<Option<u64>>,
 }
 
 impl AccountDelivery {
@@ -55,24 +64,35 @@ impl AccountDelivery {
     pub fn new(
         account: Arc<AccountSettings>,
         queue: Arc<AccountQueue>,
-        spool: Arc<Spool>,
         tokens: Arc<TokenProvider>,
         upstream: Upstream,
-        settings: QueueSettings,
-        hostname: String,
+        shared: Arc<DeliveryShared>,
     ) -> AccountDelivery {
-        let saved = spool.read_state(&budget_file(&account.name));
+        let saved = shared.spool.read_state(&budget_file(&account.name));
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
             budget: RecipientBudget::new(account.max_recipients_per_day, saved.as_deref()),
             account,
             queue,
-            spool,
             tokens,
             upstream,
-            settings,
-            hostname,
+            shared,
             logon_failures_since: Mutex::new(None),
+            failing_since: Mutex::new(None),
+        }
+    }
+
+    /// Since when (unix seconds) the account as a whole has been failing, if it is.
+    pub fn failing_since(&self) -> Option<u64> {
+        *self.failing_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn set_failing(&self, failing: bool) {
+        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (failing, *since) {
+            (true, None) => *since = Some(unix_now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
         }
     }
 }
@@ -102,7 +122,7 @@ impl AccountDelivery {
         loop {
             let idle = session
                 .as_ref()
-                .map(|_| self.settings.connection_idle_timeout);
+                .map(|_| self.shared.settings.connection_idle_timeout);
             match self.queue.next(&cancel, idle).await {
                 Next::Shutdown => break,
                 Next::Idle => {
@@ -124,6 +144,7 @@ impl AccountDelivery {
             open.quit().await;
         }
         if let Err(error) = self
+            .shared
             .spool
             .write_state(&budget_file(&self.account.name), self.budget.snapshot())
             .await
@@ -133,15 +154,19 @@ impl AccountDelivery {
     }
 
     async fn deliver(&self, id: &str, session: &mut Option<UpstreamSession>) {
-        let envelope = match self.spool.load(id).await {
+        let envelope = match self.shared.spool.load(id).await {
             Ok(envelope) => envelope,
             Err(error) => return self.unreadable(id, error).await,
         };
-        let body = match self.spool.read_body(&envelope).await {
+        let body = match self.shared.spool.read_body(&envelope).await {
             Ok(body) => body,
             Err(error) => return self.unreadable(id, error).await,
         };
-        if retry::expired(envelope.received_at, unix_now(), self.settings.max_age) {
+        if retry::expired(
+            envelope.received_at,
+            unix_now(),
+            self.shared.settings.max_age,
+        ) {
             return self.expire(envelope, &body).await;
         }
         if session.is_none() {
@@ -165,6 +190,7 @@ impl AccountDelivery {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
             if let Err(error) = self
+                .shared
                 .spool
                 .write_state(&budget_file(&self.account.name), self.budget.snapshot())
                 .await
@@ -313,7 +339,7 @@ impl AccountDelivery {
             SpoolError::NotFound(_) => self.queue.finish(id),
             SpoolError::Corrupt { reason, .. } => {
                 tracing::error!(queue_id = %id, %reason, "spool entry is damaged; moved to corrupt/ and not delivered");
-                if let Err(error) = self.spool.quarantine(id).await {
+                if let Err(error) = self.shared.spool.quarantine(id).await {
                     tracing::error!(queue_id = %id, %error, "cannot quarantine the damaged entry");
                 }
                 self.queue.finish(id);

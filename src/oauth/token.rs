@@ -83,6 +83,8 @@ pub struct TokenProvider {
     http: reqwest::Client,
     state: Mutex<State>,
     requests: AtomicU64,
+    account: String,
+    metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 #[derive(serde::Deserialize)]
@@ -97,7 +99,10 @@ impl TokenProvider {
     ///
     /// # Errors
     /// When the HTTPS client cannot be built (an unusable extra root certificate).
-    pub fn new(account: &AccountSettings) -> Result<Arc<TokenProvider>, String> {
+    pub fn new(
+        account: &AccountSettings,
+        metrics: Arc<crate::ops::metrics::Metrics>,
+    ) -> Result<Arc<TokenProvider>, String> {
         let tls = crate::tls::client_config(&account.extra_roots)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -115,6 +120,8 @@ impl TokenProvider {
             http,
             state: Mutex::new(State::default()),
             requests: AtomicU64::new(0),
+            account: account.name.clone(),
+            metrics,
         }))
     }
 
@@ -152,6 +159,10 @@ impl TokenProvider {
                 Ok(token)
             }
             Err(error) => {
+                self.metrics
+                    .token_failures
+                    .get_or_create(&crate::ops::metrics::Metrics::account(&self.account))
+                    .inc();
                 state.token = None;
                 state.failure = Some((Instant::now() + FAILURE_MEMORY, error.clone()));
                 Err(error)
@@ -169,6 +180,10 @@ impl TokenProvider {
 
     async fn fetch(&self) -> Result<AccessToken, TokenError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .token_requests
+            .get_or_create(&crate::ops::metrics::Metrics::account(&self.account))
+            .inc();
         let (key, value) = match &self.credential {
             ClientCredential::Secret(secret) => ("client_secret", Secret::new(secret.expose())),
             ClientCredential::Certificate {

@@ -139,6 +139,28 @@ impl AccountQueue {
             .filter(|sender| !sender.is_closed())
     }
 
+    /// True while a worker is delivering `id`.
+    pub fn is_in_flight(&self, id: &str) -> bool {
+        self.lock().in_flight.contains(id)
+    }
+
+    /// True when `id` is waiting or in flight here.
+    pub fn contains(&self, id: &str) -> bool {
+        let state = self.lock();
+        state.in_flight.contains(id) || state.scheduled.contains_key(id)
+    }
+
+    /// The oldest entry (ids sort by creation time).
+    pub fn oldest(&self) -> Option<QueueId> {
+        let state = self.lock();
+        state
+            .in_flight
+            .iter()
+            .chain(state.scheduled.keys())
+            .min()
+            .cloned()
+    }
+
     /// Entries waiting or in flight.
     pub fn len(&self) -> usize {
         let state = self.lock();
@@ -233,6 +255,16 @@ impl Queue {
             }
             None => false,
         }
+    }
+
+    /// Every account's queue, by name.
+    pub fn accounts(&self) -> impl Iterator<Item = (&String, &Arc<AccountQueue>)> {
+        self.accounts.iter()
+    }
+
+    /// The queue holding `id`, if any.
+    pub fn find(&self, id: &str) -> Option<&Arc<AccountQueue>> {
+        self.accounts.values().find(|queue| queue.contains(id))
     }
 
     /// Entries queued across all accounts.

@@ -22,6 +22,12 @@ pub const VERSION: u32 = 1;
 /// A queue id: 16 upper-case hex digits, safe as a file name and sortable by creation time.
 pub type QueueId = String;
 
+/// When the entry was created (unix milliseconds), read from its id.
+pub fn id_created_millis(id: &str) -> Option<u64> {
+    id.get(..11)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+}
+
 /// True when `id` has the shape of a queue id (so it can never escape the spool directory).
 pub fn is_valid_id(id: &str) -> bool {
     id.len() == 16

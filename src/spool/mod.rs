@@ -361,21 +361,27 @@ impl Spool {
     /// # Errors
     /// I/O errors while listing the directory.
     pub async fn list_failed(&self) -> Result<Vec<Envelope>, SpoolError> {
-        let dir = self.failed.clone();
-        blocking("list failed entries", move || {
-            let mut entries = Vec::new();
-            for entry in std::fs::read_dir(&dir)? {
-                let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "env")
-                    && let Ok(envelope) = std::fs::read(&path)
-                        .map_err(|_| ())
-                        .and_then(|b| format::decode(&b).map_err(|_| ()))
-                {
-                    entries.push(envelope);
-                }
-            }
-            entries.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(entries)
+        list_envelopes(self.failed.clone()).await
+    }
+
+    /// Every entry in `queue/` that decodes, oldest first (a snapshot; safe while the relay
+    /// runs, since envelopes are replaced atomically).
+    ///
+    /// # Errors
+    /// I/O errors while listing the directory.
+    pub async fn list_queued(&self) -> Result<Vec<Envelope>, SpoolError> {
+        list_envelopes(self.queue.clone()).await
+    }
+
+    /// Check that a file can be created, written and removed in `tmp/` (readiness).
+    ///
+    /// # Errors
+    /// The I/O error that stopped it.
+    pub async fn probe_writable(&self) -> Result<(), SpoolError> {
+        let path = self.tmp.join(format!("probe-{}", std::process::id()));
+        blocking("probe the spool", move || {
+            std::fs::write(&path, b"probe")?;
+            std::fs::remove_file(&path)
         })
         .await
     }
@@ -444,6 +450,24 @@ impl Spool {
         })
         .await
     }
+}
+
+async fn list_envelopes(dir: PathBuf) -> Result<Vec<Envelope>, SpoolError> {
+    blocking("list spool entries", move || {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "env")
+                && let Ok(bytes) = std::fs::read(&path)
+                && let Ok(envelope) = format::decode(&bytes)
+            {
+                entries.push(envelope);
+            }
+        }
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(entries)
+    })
+    .await
 }
 
 fn random_u32() -> u32 {

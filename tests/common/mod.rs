@@ -34,7 +34,7 @@ impl TestRelay {
     pub async fn start(toml: &str) -> TestRelay {
         smtp_oauth_relay::tls::install_default_provider();
         let state = tempfile::tempdir().expect("tempdir");
-        let text = toml.replace("{state}", &state.path().display().to_string());
+        let text = with_test_admin(&toml.replace("{state}", &state.path().display().to_string()));
         let config = Config::from_toml(&text, state.path()).unwrap_or_else(|e| panic!("{e}"));
         let relay = Relay::start(config).await.expect("relay starts");
         TestRelay { relay, state }
@@ -58,7 +58,7 @@ impl TestRelay {
     pub async fn restart(self, toml: &str) -> TestRelay {
         let TestRelay { relay, state } = self;
         relay.shutdown(std::time::Duration::from_secs(5)).await;
-        let text = toml.replace("{state}", &state.path().display().to_string());
+        let text = with_test_admin(&toml.replace("{state}", &state.path().display().to_string()));
         let config = Config::from_toml(&text, state.path()).unwrap_or_else(|e| panic!("{e}"));
         let relay = Relay::start(config).await.expect("relay restarts");
         TestRelay { relay, state }
@@ -237,4 +237,13 @@ pub fn envelopes_in(dir: &Path) -> Vec<smtp_oauth_relay::spool::Envelope> {
         .filter_map(|p| std::fs::read(p).ok())
         .filter_map(|bytes| smtp_oauth_relay::spool::format::decode(&bytes).ok())
         .collect()
+}
+
+/// Tests run many relays at once: give each admin endpoint a free port unless the test chose.
+pub fn with_test_admin(toml: &str) -> String {
+    if toml.contains("[admin]") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n[admin]\naddress = \"127.0.0.1:0\"\n")
+    }
 }

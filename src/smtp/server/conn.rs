@@ -27,6 +27,7 @@ use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
 use crate::config::Limits;
 use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
+use crate::ops::metrics::Metrics;
 use crate::policy::Policy;
 use crate::queue::{FirstOutcome, Queue};
 use crate::smtp::proto::data::{DataReceiver, Feed};
@@ -55,6 +56,7 @@ pub struct InboundContext {
     pub auth_throttle: Arc<AuthThrottle>,
     /// Bounds the argon2 checks running at once (shared by all listeners).
     pub password_checks: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a connection ended abnormally (logged, never sent to the client).
@@ -122,6 +124,11 @@ impl Connection {
                 retry_in_s = remaining.as_secs(),
                 "refused: too many failed logins from this address"
             );
+            self.ctx
+                .metrics
+                .connections_refused
+                .get_or_create(&Metrics::reason("too many failed logins"))
+                .inc();
             let hostname = self.ctx.settings.hostname.clone();
             self.goodbye(too_many_failed_logins(&hostname, remaining))
                 .await;
@@ -176,9 +183,11 @@ impl Connection {
                     self.flush().await?;
                     let grant = self.verify_password(&username, password).await;
                     if grant.is_some() {
+                        self.ctx.metrics.auth_successes.inc();
                         tracing::info!(user = %username, "client authenticated");
                         session.auth_finished(grant)
                     } else {
+                        self.ctx.metrics.auth_failures.inc();
                         tracing::warn!(user = %username, "authentication failed");
                         let step = session.auth_finished(None);
                         if self.ctx.auth_throttle.record_failure(self.peer.ip()) {
@@ -380,6 +389,16 @@ impl Connection {
         }
         if let Some(outcome) = failure {
             tracing::warn!(size = receiver.size(), outcome = ?outcome, "message refused");
+            let reason = match &outcome {
+                DataOutcome::TooLarge | DataOutcome::HeaderTooLarge => "too large",
+                DataOutcome::FromRefused(_) => "sender not allowed",
+                _ => "storage",
+            };
+            self.ctx
+                .metrics
+                .messages_refused
+                .get_or_create(&Metrics::reason(reason))
+                .inc();
             return Ok(outcome);
         }
         let Some(writer) = writer else {
@@ -400,6 +419,13 @@ impl Connection {
         envelope.smtputf8 |= request.smtputf8;
         match writer.commit(envelope).await {
             Ok(envelope) => {
+                let account = Metrics::account(&envelope.account);
+                self.ctx.metrics.accepted.get_or_create(&account).inc();
+                self.ctx
+                    .metrics
+                    .accepted_bytes
+                    .get_or_create(&account)
+                    .inc_by(envelope.body_len);
                 tracing::info!(
                     queue_id = %envelope.id,
                     account = %envelope.account,

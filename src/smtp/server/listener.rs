@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::conn::{InboundContext, serve_connection};
+use crate::ops::metrics::Metrics;
 
 /// Connection counters shared by all listeners.
 #[derive(Debug)]
@@ -110,17 +111,26 @@ pub async fn run_listener(
                 let span = tracing::info_span!("conn", id = %connection_id(), peer = %peer, listener = %local);
                 let ctx = Arc::clone(&ctx);
                 let cancel = cancel.clone();
+                let label = Metrics::listener(&local);
+                ctx.metrics.connections.get_or_create(&label).inc();
+                let active = ctx.metrics.connections_active.get_or_create(&label).clone();
                 tracker.spawn(
                     async move {
                         let _admission = admission;
+                        active.inc();
                         tracing::debug!("connection accepted");
                         serve_connection(stream, peer, ctx, cancel).await;
+                        active.dec();
                     }
                     .instrument(span),
                 );
             }
             Err(reason) => {
                 tracing::warn!(%peer, reason, "connection refused");
+                ctx.metrics
+                    .connections_refused
+                    .get_or_create(&Metrics::reason(reason))
+                    .inc();
                 tracker.spawn(refuse(stream, peer, reason, ctx.settings.hostname.clone()));
             }
         }

@@ -1,0 +1,268 @@
+//! The admin HTTP endpoint (`[admin] address`, loopback by default): `/healthz`, `/readyz`,
+//! `/metrics` (Prometheus), and the queue API the `queue` command uses.
+//!
+//! Invariants: read-only routes answer anyone who can reach the address (so a Kubernetes
+//! probe or a Prometheus server can use them); routes that change the queue (retry, delete)
+//! answer only clients on the loopback interface, whatever the bind address; every connection
+//! is bounded in time; nothing here logs or returns a secret.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::metrics::Metrics;
+use crate::delivery::worker::AccountDelivery;
+use crate::queue::Queue;
+use crate::spool::{Envelope, Spool, format, unix_now};
+
+/// What the admin endpoint looks at.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
+    pub queue: Arc<Queue>,
+    pub deliveries: Vec<Arc<AccountDelivery>>,
+    /// An account failing as a whole for longer than this makes the relay not ready.
+    pub failing_threshold: Duration,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serve the admin endpoint on `listener` until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "admin endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, peer, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+        });
+    }
+}
+
+async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let local = peer.ip().to_canonical().is_loopback();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => readiness(state).await,
+        (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::GET, ["queue"]) => match state.spool.list_queued().await {
+            Ok(entries) => json_reply(
+                StatusCode::OK,
+                &json!(
+                    entries
+                        .iter()
+                        .map(|e| summary(state, e))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+        },
+        (&Method::GET, ["failed"]) => match state.spool.list_failed().await {
+            Ok(entries) => json_reply(
+                StatusCode::OK,
+                &json!(
+                    entries
+                        .iter()
+                        .map(|e| summary(state, e))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+        },
+        (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
+            Ok(envelope) => json_reply(StatusCode::OK, &summary(state, &envelope)),
+            Err(_) => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
+        },
+        (&Method::POST | &Method::DELETE, _) if !local => text(
+            StatusCode::FORBIDDEN,
+            "queue changes are accepted only from the loopback interface\n",
+        ),
+        (&Method::POST, ["queue", "retry"]) => {
+            let mut count = 0;
+            for (_, queue) in state.queue.accounts() {
+                if let Ok(entries) = state.spool.list_queued().await {
+                    for entry in entries
+                        .iter()
+                        .filter(|e| queue.contains(&e.id) && !queue.is_in_flight(&e.id))
+                    {
+                        queue.schedule(&entry.id, unix_now());
+                        count += 1;
+                    }
+                }
+                queue.resume();
+            }
+            tracing::info!(count, "retry of every queued message requested");
+            json_reply(StatusCode::OK, &json!({ "retried": count }))
+        }
+        (&Method::POST, ["queue", id, "retry"]) => match state.queue.find(id) {
+            Some(queue) if queue.is_in_flight(id) => text(
+                StatusCode::CONFLICT,
+                format!("{id} is being delivered right now\n"),
+            ),
+            Some(queue) => {
+                queue.schedule(id, unix_now());
+                queue.resume();
+                tracing::info!(queue_id = %id, "retry requested");
+                json_reply(StatusCode::OK, &json!({ "retried": 1 }))
+            }
+            None => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
+        },
+        (&Method::DELETE, ["queue", id]) => match state.queue.find(id) {
+            Some(queue) if queue.is_in_flight(id) => text(
+                StatusCode::CONFLICT,
+                format!("{id} is being delivered right now; try again\n"),
+            ),
+            Some(queue) => match state.spool.remove(id).await {
+                Ok(()) => {
+                    queue.finish(id);
+                    tracing::warn!(queue_id = %id, "queued message deleted by an administrator");
+                    json_reply(StatusCode::OK, &json!({ "deleted": id }))
+                }
+                Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+            },
+            None => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "routes: /healthz /readyz /metrics /queue /queue/ID /failed\n",
+        ),
+    }
+}
+
+fn metrics(state: &AdminState) -> Reply {
+    let now_ms = unix_now() * 1000;
+    for (account, queue) in state.queue.accounts() {
+        let label = Metrics::account(account);
+        state
+            .metrics
+            .queue_depth
+            .get_or_create(&label)
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
+        let age = queue
+            .oldest()
+            .and_then(|id| format::id_created_millis(&id))
+            .map_or(0, |created| now_ms.saturating_sub(created) / 1000);
+        state
+            .metrics
+            .queue_oldest_age
+            .get_or_create(&label)
+            .set(i64::try_from(age).unwrap_or(i64::MAX));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
+}
+
+async fn readiness(state: &AdminState) -> Reply {
+    let mut problems = Vec::new();
+    if let Err(error) = state.spool.probe_writable().await {
+        problems.push(format!("the spool is not writable: {error}"));
+    }
+    let now = unix_now();
+    for delivery in &state.deliveries {
+        if let Some(since) = delivery.failing_since()
+            && now.saturating_sub(since) > state.failing_threshold.as_secs()
+        {
+            problems.push(format!(
+                "account {} has been failing for {} (see the log for the reason and the fix)",
+                delivery.account.name,
+                humantime::format_duration(Duration::from_secs(now - since))
+            ));
+        }
+    }
+    if problems.is_empty() {
+        json_reply(StatusCode::OK, &json!({ "ready": true }))
+    } else {
+        json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "problems": problems }),
+        )
+    }
+}
+
+/// One entry as the `queue` command shows it.
+fn summary(state: &AdminState, envelope: &Envelope) -> serde_json::Value {
+    let now = unix_now();
+    let in_flight = state
+        .queue
+        .find(&envelope.id)
+        .is_some_and(|q| q.is_in_flight(&envelope.id));
+    json!({
+        "id": envelope.id,
+        "account": envelope.account,
+        "sender": envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        "recipients": envelope.recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "delivered": envelope.delivered.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "size": envelope.body_len,
+        "received_at": envelope.received_at,
+        "age_s": now.saturating_sub(envelope.received_at),
+        "attempts": envelope.attempts,
+        "next_attempt": envelope.next_attempt,
+        "next_attempt_in_s": envelope.next_attempt.saturating_sub(now),
+        "in_flight": in_flight,
+        "last_attempt": envelope.last_attempt,
+        "failures": envelope.failures,
+        "is_bounce": envelope.is_bounce,
+        "client": envelope.client.principal,
+    })
+}
