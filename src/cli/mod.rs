@@ -1,8 +1,10 @@
-//! The command line: `serve`, `check`, `hash-password`, `demo`.
+//! The command line: `serve`, `check`, `hash-password`, `demo`, `queue …`, `healthcheck`.
 //!
 //! Exit codes: 0 success; 1 the command ran and found a problem (e.g. `check` failed, `demo
 //! --once` did not see its message arrive intact); 2 the configuration is invalid or the
 //! relay could not start.
+
+pub mod queue;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -58,6 +60,36 @@ pub enum Command {
     HashPassword,
     /// Run the relay end to end against the built-in Exchange Online emulator.
     Demo(crate::demo::DemoArgs),
+    /// Inspect and manage the queue (through the running relay's admin endpoint).
+    Queue {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            env = "SMTP_OAUTH_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
+    /// Exit 0 when the running relay is healthy (for Docker HEALTHCHECK and scripts).
+    Healthcheck {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            env = "SMTP_OAUTH_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Check readiness (/readyz) instead of liveness (/healthz).
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 /// Run a parsed command line.
@@ -67,6 +99,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(config),
         Command::HashPassword => hash_password(),
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Queue {
+            config,
+            json,
+            command,
+        } => match load(&config) {
+            Some(config) => queue::run(config, command, json).await,
+            None => ExitCode::from(2),
+        },
+        Command::Healthcheck { config, ready } => match load(&config) {
+            Some(config) => queue::healthcheck(&config, ready).await,
+            None => ExitCode::from(2),
+        },
     }
 }
 

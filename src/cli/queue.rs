@@ -1,0 +1,335 @@
+//! `queue list | show ID | retry ID|--all | delete ID | failed`, and `healthcheck`.
+//!
+//! Against a running relay these go through its admin endpoint (so the relay's own scheduler
+//! makes the change, with no race on the spool). When no relay runs on the state directory
+//! (its lock is free), they work on the spool directly while holding the lock.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::spool::{Spool, unix_now};
+
+/// What to do with the queue.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QueueCommand {
+    /// Messages waiting for delivery.
+    List,
+    /// One queued message in full.
+    Show { id: String },
+    /// Try one message (or all) now.
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Remove a queued message without delivering it.
+    Delete { id: String },
+    /// Messages that failed for good, with their reason.
+    Failed,
+}
+
+fn http() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .ok()
+}
+
+/// Call the admin endpoint; `None` when no relay answers there.
+async fn admin_call(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+) -> Option<Result<Value, String>> {
+    let address = config.admin.address?;
+    let url = format!("http://{address}{path}");
+    let response = http()?.request(method, &url).send().await.ok()?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Some(if status.is_success() {
+        serde_json::from_str(&body).map_err(|e| format!("unexpected answer from {url}: {e}"))
+    } else {
+        Err(body.trim().to_string())
+    })
+}
+
+/// Run a queue command. Exit 0 on success, 1 on failure, 2 on a bad configuration.
+pub async fn run(config: Config, command: QueueCommand, json: bool) -> ExitCode {
+    let (method, path) = match &command {
+        QueueCommand::List => (reqwest::Method::GET, "/queue".to_string()),
+        QueueCommand::Show { id } => (reqwest::Method::GET, format!("/queue/{id}")),
+        QueueCommand::Retry { id: Some(id), .. } => {
+            (reqwest::Method::POST, format!("/queue/{id}/retry"))
+        }
+        QueueCommand::Retry {
+            id: None,
+            all: true,
+        } => (reqwest::Method::POST, "/queue/retry".to_string()),
+        QueueCommand::Retry {
+            id: None,
+            all: false,
+        } => {
+            eprintln!("give a queue id, or --all");
+            return ExitCode::from(2);
+        }
+        QueueCommand::Delete { id } => (reqwest::Method::DELETE, format!("/queue/{id}")),
+        QueueCommand::Failed => (reqwest::Method::GET, "/failed".to_string()),
+    };
+    let result = match admin_call(&config, method, &path).await {
+        Some(result) => result,
+        None => offline(&config, &command).await,
+    };
+    match result {
+        Ok(value) => {
+            print(&command, &value, json);
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The same operations straight on the spool, when no relay is running.
+async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, String> {
+    let state_dir = &config.relay.state_dir;
+    let lock = lock(state_dir)?;
+    let (spool, _) = Spool::open(state_dir).map_err(|e| e.to_string())?;
+    let entries = |list: Vec<crate::spool::Envelope>| -> Value {
+        serde_json::json!(list.iter().map(offline_summary).collect::<Vec<_>>())
+    };
+    let result = match command {
+        QueueCommand::List => spool
+            .list_queued()
+            .await
+            .map(entries)
+            .map_err(|e| e.to_string()),
+        QueueCommand::Failed => spool
+            .list_failed()
+            .await
+            .map(entries)
+            .map_err(|e| e.to_string()),
+        QueueCommand::Show { id } => spool
+            .load(id)
+            .await
+            .map(|e| offline_summary(&e))
+            .map_err(|_| format!("no queued message {id}")),
+        QueueCommand::Retry { id, .. } => {
+            let targets = match id {
+                Some(id) => vec![
+                    spool
+                        .load(id)
+                        .await
+                        .map_err(|_| format!("no queued message {id}"))?,
+                ],
+                None => spool.list_queued().await.map_err(|e| e.to_string())?,
+            };
+            for mut envelope in targets.iter().cloned() {
+                envelope.next_attempt = unix_now();
+                spool.update(&envelope).await.map_err(|e| e.to_string())?;
+            }
+            Ok(
+                serde_json::json!({ "retried": targets.len(), "note": "the relay is not running; they go out when it starts" }),
+            )
+        }
+        QueueCommand::Delete { id } => {
+            spool
+                .load(id)
+                .await
+                .map_err(|_| format!("no queued message {id}"))?;
+            spool.remove(id).await.map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({ "deleted": id }))
+        }
+    };
+    drop(lock);
+    result
+}
+
+fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("relay.lock"))
+        .map_err(|e| format!("cannot open the spool in {}: {e}", state_dir.display()))?;
+    file.try_lock().map_err(|_| {
+        format!(
+            "a relay is running on {} but its admin endpoint does not answer; check [admin] address",
+            state_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+fn offline_summary(envelope: &crate::spool::Envelope) -> Value {
+    let now = unix_now();
+    serde_json::json!({
+        "id": envelope.id,
+        "account": envelope.account,
+        "sender": envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        "recipients": envelope.recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "delivered": envelope.delivered.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "size": envelope.body_len,
+        "received_at": envelope.received_at,
+        "age_s": now.saturating_sub(envelope.received_at),
+        "attempts": envelope.attempts,
+        "next_attempt": envelope.next_attempt,
+        "next_attempt_in_s": envelope.next_attempt.saturating_sub(now),
+        "in_flight": false,
+        "last_attempt": envelope.last_attempt,
+        "failures": envelope.failures,
+        "is_bounce": envelope.is_bounce,
+        "client": envelope.client.principal,
+    })
+}
+
+fn human_duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b}B"),
+        b if b < 1024 * 1024 => format!("{:.1}K", b as f64 / 1024.0),
+        b => format!("{:.1}M", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+fn print(command: &QueueCommand, value: &Value, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+        return;
+    }
+    match command {
+        QueueCommand::List | QueueCommand::Failed => {
+            let entries = value.as_array().cloned().unwrap_or_default();
+            if entries.is_empty() {
+                println!(
+                    "{}",
+                    if matches!(command, QueueCommand::List) {
+                        "the queue is empty"
+                    } else {
+                        "no failed messages"
+                    }
+                );
+                return;
+            }
+            println!(
+                "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  SENDER -> RECIPIENTS / LAST REPLY",
+                "ID", "AGE", "SIZE", "TRY", "NEXT"
+            );
+            for entry in &entries {
+                print_entry(entry, matches!(command, QueueCommand::Failed));
+            }
+            println!("{} message(s)", entries.len());
+        }
+        QueueCommand::Show { .. } => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+        QueueCommand::Retry { .. } => println!(
+            "retry scheduled for {} message(s)",
+            value["retried"].as_u64().unwrap_or(0)
+        ),
+        QueueCommand::Delete { id } => println!("deleted {id}"),
+    }
+}
+
+fn print_entry(entry: &Value, failed: bool) {
+    let recipients: Vec<String> = entry["recipients"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let first = recipients.first().cloned().unwrap_or_default();
+    let more = if recipients.len() > 1 {
+        format!(" (+{})", recipients.len() - 1)
+    } else {
+        String::new()
+    };
+    let next = if failed {
+        "failed".to_string()
+    } else if entry["in_flight"].as_bool() == Some(true) {
+        "sending".to_string()
+    } else {
+        format!(
+            "in {}",
+            human_duration(entry["next_attempt_in_s"].as_u64().unwrap_or(0))
+        )
+    };
+    println!(
+        "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  {} -> {first}{more}",
+        entry["id"].as_str().unwrap_or(""),
+        human_duration(entry["age_s"].as_u64().unwrap_or(0)),
+        human_size(entry["size"].as_u64().unwrap_or(0)),
+        entry["attempts"].as_u64().unwrap_or(0),
+        next,
+        entry["sender"]
+            .as_str()
+            .map(|s| if s.is_empty() { "<>" } else { s })
+            .unwrap_or("<>"),
+    );
+    let reason = if failed {
+        entry["failures"][0]["reply"].as_str().map(str::to_string)
+    } else {
+        entry["last_attempt"].as_object().map(|a| {
+            format!(
+                "{} at {}: {}",
+                a.get("class").and_then(Value::as_str).unwrap_or(""),
+                a.get("stage").and_then(Value::as_str).unwrap_or(""),
+                a.get("reply").and_then(Value::as_str).unwrap_or("")
+            )
+        })
+    };
+    if let Some(reason) = reason {
+        println!(
+            "{:<16}  {}",
+            "",
+            crate::text::one_line_excerpt(&reason, 160)
+        );
+    }
+}
+
+/// `healthcheck`: exit 0 when the relay's `/healthz` (or `/readyz` with `ready`) answers 200.
+pub async fn healthcheck(config: &Config, ready: bool) -> ExitCode {
+    let Some(address) = config.admin.address else {
+        eprintln!("the admin endpoint is off ([admin] address = \"off\")");
+        return ExitCode::from(2);
+    };
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let Some(client) = http() else {
+        return ExitCode::from(1);
+    };
+    match client.get(format!("http://{address}{path}")).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            let status = response.status();
+            eprintln!(
+                "{path}: {status} {}",
+                response.text().await.unwrap_or_default().trim()
+            );
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("{path}: no answer from {address}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
