@@ -287,7 +287,10 @@ fn print_entry(entry: &Value, failed: bool) {
             .unwrap_or("<>"),
     );
     let reason = if failed {
-        entry["failures"][0]["reply"].as_str().map(str::to_string)
+        entry
+            .pointer("/failures/0/reply")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     } else {
         entry["last_attempt"].as_object().map(|a| {
             format!(
