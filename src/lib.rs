@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod diagnose;
 pub mod message;
 pub mod oauth;
 pub mod ops;

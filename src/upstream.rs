@@ -436,6 +436,33 @@ impl UpstreamSession {
         Ok(result)
     }
 
+    /// `MAIL FROM:<sender>` then `RSET`: does the server take this sender? Sends no mail.
+    /// (Exchange checks SendAs permissions only after DATA, so this cannot catch those.)
+    ///
+    /// # Errors
+    /// [`UpstreamFailure`] for a refused sender or a broken connection.
+    pub async fn probe_sender(&mut self, sender: &Address) -> Result<String, UpstreamFailure> {
+        let address = lettre::Address::from_str(sender.as_str()).map_err(|e| {
+            UpstreamFailure::local(
+                Stage::MailFrom,
+                format!("sender <{sender}> cannot be sent: {e}"),
+            )
+        })?;
+        let mail = Mail::new(Some(address), vec![]);
+        let response = timed(
+            Stage::MailFrom,
+            self.timeouts.command,
+            self.connection.command(mail),
+        )
+        .await?;
+        let _ = self.reset().await;
+        Ok(format!(
+            "{} {}",
+            u16::from(response.code()),
+            response.message().collect::<Vec<_>>().join(" ")
+        ))
+    }
+
     /// RSET after a failed transaction; false when the session is no longer usable.
     pub async fn reset(&mut self) -> bool {
         timed(

@@ -21,7 +21,7 @@ use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
 fn the_example_config_passes_check() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.toml.example");
     let output = Command::new(binary())
-        .args(["check", "--config", example])
+        .args(["check", "--config-only", "--config", example])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

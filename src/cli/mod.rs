@@ -45,7 +45,8 @@ pub enum Command {
         )]
         config: PathBuf,
     },
-    /// Validate the configuration and report every problem.
+    /// Validate the configuration, then diagnose each account's whole Microsoft chain
+    /// (token, claims, connection, TLS, AUTH, sender) and say what to fix.
     Check {
         /// The configuration file.
         #[arg(
@@ -55,6 +56,36 @@ pub enum Command {
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only validate the configuration file (no network).
+        #[arg(long)]
+        config_only: bool,
+    },
+    /// Send a test message to ADDR now, straight to Exchange (not through the queue), and
+    /// print Exchange's reply.
+    SendTest {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            env = "SMTP_OAUTH_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Recipient.
+        #[arg(long)]
+        to: String,
+        /// The account to send through [default: the first].
+        #[arg(long)]
+        account: Option<String>,
+        /// Sender [default: the account's mailbox].
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Hash a password for a [[user]]'s password_hash (reads it without echo, or from stdin).
     HashPassword,
@@ -96,7 +127,18 @@ pub enum Command {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Check { config } => check(config),
+        Command::Check {
+            config,
+            account,
+            json,
+            config_only,
+        } => check(config, account, json, config_only).await,
+        Command::SendTest {
+            config,
+            to,
+            account,
+            from,
+        } => send_test(config, &to, account, from).await,
         Command::HashPassword => hash_password(),
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Queue {
@@ -164,22 +206,167 @@ pub async fn wait_for_signal() {
     }
 }
 
-fn check(path: PathBuf) -> ExitCode {
+async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(errors) => {
+            if json {
+                let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "config_errors": list })
+                );
+            } else {
+                eprintln!("{}: {errors}", path.display());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let (users, networks) = config.policy.counts();
+    if !json {
+        for warning in &config.warnings {
+            println!("warning: {warning}");
+        }
+        println!(
+            "{}: configuration OK ({} listener(s), {} account(s), {users} user(s), {networks} network(s), spool in {})",
+            path.display(),
+            config.listeners.len(),
+            config.accounts.len(),
+            config.relay.state_dir.display()
+        );
+    }
+    if config_only {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": true, "warnings": config.warnings })
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let accounts: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|a| only.as_ref().is_none_or(|name| &a.name == name))
+        .collect();
+    if accounts.is_empty() {
+        eprintln!("no account named {}", only.unwrap_or_default());
+        return ExitCode::from(2);
+    }
+    let mut reports = Vec::new();
+    for account in accounts {
+        let report = crate::diagnose::check_account(account, &config.relay.hostname).await;
+        if !json {
+            println!();
+            crate::diagnose::print_report(&report);
+        }
+        reports.push(report);
+    }
+    let ok = reports.iter().all(|r| r.ok);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": ok, "warnings": config.warnings, "accounts": reports })
+        );
+    } else {
+        println!();
+        println!(
+            "{}",
+            if ok {
+                "all checks passed"
+            } else {
+                "some checks failed: see the fix lines above"
+            }
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn send_test(
+    path: PathBuf,
+    to: &str,
+    account: Option<String>,
+    from: Option<String>,
+) -> ExitCode {
     let Some(config) = load(&path) else {
         return ExitCode::from(2);
     };
-    for warning in &config.warnings {
-        println!("warning: {warning}");
+    let Some(account) = config
+        .accounts
+        .iter()
+        .find(|a| account.as_ref().is_none_or(|name| &a.name == name))
+    else {
+        eprintln!("no account named {}", account.unwrap_or_default());
+        return ExitCode::from(2);
+    };
+    let parse = |text: &str| {
+        crate::smtp::proto::address::Address::parse(text).map_err(|e| format!("{text}: {e}"))
+    };
+    let (to, from) = match (parse(to), from.as_deref().map(parse).transpose()) {
+        (Ok(to), Ok(from)) => (to, from.unwrap_or_else(|| account.mailbox.clone())),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let body = crate::diagnose::test_message(&from, &to, &config.relay.hostname);
+    let metrics = std::sync::Arc::new(crate::ops::metrics::Metrics::new());
+    let result = async {
+        let tokens =
+            crate::oauth::token::TokenProvider::new(account, metrics).map_err(|e| e.to_string())?;
+        let token = tokens.token().await.map_err(|e| e.to_string())?;
+        let upstream = crate::upstream::Upstream::new(account, &config.relay.hostname)?;
+        let mut session = upstream.open(&token).await.map_err(|f| explain(&f))?;
+        let mut envelope = crate::spool::Envelope::new(
+            &account.name,
+            Some(from.clone()),
+            vec![to.clone()],
+            crate::spool::ClientInfo {
+                peer: "local".into(),
+                helo: None,
+                principal: "send-test".into(),
+            },
+            crate::spool::unix_now(),
+        );
+        envelope.id = "0000000000000000".into();
+        let result = session
+            .send(&envelope, std::slice::from_ref(&to), &body)
+            .await
+            .map_err(|f| explain(&f))?;
+        session.quit().await;
+        match (result.reply, result.rejected.first()) {
+            (Some(reply), _) => Ok(reply),
+            (None, Some((_, refusal))) => Err(explain(refusal)),
+            (None, None) => Err("the server accepted no recipient".to_string()),
+        }
+    };
+    match result.await {
+        Ok(reply) => {
+            println!(
+                "sent from <{from}> to <{to}> through {}: {reply}",
+                account.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            println!("not sent: {message}");
+            ExitCode::from(1)
+        }
     }
-    let (users, networks) = config.policy.counts();
-    println!(
-        "{}: configuration OK ({} listener(s), {} account(s), {users} user(s), {networks} network(s), spool in {})",
-        path.display(),
-        config.listeners.len(),
-        config.accounts.len(),
-        config.relay.state_dir.display()
-    );
-    ExitCode::SUCCESS
+}
+
+fn explain(failure: &crate::upstream::UpstreamFailure) -> String {
+    let verdict = crate::delivery::attempt::Failure::from_upstream(failure).verdict;
+    let fix = if verdict.fix.is_empty() {
+        String::new()
+    } else {
+        format!(" Fix: {}", verdict.fix)
+    };
+    format!("{failure} ({}, {}).{fix}", verdict.class, verdict.reason)
 }
 
 fn hash_password() -> ExitCode {

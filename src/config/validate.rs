@@ -553,6 +553,12 @@ fn account(checker: &mut Checker<'_>, index: usize, raw: &RawAccount) -> Option<
             format!("\"{scope}\" must end with /.default for client credentials (AADSTS1002012), e.g. {}", cloud.scope),
         );
     }
+    if scope.contains("graph.microsoft") {
+        checker.warnings.push(format!(
+            "{path}.scope = \"{scope}\" asks for a Microsoft Graph token; SMTP needs the Exchange Online one ({})",
+            cloud.scope
+        ));
+    }
     let server = raw
         .smtp_server
         .clone()

@@ -4,4 +4,5 @@
 
 pub mod aadsts;
 pub mod assertion;
+pub mod claims;
 pub mod token;

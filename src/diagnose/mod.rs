@@ -1,0 +1,413 @@
+//! `check` and `send-test`: diagnose the whole Microsoft chain of each account, step by step,
+//! and say what to change where when a step fails.
+//!
+//! Steps: token request (decoded AADSTS error on failure), the token's claims (audience,
+//! `SMTP.SendAsApp`, tenant, app), TCP and STARTTLS to the SMTP host, TLS (version,
+//! certificate), `AUTH XOAUTH2` (the exchange-online.md §0 checklist on `535 5.7.3`, the exact
+//! `Set-CASMailbox` line on `5.7.139`), and a `MAIL FROM` probe followed by `RSET` (nothing is
+//! sent). Authentication and the probe use the relay's own upstream client, so `check` tests
+//! the path mail takes. No secret or token is printed.
+
+pub mod tls_probe;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{AccountSettings, ClientCredential};
+use crate::delivery::attempt::Failure;
+use crate::oauth::claims;
+use crate::oauth::token::{AccessToken, TokenError, TokenProvider};
+use crate::ops::metrics::Metrics;
+use crate::smtp::proto::address::Address;
+use crate::upstream::{Upstream, UpstreamFailure, UpstreamSession};
+
+/// One step of the diagnosis.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub step: &'static str,
+    /// `ok`, `failed` or `skipped`.
+    pub status: &'static str,
+    pub detail: String,
+    /// What to change, where, when the step failed.
+    pub fix: Vec<String>,
+}
+
+impl Step {
+    fn ok(step: &'static str, detail: impl Into<String>) -> Step {
+        Step {
+            step,
+            status: "ok",
+            detail: detail.into(),
+            fix: Vec::new(),
+        }
+    }
+
+    fn failed(step: &'static str, detail: impl Into<String>, fix: Vec<String>) -> Step {
+        Step {
+            step,
+            status: "failed",
+            detail: detail.into(),
+            fix,
+        }
+    }
+
+    fn skipped(step: &'static str, detail: impl Into<String>) -> Step {
+        Step {
+            step,
+            status: "skipped",
+            detail: detail.into(),
+            fix: Vec::new(),
+        }
+    }
+}
+
+/// The diagnosis of one account.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountReport {
+    pub account: String,
+    pub mailbox: String,
+    pub smtp_server: String,
+    pub ok: bool,
+    pub steps: Vec<Step>,
+}
+
+/// Run every step for `account`.
+pub async fn check_account(account: &AccountSettings, hostname: &str) -> AccountReport {
+    let mut steps = Vec::new();
+    let token = token_step(account, &mut steps).await;
+    let decoded = token
+        .as_ref()
+        .and_then(|t| claims::decode(t.secret().expose()));
+    match (&token, &decoded) {
+        (None, _) => steps.push(Step::skipped("token claims", "no token")),
+        (Some(_), None) => steps.push(Step::skipped(
+            "token claims",
+            "the token is not a readable JWT (that is allowed; nothing to check)",
+        )),
+        (Some(_), Some(claims)) => steps.push(claims_step(account, claims)),
+    }
+    let probe = tls_probe::probe(
+        &account.smtp_host,
+        account.smtp_port,
+        account.smtp_tls,
+        &account.extra_roots,
+        hostname,
+    )
+    .await;
+    let reachable = connection_steps(account, &probe, &mut steps);
+    let session = match (&token, reachable) {
+        (Some(token), true) => {
+            auth_step(account, hostname, token, decoded.as_ref(), &mut steps).await
+        }
+        (None, _) => {
+            steps.push(Step::skipped("auth", "no token"));
+            None
+        }
+        (_, false) => {
+            steps.push(Step::skipped(
+                "auth",
+                "the server was not reachable over TLS",
+            ));
+            None
+        }
+    };
+    match session {
+        Some(mut session) => {
+            steps.push(sender_step(account, &mut session).await);
+            session.quit().await;
+        }
+        None => steps.push(Step::skipped("sender probe", "not authenticated")),
+    }
+    AccountReport {
+        account: account.name.clone(),
+        mailbox: account.mailbox.to_string(),
+        smtp_server: format!("{}:{}", account.smtp_host, account.smtp_port),
+        ok: steps.iter().all(|s| s.status != "failed"),
+        steps,
+    }
+}
+
+async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<AccessToken> {
+    let provider = match TokenProvider::new(account, Arc::new(Metrics::new())) {
+        Ok(provider) => provider,
+        Err(e) => {
+            steps.push(Step::failed("token", e, vec!["check ca_file".into()]));
+            return None;
+        }
+    };
+    let credential = match &account.credential {
+        ClientCredential::Secret(_) => "client secret".to_string(),
+        ClientCredential::Certificate {
+            certificate,
+            algorithm,
+        } => format!(
+            "certificate {} ({}, expires in {} days)",
+            certificate.sha1_thumbprint_hex(),
+            algorithm.jws_name(),
+            certificate.days_until_expiry(SystemTime::now())
+        ),
+    };
+    match provider.token().await {
+        Ok(token) => {
+            let minutes = token
+                .expires_at
+                .duration_since(SystemTime::now())
+                .map_or(0, |d| d.as_secs() / 60);
+            steps.push(Step::ok(
+                "token",
+                format!(
+                    "obtained from {} with the {credential}; valid for {minutes} min",
+                    account.token_endpoint()
+                ),
+            ));
+            Some(token)
+        }
+        Err(error) => {
+            let fix = match &error {
+                TokenError::Refused(failure) => failure
+                    .explanation()
+                    .map(|e| vec![e.fix.to_string()])
+                    .unwrap_or_default(),
+                TokenError::Unreachable(_) => vec![format!(
+                    "make sure this host can reach {} over HTTPS (DNS, firewall, proxy: HTTPS_PROXY)",
+                    account.authority
+                )],
+                TokenError::BadAnswer(_) => {
+                    vec!["check that authority points at the Microsoft identity platform".into()]
+                }
+            };
+            steps.push(Step::failed(
+                "token",
+                format!("{error} (credential: {credential})"),
+                fix,
+            ));
+            None
+        }
+    }
+}
+
+fn claims_step(account: &AccountSettings, decoded: &claims::TokenClaims) -> Step {
+    let detail = format!(
+        "aud {}, roles [{}], tid {}, appid {}, oid {} (the service principal's object id)",
+        decoded.aud.as_deref().unwrap_or("-"),
+        decoded.roles.join(", "),
+        decoded.tid.as_deref().unwrap_or("-"),
+        decoded.app_id.as_deref().unwrap_or("-"),
+        decoded.oid.as_deref().unwrap_or("-"),
+    );
+    let problems = claims::problems(
+        decoded,
+        &account.client_id,
+        &account.tenant_id,
+        &account.scope,
+    );
+    if problems.is_empty() {
+        Step::ok("token claims", detail)
+    } else {
+        let what: Vec<String> = problems.iter().map(|p| p.what.clone()).collect();
+        Step::failed(
+            "token claims",
+            format!("{}; {detail}", what.join("; ")),
+            problems.into_iter().map(|p| p.fix).collect(),
+        )
+    }
+}
+
+/// The connection and TLS steps; true when AUTH can be tried.
+fn connection_steps(
+    account: &AccountSettings,
+    probe: &Result<tls_probe::TlsReport, tls_probe::ProbeError>,
+    steps: &mut Vec<Step>,
+) -> bool {
+    let server = format!("{}:{}", account.smtp_host, account.smtp_port);
+    match probe {
+        Err(error) if matches!(error.stage, "connect" | "greeting" | "ehlo" | "starttls") => {
+            steps.push(Step::failed(
+                "connection",
+                format!("{server}: {error}"),
+                vec![format!(
+                    "check smtp_server ({server}), DNS, and that outbound TCP port {} is open; Exchange Online uses smtp.office365.com:587 with STARTTLS",
+                    account.smtp_port
+                )],
+            ));
+            steps.push(Step::skipped("tls", "no connection"));
+            false
+        }
+        Err(error) => {
+            steps.push(Step::ok(
+                "connection",
+                format!("{server} answers and offers STARTTLS"),
+            ));
+            steps.push(Step::failed(
+                "tls",
+                error.to_string(),
+                vec![
+                    format!(
+                        "check that smtp_server names the host the certificate is for ({})",
+                        account.smtp_host
+                    ),
+                    "behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file"
+                        .into(),
+                ],
+            ));
+            false
+        }
+        Ok(report) => {
+            steps.push(Step::ok(
+                "connection",
+                format!(
+                    "{server}: {}",
+                    crate::text::one_line_excerpt(&report.greeting, 120)
+                ),
+            ));
+            let days = report.certificate_not_after.map(tls_probe::days_left);
+            let detail = format!(
+                "{} {}, certificate {} valid for {} more days; AUTH offered: {}",
+                report.tls_version,
+                report.cipher,
+                report.certificate_subject,
+                days.map_or("?".into(), |d| d.to_string()),
+                if report.auth_mechanisms.is_empty() {
+                    "none".into()
+                } else {
+                    report.auth_mechanisms.join(" ")
+                }
+            );
+            if !report.auth_mechanisms.iter().any(|m| m == "XOAUTH2") {
+                steps.push(Step::failed(
+                    "tls",
+                    detail,
+                    vec!["the server does not offer AUTH XOAUTH2 after STARTTLS: is smtp_server an Exchange Online submission endpoint?".into()],
+                ));
+                return false;
+            }
+            steps.push(Step::ok("tls", detail));
+            true
+        }
+    }
+}
+
+/// The §0 checklist of exchange-online.md, filled in with this account's values.
+fn checklist(account: &AccountSettings, decoded: Option<&claims::TokenClaims>) -> Vec<String> {
+    let oid = decoded
+        .and_then(|c| c.oid.clone())
+        .unwrap_or_else(|| "<Enterprise application object id>".into());
+    let mailbox = &account.mailbox;
+    vec![
+        "the token must carry SMTP.SendAsApp (see \"token claims\"): API permission Office 365 Exchange Online → Application → SMTP.SendAsApp, with admin consent".into(),
+        format!(
+            "Exchange must know the app: New-ServicePrincipal -AppId {} -ObjectId {oid} (the Enterprise application's object id, not the App registration's)",
+            account.client_id
+        ),
+        format!("the app must have FullAccess on the mailbox: Add-MailboxPermission -Identity {mailbox} -User {oid} -AccessRights FullAccess"),
+        format!("SMTP AUTH must be on for the mailbox: Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false"),
+        "changes take 15 to 60 minutes (sometimes 2 hours) to apply; the relay keeps mail queued meanwhile".into(),
+    ]
+}
+
+async fn auth_step(
+    account: &AccountSettings,
+    hostname: &str,
+    token: &AccessToken,
+    decoded: Option<&claims::TokenClaims>,
+    steps: &mut Vec<Step>,
+) -> Option<UpstreamSession> {
+    let upstream = match Upstream::new(account, hostname) {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            steps.push(Step::failed("auth", e, vec!["check ca_file".into()]));
+            return None;
+        }
+    };
+    match upstream.open(token).await {
+        Ok(session) => {
+            steps.push(Step::ok(
+                "auth",
+                format!("AUTH XOAUTH2 as {} accepted", account.mailbox),
+            ));
+            Some(session)
+        }
+        Err(failure) => {
+            steps.push(auth_failure(account, &failure, decoded));
+            None
+        }
+    }
+}
+
+fn auth_failure(
+    account: &AccountSettings,
+    failure: &UpstreamFailure,
+    decoded: Option<&claims::TokenClaims>,
+) -> Step {
+    let verdict = Failure::from_upstream(failure).verdict;
+    let text = failure.to_string();
+    let fix = if text.contains("5.7.139") {
+        vec![
+            format!("Set-CASMailbox -Identity {} -SmtpClientAuthenticationDisabled $false", account.mailbox),
+            "if SMTP AUTH is off for the whole tenant and you want it on for all: Set-TransportConfig -SmtpClientAuthenticationDisabled $false".into(),
+            "then wait up to an hour for it to apply".into(),
+        ]
+    } else if text.contains("5.7.3") {
+        checklist(account, decoded)
+    } else if verdict.fix.is_empty() {
+        Vec::new()
+    } else {
+        vec![verdict.fix.to_string()]
+    };
+    Step::failed("auth", format!("{text} ({})", verdict.reason), fix)
+}
+
+async fn sender_step(account: &AccountSettings, session: &mut UpstreamSession) -> Step {
+    match session.probe_sender(&account.mailbox).await {
+        Ok(reply) => Step::ok(
+            "sender probe",
+            format!(
+                "MAIL FROM:<{}> → {reply}; RSET, nothing was sent (SendAs rights are only checked when a message is sent: use send-test)",
+                account.mailbox
+            ),
+        ),
+        Err(failure) => {
+            let verdict = Failure::from_upstream(&failure).verdict;
+            Step::failed(
+                "sender probe",
+                failure.to_string(),
+                vec![verdict.fix.to_string()],
+            )
+        }
+    }
+}
+
+/// Print a report for people.
+pub fn print_report(report: &AccountReport) {
+    println!(
+        "account {} ({} via {})",
+        report.account, report.mailbox, report.smtp_server
+    );
+    for step in &report.steps {
+        let mark = match step.status {
+            "ok" => "✓",
+            "failed" => "✗",
+            _ => "–",
+        };
+        println!("  {mark} {:<13} {}", step.step, step.detail);
+        for fix in &step.fix {
+            println!("      fix: {fix}");
+        }
+    }
+}
+
+/// The test message of `send-test`.
+pub fn test_message(from: &Address, to: &Address, hostname: &str) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: smtp-oauth-relay test message\r\nDate: {}\r\n\
+         Message-ID: <test.{}@{hostname}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         This is a test message sent by smtp-oauth-relay on {hostname} with `send-test`.\r\n\
+         It went straight to Exchange Online (not through the queue).\r\n",
+        crate::message::rfc5322_date(now),
+        crate::spool::format::hex(&random),
+    )
+    .into_bytes()
+}
