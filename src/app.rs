@@ -1,22 +1,28 @@
 //! Wiring: opens the spool, schedules what it recovered, starts one delivery pool per account
-//! and one accept loop per listener, and owns the cancellation token and task tracker that
-//! shut everything down in order.
+//! and one accept loop per listener, serves the admin endpoint, and owns the cancellation token
+//! and task tracker that shut everything down in order. Also applies a new configuration at
+//! run time (SIGHUP): users, networks, accounts, certificates and limits.
 //!
 //! Invariants: the spool directory is locked for the life of the relay (two relays on one
-//! spool would deliver twice); every listener is bound before [`Relay::start`] returns, so a
-//! caller (a test, `demo`) can connect immediately; shutdown stops accepting first, then waits
-//! for sessions and workers.
+//! spool would deliver twice); every listener is bound before [`Relay::start`] returns; a
+//! reload is all or nothing: the new configuration was fully validated before it is applied,
+//! and one that changes what cannot change at run time (listener addresses or TLS modes, the
+//! state directory, the admin address) is refused whole while the old one keeps running;
+//! an account's new workers start only after its old ones have finished, so Exchange never
+//! sees more sessions per mailbox than configured.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{AccountSettings, Config, ListenerSettings};
 use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::oauth::token::TokenProvider;
 use crate::ops::admin::AdminState;
@@ -24,7 +30,7 @@ use crate::ops::metrics::Metrics;
 use crate::queue::Queue;
 use crate::smtp::server::conn::InboundContext;
 use crate::smtp::server::listener::{ConnectionLimits, run_listener};
-use crate::smtp::server::session::SessionSettings;
+use crate::smtp::server::session::{SessionSettings, TlsMode};
 use crate::smtp::server::throttle::{AuthThrottle, password_check_concurrency};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
@@ -50,15 +56,71 @@ pub enum StartError {
     Account { account: String, message: String },
 }
 
+/// One running listener.
+struct ListenerRuntime {
+    configured: SocketAddr,
+    tls: TlsMode,
+    bound: SocketAddr,
+    context: Arc<ArcSwap<InboundContext>>,
+}
+
+/// One account's running delivery pool.
+struct AccountRuntime {
+    settings: AccountSettings,
+    delivery: Arc<AccountDelivery>,
+    cancel: CancellationToken,
+    workers: TaskTracker,
+}
+
+/// What is shared by every listener and account and survives reloads.
+struct Shared {
+    spool: Arc<Spool>,
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    auth_throttle: Arc<AuthThrottle>,
+    password_checks: Arc<tokio::sync::Semaphore>,
+    connection_limits: Arc<ConnectionLimits>,
+    deliveries: Arc<ArcSwap<Vec<Arc<AccountDelivery>>>>,
+}
+
 /// A running relay.
 pub struct Relay {
     cancel: CancellationToken,
     tracker: TaskTracker,
-    listeners: Vec<SocketAddr>,
-    queue: Arc<Queue>,
-    tokens: HashMap<String, Arc<TokenProvider>>,
+    shared: Shared,
+    listeners: Vec<ListenerRuntime>,
+    accounts: tokio::sync::Mutex<HashMap<String, AccountRuntime>>,
+    state_dir: PathBuf,
+    admin_configured: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     _lock: std::fs::File,
+}
+
+fn inbound_context(
+    config: &Config,
+    listener: &ListenerSettings,
+    shared: &Shared,
+) -> InboundContext {
+    InboundContext {
+        settings: Arc::new(SessionSettings {
+            hostname: config.relay.hostname.clone(),
+            tls_mode: listener.tls,
+            allow_auth_without_tls: listener.allow_auth_without_tls,
+            max_message_size: config.limits.max_message_size,
+            max_recipients: config.limits.max_recipients,
+            max_errors: config.limits.max_errors,
+            max_auth_failures: config.limits.max_auth_failures,
+        }),
+        tls_config: listener.tls_config.clone(),
+        policy: Arc::clone(&config.policy),
+        limits: config.limits.clone(),
+        spool: Arc::clone(&shared.spool),
+        queue: Arc::clone(&shared.queue),
+        acknowledge_delivered: listener.acknowledge_delivered,
+        auth_throttle: Arc::clone(&shared.auth_throttle),
+        password_checks: Arc::clone(&shared.password_checks),
+        metrics: Arc::clone(&shared.metrics),
+    }
 }
 
 impl Relay {
@@ -96,113 +158,74 @@ impl Relay {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let metrics = Arc::new(Metrics::new());
-        let mut tokens = HashMap::new();
-        let mut deliveries = Vec::new();
-        let shared = Arc::new(DeliveryShared {
+        let shared = Shared {
             spool: Arc::clone(&spool),
-            settings: config.queue.clone(),
-            hostname: config.relay.hostname.clone(),
-            metrics: Arc::clone(&metrics),
-        });
+            queue: Arc::clone(&queue),
+            metrics: Arc::new(Metrics::new()),
+            auth_throttle: Arc::new(AuthThrottle::new(
+                config.limits.max_auth_failures_per_address,
+                config.limits.auth_failure_window,
+            )),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(password_check_concurrency())),
+            connection_limits: ConnectionLimits::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            deliveries: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        };
+        let delivery_shared = delivery_shared(&config, &shared);
+        let mut accounts = HashMap::new();
         for account in &config.accounts {
-            let failed = |message: String| StartError::Account {
-                account: account.name.clone(),
-                message,
-            };
-            let provider = TokenProvider::new(account, Arc::clone(&metrics)).map_err(failed)?;
-            let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
-            let Some(account_queue) = queue.account(&account.name) else {
-                continue;
-            };
-            let delivery = Arc::new(AccountDelivery::new(
-                Arc::new(account.clone()),
-                Arc::clone(account_queue),
-                Arc::clone(&provider),
-                upstream,
-                Arc::clone(&shared),
-            ));
-            deliveries.push(Arc::clone(&delivery));
-            spawn_workers(delivery, &cancel, &tracker);
-            tracker.spawn(crate::oauth::token::watch_certificate_expiry(
-                account.name.clone(),
-                account.credential.clone(),
-                cancel.clone(),
-            ));
-            tokens.insert(account.name.clone(), provider);
+            let runtime = start_account(account, &shared, &delivery_shared, &config, &cancel)?;
+            accounts.insert(account.name.clone(), runtime);
         }
-
+        shared.deliveries.store(Arc::new(
+            accounts.values().map(|a| Arc::clone(&a.delivery)).collect(),
+        ));
         tracker.spawn(purge_failed(
             Arc::clone(&spool),
             config.queue.failed_retention,
             cancel.clone(),
         ));
 
-        let auth_throttle = Arc::new(AuthThrottle::new(
-            config.limits.max_auth_failures_per_address,
-            config.limits.auth_failure_window,
-        ));
-        let password_checks = Arc::new(tokio::sync::Semaphore::new(password_check_concurrency()));
-        let limits = ConnectionLimits::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-        );
-        let mut addresses = Vec::new();
+        let mut listeners = Vec::new();
         for listener in &config.listeners {
-            let socket = TcpListener::bind(listener.address)
-                .await
-                .map_err(|source| StartError::Bind {
-                    address: listener.address,
-                    source,
-                })?;
-            let local = socket.local_addr().map_err(|source| StartError::Bind {
+            let bind_error = |source| StartError::Bind {
                 address: listener.address,
                 source,
-            })?;
-            let settings = Arc::new(SessionSettings {
-                hostname: config.relay.hostname.clone(),
-                tls_mode: listener.tls,
-                allow_auth_without_tls: listener.allow_auth_without_tls,
-                max_message_size: config.limits.max_message_size,
-                max_recipients: config.limits.max_recipients,
-                max_errors: config.limits.max_errors,
-                max_auth_failures: config.limits.max_auth_failures,
-            });
-            let ctx = Arc::new(InboundContext {
-                settings,
-                tls_config: listener.tls_config.clone(),
-                policy: Arc::clone(&config.policy),
-                limits: config.limits.clone(),
-                spool: Arc::clone(&spool),
-                queue: Arc::clone(&queue),
-                acknowledge_delivered: listener.acknowledge_delivered,
-                auth_throttle: Arc::clone(&auth_throttle),
-                password_checks: Arc::clone(&password_checks),
-                metrics: Arc::clone(&metrics),
-            });
-            tracing::info!(address = %local, tls = ?listener.tls, "listening");
+            };
+            let socket = TcpListener::bind(listener.address)
+                .await
+                .map_err(bind_error)?;
+            let bound = socket.local_addr().map_err(bind_error)?;
+            let context = Arc::new(ArcSwap::from_pointee(inbound_context(
+                &config, listener, &shared,
+            )));
+            tracing::info!(address = %bound, tls = ?listener.tls, "listening");
             tracker.spawn(run_listener(
                 socket,
-                ctx,
-                Arc::clone(&limits),
+                Arc::clone(&context),
+                Arc::clone(&shared.connection_limits),
                 cancel.clone(),
                 tracker.clone(),
             ));
-            addresses.push(local);
+            listeners.push(ListenerRuntime {
+                configured: listener.address,
+                tls: listener.tls,
+                bound,
+                context,
+            });
         }
         let admin = match config.admin.address {
             Some(address) => {
-                let socket = TcpListener::bind(address)
-                    .await
-                    .map_err(|source| StartError::Bind { address, source })?;
-                let local = socket
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { address, source })?;
+                let bind_error = |source| StartError::Bind { address, source };
+                let socket = TcpListener::bind(address).await.map_err(bind_error)?;
+                let local = socket.local_addr().map_err(bind_error)?;
                 let state = Arc::new(AdminState {
-                    metrics: Arc::clone(&metrics),
+                    metrics: Arc::clone(&shared.metrics),
                     spool: Arc::clone(&spool),
                     queue: Arc::clone(&queue),
-                    deliveries,
+                    deliveries: Arc::clone(&shared.deliveries),
                     failing_threshold: config.admin.ready_failing_after,
                 });
                 tracing::info!(address = %local, "admin endpoint listening (/healthz /readyz /metrics /queue)");
@@ -227,17 +250,184 @@ impl Relay {
         Ok(Relay {
             cancel,
             tracker,
-            listeners: addresses,
-            queue,
-            tokens,
+            shared,
+            listeners,
+            accounts: tokio::sync::Mutex::new(accounts),
+            state_dir,
+            admin_configured: config.admin.address,
             admin,
             _lock: lock,
         })
     }
 
+    /// Apply a new, already validated configuration: users, networks, accounts, listener
+    /// certificates and options, limits, queue settings. Sessions in progress keep the old
+    /// settings; new sessions and the next deliveries use the new ones.
+    ///
+    /// # Errors
+    /// A description of what cannot change without a restart; nothing was applied.
+    pub async fn reload(&self, config: Config) -> Result<(), String> {
+        self.reloadable(&config)?;
+        // Prepare every account first, so a failure leaves everything as it was.
+        let delivery_shared = delivery_shared(&config, &self.shared);
+        let mut accounts = self.accounts.lock().await;
+        let mut prepared = HashMap::new();
+        for account in &config.accounts {
+            let previous = accounts.get(&account.name);
+            let tokens = match previous {
+                Some(old) if same_identity(&old.settings, account) => {
+                    Arc::clone(&old.delivery.tokens)
+                }
+                _ => TokenProvider::new(account, Arc::clone(&self.shared.metrics))
+                    .map_err(|e| format!("account {}: {e}", account.name))?,
+            };
+            let upstream = Upstream::new(account, &config.relay.hostname)
+                .map_err(|e| format!("account {}: {e}", account.name))?;
+            prepared.insert(account.name.clone(), (tokens, upstream));
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        // Inbound: new sessions get the new users, networks, certificates and limits.
+        self.shared.auth_throttle.reconfigure(
+            config.limits.max_auth_failures_per_address,
+            config.limits.auth_failure_window,
+        );
+        self.shared.connection_limits.resize(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        for runtime in &self.listeners {
+            if let Some(listener) = config
+                .listeners
+                .iter()
+                .find(|l| l.address == runtime.configured)
+            {
+                runtime
+                    .context
+                    .store(Arc::new(inbound_context(&config, listener, &self.shared)));
+            }
+        }
+        // Outbound: every account's workers are replaced once the old ones have finished.
+        let mut next = HashMap::new();
+        for account in &config.accounts {
+            let Some((tokens, upstream)) = prepared.remove(&account.name) else {
+                continue;
+            };
+            let old = accounts.remove(&account.name);
+            let (queue, new_account) = self.shared.queue.add_account(&account.name);
+            let mut delivery = AccountDelivery::new(
+                Arc::new(account.clone()),
+                queue,
+                tokens,
+                upstream,
+                Arc::clone(&delivery_shared),
+            );
+            if let Some(old) = &old {
+                // Keep counting against the same 24-hour window.
+                delivery.budget = Arc::clone(&old.delivery.budget);
+                delivery.budget.set_limit(account.max_recipients_per_day);
+            }
+            let delivery = Arc::new(delivery);
+            let runtime = AccountRuntime {
+                settings: account.clone(),
+                delivery: Arc::clone(&delivery),
+                cancel: self.cancel.child_token(),
+                workers: TaskTracker::new(),
+            };
+            let (cancel, workers) = (runtime.cancel.clone(), runtime.workers.clone());
+            let old_workers = old.map(|old| {
+                old.cancel.cancel();
+                old.workers.close();
+                old.workers
+            });
+            let credential = account.credential.clone();
+            let name = account.name.clone();
+            self.tracker.spawn(async move {
+                if let Some(old_workers) = old_workers {
+                    old_workers.wait().await;
+                }
+                spawn_workers(delivery, &cancel, &workers);
+                workers.spawn(crate::oauth::token::watch_certificate_expiry(
+                    name,
+                    credential,
+                    cancel.clone(),
+                ));
+            });
+            if new_account {
+                self.schedule_orphans(&account.name).await;
+            }
+            next.insert(account.name.clone(), runtime);
+        }
+        for (name, removed) in accounts.drain() {
+            removed.cancel.cancel();
+            removed.workers.close();
+            tracing::warn!(account = %name, queued = self.shared.queue.account(&name).map_or(0, |q| q.len()), "account removed from the configuration; its queued messages stay in the spool");
+        }
+        *accounts = next;
+        self.shared.deliveries.store(Arc::new(
+            accounts.values().map(|a| Arc::clone(&a.delivery)).collect(),
+        ));
+        let (users, networks) = config.policy.counts();
+        tracing::info!(
+            accounts = config.accounts.len(),
+            users,
+            networks,
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Refuse a configuration that changes what needs a restart.
+    fn reloadable(&self, config: &Config) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if config.relay.state_dir != self.state_dir {
+            problems.push("relay.state_dir changed".to_string());
+        }
+        if config.admin.address != self.admin_configured {
+            problems.push("admin.address changed".to_string());
+        }
+        let old: Vec<(SocketAddr, TlsMode)> = self
+            .listeners
+            .iter()
+            .map(|l| (l.configured, l.tls))
+            .collect();
+        let new: Vec<(SocketAddr, TlsMode)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.address, l.tls))
+            .collect();
+        if old.len() != new.len() || old.iter().any(|l| !new.contains(l)) {
+            problems.push("the listeners' addresses or TLS modes changed".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}; restart the relay to apply that",
+                problems.join(", ")
+            ))
+        }
+    }
+
+    /// Schedule spool entries of an account that was just added back.
+    async fn schedule_orphans(&self, account: &str) {
+        if let Ok(entries) = self.shared.spool.list_queued().await {
+            let mut count = 0;
+            for entry in entries.iter().filter(|e| e.account == account) {
+                if self.shared.queue.find(&entry.id).is_none() && self.shared.queue.submit(entry) {
+                    count += 1;
+                }
+            }
+            if count > 0 {
+                tracing::info!(%account, count, "queued messages of the account are scheduled again");
+            }
+        }
+    }
+
     /// The bound address of each listener, in config order.
-    pub fn listener_addresses(&self) -> &[SocketAddr] {
-        &self.listeners
+    pub fn listener_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.bound).collect()
     }
 
     /// The bound address of the admin endpoint, if enabled.
@@ -247,12 +437,16 @@ impl Relay {
 
     /// Messages waiting or being delivered.
     pub fn queue_depth(&self) -> usize {
-        self.queue.depth()
+        self.shared.queue.depth()
     }
 
     /// Token requests sent for `account` so far.
-    pub fn token_requests(&self, account: &str) -> u64 {
-        self.tokens.get(account).map_or(0, |t| t.requests_sent())
+    pub async fn token_requests(&self, account: &str) -> u64 {
+        self.accounts
+            .lock()
+            .await
+            .get(account)
+            .map_or(0, |a| a.delivery.tokens.requests_sent())
     }
 
     /// A token that fires when shutdown begins.
@@ -265,15 +459,113 @@ impl Relay {
         tracing::info!("shutting down");
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let accounts = std::mem::take(&mut *self.accounts.lock().await);
+        let drained = async {
+            self.tracker.wait().await;
+            for account in accounts.values() {
+                account.workers.close();
+                account.workers.wait().await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
                 "some sessions or deliveries did not finish in time; their messages stay queued"
             );
         }
-        tracing::info!(queued = self.queue.depth(), "stopped");
+        tracing::info!(queued = self.shared.queue.depth(), "stopped");
+    }
+}
+
+fn delivery_shared(config: &Config, shared: &Shared) -> Arc<DeliveryShared> {
+    Arc::new(DeliveryShared {
+        spool: Arc::clone(&shared.spool),
+        settings: config.queue.clone(),
+        hostname: config.relay.hostname.clone(),
+        metrics: Arc::clone(&shared.metrics),
+    })
+}
+
+/// Same token endpoint, app, credential and scope: the cached token stays valid.
+fn same_identity(old: &AccountSettings, new: &AccountSettings) -> bool {
+    let credential = |a: &AccountSettings| match &a.credential {
+        crate::config::ClientCredential::Secret(secret) => format!(
+            "secret:{}",
+            crate::spool::format::hex(
+                ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes()).as_ref()
+            )
+        ),
+        crate::config::ClientCredential::Certificate {
+            certificate,
+            algorithm,
+        } => {
+            format!(
+                "certificate:{}:{}",
+                certificate.sha256_thumbprint_hex(),
+                algorithm.jws_name()
+            )
+        }
+    };
+    old.token_endpoint() == new.token_endpoint()
+        && old.client_id == new.client_id
+        && old.scope == new.scope
+        && old.renew_before == new.renew_before
+        && credential(old) == credential(new)
+        && old.extra_roots == new.extra_roots
+}
+
+fn start_account(
+    account: &AccountSettings,
+    shared: &Shared,
+    delivery_shared: &Arc<DeliveryShared>,
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<AccountRuntime, StartError> {
+    let failed = |message: String| StartError::Account {
+        account: account.name.clone(),
+        message,
+    };
+    let tokens = TokenProvider::new(account, Arc::clone(&shared.metrics)).map_err(failed)?;
+    let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
+    let (queue, _) = shared.queue.add_account(&account.name);
+    let delivery = Arc::new(AccountDelivery::new(
+        Arc::new(account.clone()),
+        queue,
+        tokens,
+        upstream,
+        Arc::clone(delivery_shared),
+    ));
+    let runtime = AccountRuntime {
+        settings: account.clone(),
+        delivery: Arc::clone(&delivery),
+        cancel: cancel.child_token(),
+        workers: TaskTracker::new(),
+    };
+    spawn_workers(delivery, &runtime.cancel, &runtime.workers);
+    runtime
+        .workers
+        .spawn(crate::oauth::token::watch_certificate_expiry(
+            account.name.clone(),
+            account.credential.clone(),
+            runtime.cancel.clone(),
+        ));
+    Ok(runtime)
+}
+
+/// Delete `failed/` entries older than the retention, at start and then hourly.
+async fn purge_failed(spool: Arc<Spool>, retention: Duration, cancel: CancellationToken) {
+    loop {
+        let cutoff = crate::spool::unix_now().saturating_sub(retention.as_secs());
+        match spool.purge_failed(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(purged, retention = %humantime::format_duration(retention), "old failed messages deleted")
+            }
+            Err(error) => tracing::warn!(%error, "cannot purge old failed messages"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }
 
@@ -298,23 +590,5 @@ fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartErr
             Err(StartError::Locked(state_dir.display().to_string()))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(spool_error(e)),
-    }
-}
-
-/// Delete `failed/` entries older than the retention, at start and then hourly.
-async fn purge_failed(spool: Arc<Spool>, retention: Duration, cancel: CancellationToken) {
-    loop {
-        let cutoff = crate::spool::unix_now().saturating_sub(retention.as_secs());
-        match spool.purge_failed(cutoff).await {
-            Ok(0) => {}
-            Ok(purged) => {
-                tracing::info!(purged, retention = %humantime::format_duration(retention), "old failed messages deleted")
-            }
-            Err(error) => tracing::warn!(%error, "cannot purge old failed messages"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
     }
 }

@@ -346,7 +346,7 @@ async fn many_messages_share_one_token_and_few_sessions() {
         1,
         "one token for all messages"
     );
-    assert_eq!(chain.relay.relay.token_requests("m365"), 1);
+    assert_eq!(chain.relay.relay.token_requests("m365").await, 1);
     let sessions = chain.kit.exchange.stats().auth_successes;
     assert!(
         sessions <= 3,

@@ -178,9 +178,47 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    wait_for_signal().await;
+    run_until_stopped(&relay, &path).await;
     relay.shutdown(SHUTDOWN_GRACE).await;
     ExitCode::SUCCESS
+}
+
+/// Serve until SIGINT or SIGTERM; on SIGHUP, reload the configuration (a broken one is
+/// refused with its errors logged, and the running one stays).
+async fn run_until_stopped(relay: &Relay, path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut hup), Ok(mut term)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) else {
+            wait_for_signal().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                    match Config::load(path) {
+                        Ok(config) => match relay.reload(config).await {
+                            Ok(()) => {}
+                            Err(reason) => tracing::error!(%reason, "reload refused; the running configuration stays"),
+                        },
+                        Err(errors) => {
+                            for error in &errors.0 {
+                                tracing::error!(%error, "reload refused; the running configuration stays");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    wait_for_signal().await;
 }
 
 /// Wait for SIGINT or SIGTERM.

@@ -185,6 +185,8 @@ pub struct AttemptOutcome {
     pub untried: Vec<Address>,
     /// The failure that ended the attempt early.
     pub stop: Option<Failure>,
+    /// When the attempt began (for the log's duration).
+    pub started: Option<std::time::Instant>,
 }
 
 impl AttemptOutcome {
@@ -549,6 +551,7 @@ impl AccountDelivery {
             failed = outcome.failed.len(),
             size = envelope.body_len,
             attempts = envelope.attempts + 1,
+            duration_ms = outcome.started.map_or(0, |t| t.elapsed().as_millis() as u64),
             age_s = unix_now().saturating_sub(envelope.received_at),
             upstream_reply = %reply,
             "message delivered"

@@ -15,7 +15,7 @@ const WINDOW_SECS: u64 = 24 * 3600;
 /// See the module docs. `limit = 0` disables the budget.
 #[derive(Debug)]
 pub struct RecipientBudget {
-    limit: u64,
+    limit: std::sync::atomic::AtomicU64,
     buckets: Mutex<VecDeque<(u64, u64)>>,
 }
 
@@ -30,7 +30,7 @@ impl RecipientBudget {
             .take(2 * 1440)
             .collect();
         RecipientBudget {
-            limit: u64::from(limit),
+            limit: std::sync::atomic::AtomicU64::new(u64::from(limit)),
             buckets: Mutex::new(buckets),
         }
     }
@@ -58,27 +58,34 @@ impl RecipientBudget {
 
     /// The configured limit (0 = none).
     pub fn limit(&self) -> u64 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Change the limit (configuration reload); the counts are kept.
+    pub fn set_limit(&self, limit: u32) {
         self.limit
+            .store(u64::from(limit), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `Ok` when `recipients` more fit now, or the unix second from which they will. A message
     /// with more recipients than the whole budget is let through once the window is empty
     /// (Exchange will judge it).
     pub fn check(&self, recipients: usize, now: u64) -> Result<(), u64> {
-        if self.limit == 0 {
+        let limit = self.limit();
+        if limit == 0 {
             return Ok(());
         }
         let wanted = recipients as u64;
         let mut buckets = self.lock();
         Self::expire(&mut buckets, now);
         let mut used: u64 = buckets.iter().map(|&(_, count)| count).sum();
-        if used + wanted <= self.limit || used == 0 {
+        if used + wanted <= limit || used == 0 {
             return Ok(());
         }
         // Walk the window from its oldest minute until enough has slid out.
         for &(minute, count) in buckets.iter() {
             used -= count;
-            if used + wanted <= self.limit || used == 0 {
+            if used + wanted <= limit || used == 0 {
                 return Err((minute + 1) * 60 + WINDOW_SECS);
             }
         }
@@ -99,7 +106,8 @@ impl RecipientBudget {
             _ => buckets.push_back((minute, recipients as u64)),
         }
         let after = before + recipients as u64;
-        self.limit > 0 && before * 10 < self.limit * 9 && after * 10 >= self.limit * 9
+        let limit = self.limit();
+        limit > 0 && before * 10 < limit * 9 && after * 10 >= limit * 9
     }
 
     /// The counts for the state file.

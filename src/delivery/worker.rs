@@ -52,7 +52,7 @@ pub struct AccountDelivery {
     pub upstream: Upstream,
     pub shared: Arc<DeliveryShared>,
     pub pacer: Pacer,
-    pub budget: RecipientBudget,
+    pub budget: Arc<RecipientBudget>,
     /// Since when (unix seconds) the mailbox has answered `430 4.2.0` without a success.
     logon_failures_since: Mutex<Option<u64>>,
     /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
@@ -71,7 +71,10 @@ impl AccountDelivery {
         let saved = shared.spool.read_state(&budget_file(&account.name));
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
-            budget: RecipientBudget::new(account.max_recipients_per_day, saved.as_deref()),
+            budget: Arc::new(RecipientBudget::new(
+                account.max_recipients_per_day,
+                saved.as_deref(),
+            )),
             account,
             queue,
             tokens,
@@ -154,6 +157,7 @@ impl AccountDelivery {
     }
 
     async fn deliver(&self, id: &str, session: &mut Option<UpstreamSession>) {
+        let started = std::time::Instant::now();
         let envelope = match self.shared.spool.load(id).await {
             Ok(envelope) => envelope,
             Err(error) => return self.unreadable(id, error).await,
@@ -182,7 +186,8 @@ impl AccountDelivery {
                 }
             }
         }
-        let outcome = self.transactions(&envelope, &body, session).await;
+        let mut outcome = self.transactions(&envelope, &body, session).await;
+        outcome.started = Some(started);
         if !outcome.delivered.is_empty() {
             self.queue.resume();
             *self

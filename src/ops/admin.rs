@@ -31,7 +31,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub spool: Arc<Spool>,
     pub queue: Arc<Queue>,
-    pub deliveries: Vec<Arc<AccountDelivery>>,
+    /// Swapped on configuration reload.
+    pub deliveries: Arc<arc_swap::ArcSwap<Vec<Arc<AccountDelivery>>>>,
     /// An account failing as a whole for longer than this makes the relay not ready.
     pub failing_threshold: Duration,
 }
@@ -187,7 +188,7 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
 fn metrics(state: &AdminState) -> Reply {
     let now_ms = unix_now() * 1000;
     for (account, queue) in state.queue.accounts() {
-        let label = Metrics::account(account);
+        let label = Metrics::account(&account);
         state
             .metrics
             .queue_depth
@@ -219,7 +220,7 @@ async fn readiness(state: &AdminState) -> Reply {
         problems.push(format!("the spool is not writable: {error}"));
     }
     let now = unix_now();
-    for delivery in &state.deliveries {
+    for delivery in state.deliveries.load().iter() {
         if let Some(since) = delivery.failing_since()
             && now.saturating_sub(since) > state.failing_threshold.as_secs()
         {

@@ -223,32 +223,67 @@ impl AccountQueue {
     }
 }
 
-/// All accounts' queues.
+/// All accounts' queues. Accounts can be added while the relay runs (configuration reload).
 #[derive(Debug, Default)]
 pub struct Queue {
-    accounts: HashMap<String, Arc<AccountQueue>>,
+    accounts: std::sync::RwLock<HashMap<String, Arc<AccountQueue>>>,
 }
 
 impl Queue {
     /// One queue per account name.
     pub fn new(accounts: impl IntoIterator<Item = String>) -> Queue {
         Queue {
-            accounts: accounts
-                .into_iter()
-                .map(|name| (name, Arc::new(AccountQueue::default())))
-                .collect(),
+            accounts: std::sync::RwLock::new(
+                accounts
+                    .into_iter()
+                    .map(|name| (name, Arc::new(AccountQueue::default())))
+                    .collect(),
+            ),
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<AccountQueue>>> {
+        self.accounts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The queue of one account.
-    pub fn account(&self, name: &str) -> Option<&Arc<AccountQueue>> {
-        self.accounts.get(name)
+    pub fn account(&self, name: &str) -> Option<Arc<AccountQueue>> {
+        self.read().get(name).cloned()
+    }
+
+    /// The queue of `name`, created if the account is new. Returns it and whether it is new.
+    pub fn add_account(&self, name: &str) -> (Arc<AccountQueue>, bool) {
+        let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        match accounts.get(name) {
+            Some(queue) => (Arc::clone(queue), false),
+            None => {
+                let queue = Arc::new(AccountQueue::default());
+                accounts.insert(name.to_string(), Arc::clone(&queue));
+                (queue, true)
+            }
+        }
+    }
+
+    /// Every account's queue, by name (a snapshot).
+    pub fn accounts(&self) -> Vec<(String, Arc<AccountQueue>)> {
+        self.read()
+            .iter()
+            .map(|(name, queue)| (name.clone(), Arc::clone(queue)))
+            .collect()
+    }
+
+    /// The queue holding `id`, if any.
+    pub fn find(&self, id: &str) -> Option<Arc<AccountQueue>> {
+        self.read()
+            .values()
+            .find(|queue| queue.contains(id))
+            .cloned()
     }
 
     /// Schedule a stored entry. Returns false when its account is not configured (the entry
     /// then stays in the spool until the account comes back).
     pub fn submit(&self, envelope: &Envelope) -> bool {
-        match self.accounts.get(&envelope.account) {
+        match self.account(&envelope.account) {
             Some(queue) => {
                 queue.schedule(&envelope.id, envelope.next_attempt);
                 true
@@ -257,19 +292,9 @@ impl Queue {
         }
     }
 
-    /// Every account's queue, by name.
-    pub fn accounts(&self) -> impl Iterator<Item = (&String, &Arc<AccountQueue>)> {
-        self.accounts.iter()
-    }
-
-    /// The queue holding `id`, if any.
-    pub fn find(&self, id: &str) -> Option<&Arc<AccountQueue>> {
-        self.accounts.values().find(|queue| queue.contains(id))
-    }
-
     /// Entries queued across all accounts.
     pub fn depth(&self) -> usize {
-        self.accounts.values().map(|q| q.len()).sum()
+        self.read().values().map(|q| q.len()).sum()
     }
 }
 

@@ -123,6 +123,11 @@ impl RawClient {
         !self.fill().await && self.buffer.is_empty()
     }
 
+    /// The underlying stream (for a custom TLS handshake).
+    pub fn into_inner(self) -> Box<dyn Io> {
+        self.stream
+    }
+
     /// Upgrade to TLS after a `220` to STARTTLS, trusting `client_config`.
     pub async fn start_tls(self, client_config: std::sync::Arc<rustls::ClientConfig>) -> RawClient {
         let connector = tokio_rustls::TlsConnector::from(client_config);

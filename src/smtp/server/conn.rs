@@ -435,7 +435,7 @@ impl Connection {
                     principal = %envelope.client.principal,
                     "message accepted"
                 );
-                let account_queue = self.ctx.queue.account(&envelope.account).cloned();
+                let account_queue = self.ctx.queue.account(&envelope.account);
                 let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
                     (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
                     _ => None,

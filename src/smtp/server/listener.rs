@@ -25,17 +25,49 @@ use crate::ops::metrics::Metrics;
 #[derive(Debug)]
 pub struct ConnectionLimits {
     total: Arc<Semaphore>,
+    max_total: std::sync::atomic::AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
+    max_per_ip: std::sync::atomic::AtomicUsize,
 }
 
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             total: Arc::new(Semaphore::new(max_total)),
+            max_total: std::sync::atomic::AtomicUsize::new(max_total),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip,
+            max_per_ip: std::sync::atomic::AtomicUsize::new(max_per_ip),
         })
+    }
+
+    /// Apply new limits (configuration reload). Lowering the total takes effect as
+    /// connections end.
+    pub fn resize(&self, max_total: usize, max_per_ip: usize) {
+        use std::sync::atomic::Ordering;
+        let old = self.max_total.swap(max_total, Ordering::SeqCst);
+        if max_total > old {
+            self.total.add_permits(max_total - old);
+        } else if old > max_total {
+            let mut to_forget = old - max_total;
+            while to_forget > 0 {
+                let forgotten = self.total.forget_permits(to_forget);
+                if forgotten == 0 {
+                    // Busy permits come back later: take them out as they return.
+                    let total = Arc::clone(&self.total);
+                    tokio::spawn(async move {
+                        if let Ok(permits) = total
+                            .acquire_many_owned(u32::try_from(to_forget).unwrap_or(u32::MAX))
+                            .await
+                        {
+                            permits.forget();
+                        }
+                    });
+                    break;
+                }
+                to_forget -= forgotten;
+            }
+        }
+        self.max_per_ip.store(max_per_ip, Ordering::SeqCst);
     }
 
     /// Admit a connection from `ip`, or say which limit it hit.
@@ -45,7 +77,7 @@ impl ConnectionLimits {
             .map_err(|_| "too many connections")?;
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        if *count >= self.max_per_ip.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("too many connections from your address");
         }
         *count += 1;
@@ -79,7 +111,7 @@ impl Drop for Admission {
 /// Accept connections until `cancel` fires.
 pub async fn run_listener(
     listener: TcpListener,
-    ctx: Arc<InboundContext>,
+    current: Arc<arc_swap::ArcSwap<InboundContext>>,
     limits: Arc<ConnectionLimits>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -106,10 +138,11 @@ pub async fn run_listener(
             }
         };
         let ip = peer.ip().to_canonical();
+        // Each connection keeps the settings it started with; a reload affects new ones.
+        let ctx = current.load_full();
         match limits.admit(ip) {
             Ok(admission) => {
                 let span = tracing::info_span!("conn", id = %connection_id(), peer = %peer, listener = %local);
-                let ctx = Arc::clone(&ctx);
                 let cancel = cancel.clone();
                 let label = Metrics::listener(&local);
                 ctx.metrics.connections.get_or_create(&label).inc();

@@ -21,18 +21,26 @@ pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
 /// Per-address AUTH failure counter. `max_failures = 0` disables it.
 #[derive(Debug)]
 pub struct AuthThrottle {
-    max_failures: usize,
-    window: Duration,
+    settings: Mutex<(usize, Duration)>,
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 impl AuthThrottle {
     pub fn new(max_failures: u32, window: Duration) -> AuthThrottle {
         AuthThrottle {
-            max_failures: usize::try_from(max_failures).unwrap_or(usize::MAX),
-            window,
+            settings: Mutex::new((usize::try_from(max_failures).unwrap_or(usize::MAX), window)),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Apply new settings (configuration reload); counted failures are kept.
+    pub fn reconfigure(&self, max_failures: u32, window: Duration) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) =
+            (usize::try_from(max_failures).unwrap_or(usize::MAX), window);
+    }
+
+    fn settings(&self) -> (usize, Duration) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
@@ -41,7 +49,8 @@ impl AuthThrottle {
 
     /// `Some(remaining)` when `ip` is blocked, with how long until it may try again.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        if self.max_failures == 0 {
+        let (max_failures, window) = self.settings();
+        if max_failures == 0 {
             return None;
         }
         let now = Instant::now();
@@ -49,7 +58,7 @@ impl AuthThrottle {
         let entry = failures.get_mut(&ip.to_canonical())?;
         while entry
             .front()
-            .is_some_and(|&t| now.duration_since(t) >= self.window)
+            .is_some_and(|&t| now.duration_since(t) >= window)
         {
             entry.pop_front();
         }
@@ -57,23 +66,23 @@ impl AuthThrottle {
             failures.remove(&ip.to_canonical());
             return None;
         }
-        (entry.len() >= self.max_failures).then(|| {
-            entry.front().map_or(self.window, |&oldest| {
-                self.window.saturating_sub(now.duration_since(oldest))
+        (entry.len() >= max_failures).then(|| {
+            entry.front().map_or(window, |&oldest| {
+                window.saturating_sub(now.duration_since(oldest))
             })
         })
     }
 
     /// Count a failed AUTH from `ip`; returns true when the address is now blocked.
     pub fn record_failure(&self, ip: IpAddr) -> bool {
-        if self.max_failures == 0 {
+        let (max_failures, window) = self.settings();
+        if max_failures == 0 {
             return false;
         }
         let now = Instant::now();
         {
             let mut failures = self.lock();
             if failures.len() >= MAX_TRACKED_ADDRESSES {
-                let window = self.window;
                 failures.retain(|_, times| {
                     times
                         .back()
@@ -83,7 +92,7 @@ impl AuthThrottle {
             if failures.len() < MAX_TRACKED_ADDRESSES {
                 let entry = failures.entry(ip.to_canonical()).or_default();
                 entry.push_back(now);
-                while entry.len() > self.max_failures {
+                while entry.len() > max_failures {
                     entry.pop_front();
                 }
             }
