@@ -18,6 +18,9 @@ use crate::config::Config;
 use crate::secret::Secret;
 use crate::telemetry::LogFormat;
 
+/// Where the configuration is read from by default (also `SMTP_OAUTH_RELAY_CONFIG`).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/smtp-oauth-relay/relay.toml";
+
 /// How long sessions and deliveries get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -40,7 +43,7 @@ pub enum Command {
         #[arg(
             long,
             short,
-            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            default_value = DEFAULT_CONFIG_PATH,
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
@@ -52,7 +55,7 @@ pub enum Command {
         #[arg(
             long,
             short,
-            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            default_value = DEFAULT_CONFIG_PATH,
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
@@ -73,7 +76,7 @@ pub enum Command {
         #[arg(
             long,
             short,
-            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            default_value = DEFAULT_CONFIG_PATH,
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
@@ -97,7 +100,7 @@ pub enum Command {
         #[arg(
             long,
             short,
-            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            default_value = DEFAULT_CONFIG_PATH,
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
@@ -113,7 +116,7 @@ pub enum Command {
         #[arg(
             long,
             short,
-            default_value = "/etc/smtp-oauth-relay/relay.toml",
+            default_value = DEFAULT_CONFIG_PATH,
             env = "SMTP_OAUTH_RELAY_CONFIG"
         )]
         config: PathBuf,
