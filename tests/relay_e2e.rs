@@ -482,3 +482,53 @@ async fn every_smuggling_vector_reaches_exchange_as_exactly_one_message_with_lit
     }
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn implicit_tls_listener_and_usernames_that_are_email_addresses() {
+    let chain = Chain::start(TestkitOptions::default(), |kit, dir| {
+        let tls = Chain::listener_tls_files(kit, dir);
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n{tls}\n\
+             [[user]]\nusername = \"scanner@contoso.com\"\npassword = \"Scan-pw-1\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n"
+        )
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(chain.relay.address(0))
+        .await
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(chain.kit.pki.client_config());
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS from the first byte");
+    let version = tls.get_ref().1.protocol_version().unwrap();
+    assert!(matches!(
+        version,
+        rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
+    ));
+    let mut client = RawClient::from_stream(Box::new(tls));
+    assert_eq!(client.reply().await.code, 220);
+    let ehlo = client.expect("EHLO app", 250).await;
+    assert!(
+        !ehlo.lines.iter().any(|l| l == "STARTTLS"),
+        "no STARTTLS inside TLS"
+    );
+    assert!(ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"));
+    client.expect("AUTH LOGIN", 334).await;
+    client.expect(&b64(b"scanner@contoso.com"), 334).await;
+    client.expect(&b64(b"Scan-pw-1"), 235).await;
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            message("implicit").as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 250);
+    let delivered = chain.kit.exchange.wait_for_messages(1, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(delivered[0].body()).contains("with ESMTPSA id"));
+    chain.relay.stop().await;
+}

@@ -40,6 +40,14 @@ impl RawClient {
         }
     }
 
+    /// A client over an already connected stream (e.g. implicit TLS).
+    pub fn from_stream(stream: Box<dyn Io>) -> RawClient {
+        RawClient {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
     /// Connect from a chosen local address (e.g. 127.0.0.2, to test trusted networks).
     pub async fn connect_from(local: std::net::IpAddr, address: std::net::SocketAddr) -> RawClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
