@@ -177,7 +177,14 @@ async fn a_token_that_expires_between_messages_is_renewed() {
 
 #[tokio::test]
 async fn a_535_5_7_3_on_a_cached_token_is_followed_by_one_refresh_then_success() {
-    let chain = Chain::start(TestkitOptions::default(), |_, _| PLAIN_TRUSTED.into()).await;
+    // Five seconds between attempts: long enough to look at the first one in peace.
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "retry_schedule = [\"5s\"]",
+        "",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
     let client_id = chain.kit.client_id().to_string();
     // Admin consent is missing: tokens come without SMTP.SendAsApp and Exchange says 535 5.7.3.
     chain

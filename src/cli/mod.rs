@@ -35,30 +35,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config PATH` (or `SMTP_OAUTH_RELAY_CONFIG`).
+#[derive(Debug, clap::Args)]
+pub struct ConfigPath {
+    /// The configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "SMTP_OAUTH_RELAY_CONFIG")]
+    pub config: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay.
     Serve {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = DEFAULT_CONFIG_PATH,
-            env = "SMTP_OAUTH_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Validate the configuration, then diagnose each account's whole Microsoft chain
     /// (token, claims, connection, TLS, AUTH, sender) and say what to fix.
     Check {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = DEFAULT_CONFIG_PATH,
-            env = "SMTP_OAUTH_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
@@ -72,14 +68,8 @@ pub enum Command {
     /// Send a test message to ADDR now, straight to Exchange (not through the queue), and
     /// print Exchange's reply.
     SendTest {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = DEFAULT_CONFIG_PATH,
-            env = "SMTP_OAUTH_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Recipient.
         #[arg(long)]
         to: String,
@@ -96,14 +86,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Inspect and manage the queue (through the running relay's admin endpoint).
     Queue {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = DEFAULT_CONFIG_PATH,
-            env = "SMTP_OAUTH_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Print JSON instead of a table.
         #[arg(long, global = true)]
         json: bool,
@@ -112,14 +96,8 @@ pub enum Command {
     },
     /// Exit 0 when the running relay is healthy (for Docker HEALTHCHECK and scripts).
     Healthcheck {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = DEFAULT_CONFIG_PATH,
-            env = "SMTP_OAUTH_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Check readiness (/readyz) instead of liveness (/healthz).
         #[arg(long)]
         ready: bool,
@@ -129,30 +107,30 @@ pub enum Command {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve(config.config).await,
         Command::Check {
             config,
             account,
             json,
             config_only,
-        } => check(config, account, json, config_only).await,
+        } => check(config.config, account, json, config_only).await,
         Command::SendTest {
             config,
             to,
             account,
             from,
-        } => send_test(config, &to, account, from).await,
+        } => send_test(config.config, &to, account, from).await,
         Command::HashPassword => hash_password(),
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Queue {
             config,
             json,
             command,
-        } => match load(&config) {
+        } => match load(&config.config) {
             Some(config) => queue::run(config, command, json).await,
             None => ExitCode::from(2),
         },
-        Command::Healthcheck { config, ready } => match load(&config) {
+        Command::Healthcheck { config, ready } => match load(&config.config) {
             Some(config) => queue::healthcheck(&config, ready).await,
             None => ExitCode::from(2),
         },

@@ -168,25 +168,7 @@ fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
 }
 
 fn offline_summary(envelope: &crate::spool::Envelope) -> Value {
-    let now = unix_now();
-    serde_json::json!({
-        "id": envelope.id,
-        "account": envelope.account,
-        "sender": envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
-        "recipients": envelope.recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "delivered": envelope.delivered.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "size": envelope.body_len,
-        "received_at": envelope.received_at,
-        "age_s": now.saturating_sub(envelope.received_at),
-        "attempts": envelope.attempts,
-        "next_attempt": envelope.next_attempt,
-        "next_attempt_in_s": envelope.next_attempt.saturating_sub(now),
-        "in_flight": false,
-        "last_attempt": envelope.last_attempt,
-        "failures": envelope.failures,
-        "is_bounce": envelope.is_bounce,
-        "client": envelope.client.principal,
-    })
+    crate::ops::admin::entry_summary(envelope, false)
 }
 
 fn human_duration(seconds: u64) -> String {

@@ -32,6 +32,8 @@ use crate::upstream::{FailureKind, Upstream, UpstreamSession};
 
 /// The most transactions one attempt may use for one message (recipient splitting).
 const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;
+/// How often the recipient counts are written to disk while mail flows.
+const BUDGET_SAVE_INTERVAL_SECS: u64 = 10;
 /// How long a persistent mailbox logon failure is transient before it counts as configuration.
 const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
 
@@ -57,6 +59,8 @@ pub struct AccountDelivery {
     logon_failures_since: Mutex<Option<u64>>,
     /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
     failing_since: Mutex<Option<u64>>,
+    /// When the recipient counts were last written (unix seconds).
+    budget_saved_at: std::sync::atomic::AtomicU64,
 }
 
 impl AccountDelivery {
@@ -82,6 +86,7 @@ impl AccountDelivery {
             shared,
             logon_failures_since: Mutex::new(None),
             failing_since: Mutex::new(None),
+            budget_saved_at: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -146,6 +151,19 @@ impl AccountDelivery {
         if let Some(open) = session.take() {
             open.quit().await;
         }
+        self.save_budget(true).await;
+    }
+
+    /// Persist the recipient counts: at most every few seconds while delivering (a crash
+    /// loses only the last seconds of counts), and always when the workers stop.
+    async fn save_budget(&self, force: bool) {
+        use std::sync::atomic::Ordering;
+        let now = unix_now();
+        let last = self.budget_saved_at.load(Ordering::Relaxed);
+        if !force && now.saturating_sub(last) < BUDGET_SAVE_INTERVAL_SECS {
+            return;
+        }
+        self.budget_saved_at.store(now, Ordering::Relaxed);
         if let Err(error) = self
             .shared
             .spool
@@ -194,14 +212,7 @@ impl AccountDelivery {
                 .logon_failures_since
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
-            if let Err(error) = self
-                .shared
-                .spool
-                .write_state(&budget_file(&self.account.name), self.budget.snapshot())
-                .await
-            {
-                tracing::warn!(%error, "cannot save the recipient budget");
-            }
+            self.save_budget(false).await;
         }
         self.settle(envelope, &body, outcome).await;
     }

@@ -101,30 +101,8 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readiness(state).await,
         (&Method::GET, ["metrics"]) => metrics(state),
-        (&Method::GET, ["queue"]) => match state.spool.list_queued().await {
-            Ok(entries) => json_reply(
-                StatusCode::OK,
-                &json!(
-                    entries
-                        .iter()
-                        .map(|e| summary(state, e))
-                        .collect::<Vec<_>>()
-                ),
-            ),
-            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
-        },
-        (&Method::GET, ["failed"]) => match state.spool.list_failed().await {
-            Ok(entries) => json_reply(
-                StatusCode::OK,
-                &json!(
-                    entries
-                        .iter()
-                        .map(|e| summary(state, e))
-                        .collect::<Vec<_>>()
-                ),
-            ),
-            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
-        },
+        (&Method::GET, ["queue"]) => listing(state, state.spool.list_queued().await),
+        (&Method::GET, ["failed"]) => listing(state, state.spool.list_failed().await),
         (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
             Ok(envelope) => json_reply(StatusCode::OK, &summary(state, &envelope)),
             Err(_) => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
@@ -182,6 +160,21 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
             StatusCode::NOT_FOUND,
             "routes: /healthz /readyz /metrics /queue /queue/ID /failed\n",
         ),
+    }
+}
+
+fn listing(state: &AdminState, entries: Result<Vec<Envelope>, crate::spool::SpoolError>) -> Reply {
+    match entries {
+        Ok(entries) => json_reply(
+            StatusCode::OK,
+            &json!(
+                entries
+                    .iter()
+                    .map(|e| summary(state, e))
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
     }
 }
 
@@ -243,11 +236,16 @@ async fn readiness(state: &AdminState) -> Reply {
 
 /// One entry as the `queue` command shows it.
 fn summary(state: &AdminState, envelope: &Envelope) -> serde_json::Value {
-    let now = unix_now();
     let in_flight = state
         .queue
         .find(&envelope.id)
         .is_some_and(|q| q.is_in_flight(&envelope.id));
+    entry_summary(envelope, in_flight)
+}
+
+/// An entry for people and scripts: the envelope without internals, with ages in seconds.
+pub fn entry_summary(envelope: &Envelope, in_flight: bool) -> serde_json::Value {
+    let now = unix_now();
     json!({
         "id": envelope.id,
         "account": envelope.account,
