@@ -125,6 +125,10 @@ impl MessageAssembler {
         };
         buffer.extend_from_slice(content);
         if let Some(end) = header_end(buffer, &mut self.scanned) {
+            // The end may arrive in the same push that carries the section past the limit.
+            if end > self.max_header_size {
+                return Err(AssemblyError::HeaderTooLarge);
+            }
             let buffer = std::mem::take(buffer);
             return self.emit(&buffer, end, out);
         }
@@ -145,8 +149,15 @@ impl MessageAssembler {
                 return Err(AssemblyError::HeaderTooLarge);
             }
             let buffer = std::mem::take(buffer);
-            let len = buffer.len();
-            return self.emit(&buffer, len, out);
+            // Every complete line before `scanned` is a header line; the unterminated last
+            // line belongs to the header section only if it is a field or continues one.
+            let tail = buffer.get(self.scanned..).unwrap_or(&[]);
+            let end = if tail.is_empty() || is_header_line(tail, self.scanned == 0) {
+                buffer.len()
+            } else {
+                self.scanned
+            };
+            return self.emit(&buffer, end, out);
         }
         Ok(())
     }
@@ -207,13 +218,19 @@ fn header_end(buffer: &[u8], scanned: &mut usize) -> Option<usize> {
         let rest = buffer.get(*scanned..)?;
         let newline = memchr::memchr(b'\n', rest)?;
         let line = rest.get(..newline).unwrap_or(&[]);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && *scanned > 0;
-        if line.is_empty() || !(is_continuation || is_field_line(line)) {
+        if !is_header_line(line, *scanned == 0) {
             return Some(*scanned);
         }
         *scanned += newline + 1;
     }
+}
+
+/// Whether `line` (without its LF) is part of the header section: a field, or the
+/// continuation of one (not possible on the first line). An empty line ends the section.
+fn is_header_line(line: &[u8], first_line: bool) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && !first_line;
+    !line.is_empty() && (is_continuation || is_field_line(line))
 }
 
 /// `name: value` with a printable, space-free name.
@@ -316,6 +333,45 @@ mod tests {
         // A large body is fine: only headers are buffered.
         let big_body = format!("Subject: a\r\n\r\n{}\r\n", "y".repeat(10_000));
         assert!(assemble(big_body.as_bytes(), 100).is_ok());
+    }
+
+    /// Found by `fuzz/fuzz_targets/message.rs`: when the header section and its end arrived in
+    /// one push, the limit was not checked, so acceptance depended on how the content was cut.
+    #[test]
+    fn oversized_header_section_is_refused_however_it_arrives() {
+        let huge = format!("Subject: {}\r\n\r\nbody\r\n", "x".repeat(300));
+        for chunk in [1, 7, 64, huge.len()] {
+            assert_eq!(
+                assemble(huge.as_bytes(), chunk),
+                Err(AssemblyError::HeaderTooLarge),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    /// Found by `fuzz/fuzz_targets/message.rs`: an unterminated last line that is not a header
+    /// field was taken into the header section, so body text ended up above the added `Date:`
+    /// and `Message-ID:` fields. (The DATA receiver always ends content with CRLF, so the relay
+    /// itself never fed such content; the assembler's contract does not require it.)
+    #[test]
+    fn unterminated_last_line_stays_in_the_body() {
+        for chunk in [1, 4, 1000] {
+            let out = text(assemble(b"Subject: hi\r\nno header", chunk).unwrap());
+            assert!(
+                out.starts_with("Received: x\r\nSubject: hi\r\nDate: "),
+                "{out}"
+            );
+            assert!(out.ends_with(">\r\n\r\nno header"), "{out}");
+            let out = text(assemble(b"\0", chunk).unwrap());
+            assert!(out.ends_with(">\r\n\r\n\0"), "{out:?}");
+            // A last line that is a field stays a header.
+            let out = text(assemble(b"Subject: hi", chunk).unwrap());
+            assert!(
+                out.starts_with("Received: x\r\nSubject: hi\r\nDate: "),
+                "{out}"
+            );
+            assert!(out.ends_with(">\r\n"), "{out}");
+        }
     }
 
     #[test]

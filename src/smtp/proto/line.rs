@@ -31,9 +31,12 @@ impl LineReader {
     /// Take the next complete line out of `buffer`. `None` means more input is needed.
     /// Cancel-safe: all state lives in `self` and `buffer`.
     pub fn next_line(&mut self, buffer: &mut BytesMut) -> Option<Result<BytesMut, LineTooLong>> {
+        // The cap plus one byte for the CR; saturating, so a cap of `usize::MAX` means "no cap"
+        // instead of overflowing.
+        let max_with_cr = self.max_line.saturating_add(1);
         match memchr::memchr(b'\n', buffer) {
             Some(position) => {
-                if self.discarding || position > self.max_line + 1 {
+                if self.discarding || position > max_with_cr {
                     buffer.advance(position + 1);
                     self.discarding = false;
                     return Some(Err(LineTooLong));
@@ -49,7 +52,7 @@ impl LineReader {
                 Some(Ok(line))
             }
             None => {
-                if buffer.len() > self.max_line + 1 {
+                if buffer.len() > max_with_cr {
                     self.discarding = true;
                     buffer.clear();
                 }
@@ -99,6 +102,20 @@ mod tests {
             reader.next_line(&mut buffer),
             Some(Ok(BytesMut::from(&b"NOOP"[..])))
         );
+    }
+
+    /// Found by `fuzz/fuzz_targets/line.rs`: `max_line + 1` overflowed (a panic in debug
+    /// builds, and a cap of 0 in release builds) for a cap of `usize::MAX`.
+    #[test]
+    fn maximal_cap_does_not_overflow() {
+        let mut reader = LineReader::new(usize::MAX);
+        let mut buffer = BytesMut::from(&b"NOOP\r\nQUI"[..]);
+        assert_eq!(
+            reader.next_line(&mut buffer),
+            Some(Ok(BytesMut::from(&b"NOOP"[..])))
+        );
+        assert_eq!(reader.next_line(&mut buffer), None);
+        assert_eq!(&buffer[..], b"QUI");
     }
 
     #[test]
