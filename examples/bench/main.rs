@@ -50,10 +50,13 @@ struct Args {
     /// Skip the Postfix baseline even if Postfix is installed.
     #[arg(long)]
     no_postfix: bool,
-    /// Pause after starting the relay, printing its pid, so that `perf record -p PID` can be
-    /// attached; then run only scenario (a) against the relay, this many times.
-    #[arg(long, value_name = "ROUNDS")]
-    profile: Option<u32>,
+    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e).
+    #[arg(long, default_value = "abcde")]
+    only: String,
+    /// Record the relay with `perf record` (cpu-clock, DWARF call graphs) during this one
+    /// scenario (a letter); the data goes to target/bench-perf-<letter>.data.
+    #[arg(long, value_name = "LETTER")]
+    perf: Option<char>,
     /// Markdown file the report is appended to (default: target/bench-report.md).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -116,11 +119,96 @@ impl System<'_> {
 }
 
 struct Plan {
+    only: String,
+    perf: Option<char>,
+    perf_dir: PathBuf,
     clients: usize,
     small_messages: u64,
     large_messages: u64,
     latency_messages: u64,
     deadline: Duration,
+}
+
+impl Plan {
+    fn runs(&self, letter: char) -> bool {
+        self.only.contains(letter)
+    }
+
+    /// Start `perf record` on the relay when `letter` is the scenario to profile.
+    async fn perf_start(&self, system: &System<'_>, letter: char) -> Result<Option<Perf>> {
+        match (self.perf, system.pid()) {
+            (Some(wanted), Some(pid)) if wanted == letter => Perf::start(
+                pid,
+                &self.perf_dir.join(format!("bench-perf-{letter}.data")),
+            )
+            .await
+            .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn perf_stop(&self, recording: Option<Perf>) {
+        if let Some(recording) = recording {
+            recording.stop().await;
+        }
+    }
+}
+
+/// A `perf record` attached to the relay.
+struct Perf {
+    child: tokio::process::Child,
+    output: PathBuf,
+}
+
+impl Perf {
+    async fn start(pid: u32, output: &Path) -> Result<Perf> {
+        let child = tokio::process::Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+            ])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(output)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start perf record (apt-get install linux-perf)")?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!("  perf record attached to the relay (pid {pid})");
+        Ok(Perf {
+            child,
+            output: output.to_path_buf(),
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+        }
+        eprintln!(
+            "  perf data: {} (perf report -i {} --no-children --sort sym)",
+            self.output.display(),
+            self.output.display()
+        );
+    }
 }
 
 async fn closed_scenario(
@@ -180,7 +268,7 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Closed-loop scenarios (a), (b), (c) on one system.
+/// Closed-loop scenarios (a), (b), (c) on one system, those selected.
 async fn throughput(
     system: &System<'_>,
     target: &Target,
@@ -188,51 +276,58 @@ async fn throughput(
     small: &Arc<Message>,
     large: &Arc<Message>,
     name: &str,
-) -> [Measured; 3] {
-    let (clients, deadline) = (plan.clients, plan.deadline);
-    eprintln!("  {name}: (a) 10 KB, one message per connection");
-    let a = closed_scenario(
-        system,
-        target,
-        Style::OnePerConnection,
-        clients,
-        plan.small_messages,
-        small,
-        deadline,
-    )
-    .await;
-    eprintln!("  {name}: (b) 10 KB, many messages per session");
-    let b = closed_scenario(
-        system,
-        target,
-        Style::ManyPerSession,
-        clients,
-        plan.small_messages,
-        small,
-        deadline,
-    )
-    .await;
-    eprintln!("  {name}: (c) 1 MB, one message per connection");
-    let c = closed_scenario(
-        system,
-        target,
-        Style::OnePerConnection,
-        clients,
-        plan.large_messages,
-        large,
-        deadline,
-    )
-    .await;
-    for (label, m) in [("a", &a), ("b", &b), ("c", &c)] {
+) -> Result<[Option<Measured>; 3]> {
+    let mut results: [Option<Measured>; 3] = [None, None, None];
+    let scenarios = [
+        (
+            'a',
+            "10 KB, one message per connection",
+            Style::OnePerConnection,
+            plan.small_messages,
+            small,
+        ),
+        (
+            'b',
+            "10 KB, many messages per session",
+            Style::ManyPerSession,
+            plan.small_messages,
+            small,
+        ),
+        (
+            'c',
+            "1 MB, one message per connection",
+            Style::OnePerConnection,
+            plan.large_messages,
+            large,
+        ),
+    ];
+    for (slot, (letter, label, style, count, message)) in results.iter_mut().zip(scenarios) {
+        if !plan.runs(letter) {
+            continue;
+        }
+        eprintln!("  {name}: ({letter}) {label}");
+        let recording = plan.perf_start(system, letter).await?;
+        let m = closed_scenario(
+            system,
+            target,
+            style,
+            plan.clients,
+            count,
+            message,
+            plan.deadline,
+        )
+        .await;
+        plan.perf_stop(recording).await;
         if m.failures > 0 {
             eprintln!(
-                "  {name} ({label}): {} failed transactions, first: {}",
+                "  {name} ({letter}): {} failed transactions, first: {}",
                 m.failures,
                 m.first_error.as_deref().unwrap_or("?")
             );
         }
+        *slot = Some(m);
     }
-    [a, b, c]
+    Ok(results)
 }
 
 /// (d): DATA→250 at a fixed open-loop rate; (p50, p99, failures) in ms.
@@ -312,6 +407,40 @@ async fn huge_message(relay: &RelayProcess, kit: &Testkit) -> Result<(f64, f64)>
     ))
 }
 
+/// (d) floor: what one durable write costs on this disk at the same pace: create a file in
+/// `dir`, write 10 KB, fdatasync, close (the relay does this and more for every message;
+/// Postfix about this). Returns (p50, p99) in ms.
+async fn disk_floor(dir: &Path, count: u64) -> Result<(f64, f64)> {
+    let dir = dir.join("disk-floor");
+    std::fs::create_dir_all(&dir)?;
+    let payload = Arc::new(vec![b'x'; SMALL]);
+    let interval = Duration::from_secs_f64(1.0 / LATENCY_RATE);
+    let start = tokio::time::Instant::now();
+    let mut latencies = Vec::new();
+    for i in 0..count {
+        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+        let (path, payload) = (dir.join(format!("f{i}")), Arc::clone(&payload));
+        let took = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let began = Instant::now();
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&payload)?;
+            file.sync_data()?;
+            drop(file);
+            let took = began.elapsed();
+            std::fs::remove_file(&path)?;
+            Ok::<_, std::io::Error>(took)
+        })
+        .await??;
+        latencies.push(took);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok((
+        ms(quantile(&mut latencies, 0.50)),
+        ms(quantile(&mut latencies, 0.99)),
+    ))
+}
+
 async fn wait_delivered(kit: &Testkit, count: u64, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     while kit.exchange.message_count() < count {
@@ -340,6 +469,9 @@ async fn run(args: Args) -> Result<()> {
     let scale = if args.quick { 300 } else { 4000 };
     let small_messages = args.messages.unwrap_or(scale).max(1);
     let plan = Plan {
+        only: args.only.to_ascii_lowercase(),
+        perf: args.perf.map(|c| c.to_ascii_lowercase()),
+        perf_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         clients: args.clients.max(1),
         small_messages,
         large_messages: (small_messages / 20).max(args.clients as u64),
@@ -365,7 +497,7 @@ async fn run(args: Args) -> Result<()> {
     })
     .await?;
     let mut relay = RelayProcess::start(&binary, &kit, scratch.path()).await?;
-    let outcome = measure(&args, &plan, &kit, &relay).await;
+    let outcome = measure(&args, &plan, &kit, &relay, scratch.path()).await;
     let problems = relay.problems();
     relay.kill().await;
     kit.shutdown().await;
@@ -376,9 +508,6 @@ async fn run(args: Args) -> Result<()> {
             "relay log: {} WARN/ERROR lines, first: {first}",
             problems.len()
         );
-    }
-    if args.profile.is_some() {
-        return Ok(());
     }
     let markdown = report.markdown(&args_line(&args));
     println!("{markdown}");
@@ -405,10 +534,19 @@ fn args_line(args: &Args) -> String {
     if args.quick {
         line.push_str(" --quick");
     }
+    if args.only != "abcde" {
+        line.push_str(&format!(" --only {}", args.only));
+    }
     line
 }
 
-async fn measure(args: &Args, plan: &Plan, kit: &Testkit, relay: &RelayProcess) -> Result<Report> {
+async fn measure(
+    args: &Args,
+    plan: &Plan,
+    kit: &Testkit,
+    relay: &RelayProcess,
+    scratch: &Path,
+) -> Result<Report> {
     let small = Arc::new(Message::of_size(SMALL, SENDER));
     let large = Arc::new(Message::of_size(LARGE, SENDER));
     let relay_target = Target::Plain(relay.smtp);
@@ -439,41 +577,22 @@ async fn measure(args: &Args, plan: &Plan, kit: &Testkit, relay: &RelayProcess) 
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.rss_idle_mib = procs::rss_kib(relay.pid).map(mib);
 
-    if let Some(rounds) = args.profile {
-        eprintln!(
-            "relay pid {} — attach the profiler now (e.g. perf record -g -p {}); starting in 10 s",
-            relay.pid, relay.pid
-        );
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        for round in 0..rounds.min(100) {
-            let m = closed_scenario(
-                &system,
-                &relay_target,
-                Style::OnePerConnection,
-                plan.clients,
-                plan.small_messages,
-                &small,
-                plan.deadline,
-            )
-            .await;
-            eprintln!(
-                "round {round}: accepted {:.0}/s, delivered {:?}/s, CPU {:?} s/1000, failures {}",
-                m.accepted_per_s, m.delivered_per_s, m.cpu_per_1000, m.failures
-            );
-        }
-        return Ok(report);
-    }
-
     eprintln!("relay: throughput");
-    report.relay = throughput(&system, &relay_target, plan, &small, &large, "relay")
-        .await
-        .to_vec();
-    eprintln!("relay: (d) latency at {LATENCY_RATE} msg/s");
-    report.relay_latency = Some(latency(&relay_target, plan.latency_messages, &small).await);
-    eprintln!("relay: (e) {IDLE_CONNECTIONS} idle connections");
-    report.idle_connections = Some(idle_connections(relay).await?);
-    eprintln!("relay: (e) one 34 MiB message");
-    report.huge = Some(huge_message(relay, kit).await?);
+    report.relay = throughput(&system, &relay_target, plan, &small, &large, "relay").await?;
+    if plan.runs('d') {
+        eprintln!("relay: (d) latency at {LATENCY_RATE} msg/s");
+        let recording = plan.perf_start(&system, 'd').await?;
+        report.relay_latency = Some(latency(&relay_target, plan.latency_messages, &small).await);
+        plan.perf_stop(recording).await;
+        eprintln!("disk: one create + write + fdatasync at {LATENCY_RATE}/s");
+        report.disk_floor = Some(disk_floor(scratch, plan.latency_messages).await?);
+    }
+    if plan.runs('e') {
+        eprintln!("relay: (e) {IDLE_CONNECTIONS} idle connections");
+        report.idle_connections = Some(idle_connections(relay).await?);
+        eprintln!("relay: (e) one 34 MiB message");
+        report.huge = Some(huge_message(relay, kit).await?);
+    }
     report.token_requests = kit.entra.token_requests();
     report.relay_delivered_check = check_delivered(kit);
 
@@ -493,9 +612,11 @@ async fn measure(args: &Args, plan: &Plan, kit: &Testkit, relay: &RelayProcess) 
         &large,
         "upstream",
     )
-    .await
-    .to_vec();
-    report.upstream_latency = Some(latency(&upstream_target, plan.latency_messages, &small).await);
+    .await?;
+    if plan.runs('d') {
+        report.upstream_latency =
+            Some(latency(&upstream_target, plan.latency_messages, &small).await);
+    }
 
     if args.no_postfix || !postfix::available() {
         eprintln!("Postfix baseline skipped (--no-postfix, or postfix/smtp-sink not installed)");
@@ -526,13 +647,13 @@ async fn measure(args: &Args, plan: &Plan, kit: &Testkit, relay: &RelayProcess) 
         {
             bail!("Postfix did not deliver the warm-up messages to smtp-sink within 60 s");
         }
-        report.postfix = throughput(&system, &target, plan, &small, &large, "postfix")
-            .await
-            .to_vec();
-        report.postfix_latency = Some(latency(&target, plan.latency_messages, &small).await);
+        report.postfix = throughput(&system, &target, plan, &small, &large, "postfix").await?;
+        if plan.runs('d') {
+            report.postfix_latency = Some(latency(&target, plan.latency_messages, &small).await);
+        }
         report.postfix_rss_mib = baseline
             .master_pid()
-            .map(|pid| mib(procs::tree_rss_kib(pid)));
+            .map(|pid| mib(procs::tree_pss_kib(pid)));
     }
     Ok(report)
 }

@@ -62,15 +62,26 @@ pub fn tree_cpu_seconds(root: u32) -> f64 {
     ticks as f64 / CLOCK_TICKS
 }
 
-/// RSS of a process tree in KiB (Postfix: master and its daemons).
-pub fn tree_rss_kib(root: u32) -> u64 {
+/// `Pss` of `pid` in KiB (its share of pages it shares with other processes).
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Proportional set size of a process tree in KiB (Postfix: master and its daemons), so that
+/// shared libraries are not counted once per process.
+pub fn tree_pss_kib(root: u32) -> u64 {
     let all = processes_with_parents();
     let mut tree = vec![root];
     let mut index = 0;
     let mut total = 0;
     while let Some(&pid) = tree.get(index) {
         index += 1;
-        total += rss_kib(pid).unwrap_or(0);
+        total += pss_kib(pid).unwrap_or(0);
         tree.extend(all.iter().filter(|(_, ppid)| *ppid == pid).map(|(p, _)| *p));
         if tree.len() > 10_000 {
             break;
