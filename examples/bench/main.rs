@@ -57,6 +57,10 @@ struct Args {
     /// scenario (a letter); the data goes to target/bench-perf-<letter>.data.
     #[arg(long, value_name = "LETTER")]
     perf: Option<char>,
+    /// Directory on the disk under test for the relay's spool and Postfix's queue (default
+    /// /var/tmp; never a tmpfs). E.g. a journaled ext4 mount to compare filesystems.
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
     /// Markdown file the report is appended to (default: target/bench-report.md).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -455,9 +459,53 @@ async fn wait_delivered(kit: &Testkit, count: u64, limit: Duration) -> Result<()
     Ok(())
 }
 
-fn scratch_root() -> PathBuf {
+fn scratch_root(args: &Args) -> PathBuf {
     // /var/tmp is on the real disk here (not tmpfs), and Postfix's daemons can traverse it.
-    PathBuf::from("/var/tmp")
+    args.scratch
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+}
+
+/// The filesystem type of `path` (from /proc/mounts, longest matching mount point).
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (device, mount, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount).then(|| {
+                (
+                    mount.len(),
+                    format!(
+                        "{kind}{} on {device} mounted at {mount}",
+                        journal(kind, device)
+                    ),
+                )
+            })
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "?".to_owned(), |(_, text)| text)
+}
+
+/// For ext4: whether the device has a jbd2 journal (it changes what fsync and inode
+/// allocation cost).
+fn journal(kind: &str, device: &str) -> &'static str {
+    if kind != "ext4" {
+        return "";
+    }
+    let name = device.rsplit('/').next().unwrap_or(device);
+    let prefix = format!("{name}-");
+    let journaled = std::fs::read_dir("/proc/fs/jbd2").is_ok_and(|dir| {
+        dir.filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    });
+    if journaled {
+        " (with journal)"
+    } else {
+        " (without journal)"
+    }
 }
 
 fn default_report_path() -> PathBuf {
@@ -480,8 +528,15 @@ async fn run(args: Args) -> Result<()> {
     };
     let scratch = tempfile::Builder::new()
         .prefix("smtp-relay-bench-")
-        .tempdir_in(scratch_root())
-        .context("scratch directory in /var/tmp")?;
+        .tempdir_in(scratch_root(&args))
+        .with_context(|| format!("scratch directory in {}", scratch_root(&args).display()))?;
+    let filesystem = filesystem_of(scratch.path());
+    if filesystem.starts_with("tmpfs") {
+        bail!(
+            "{} is a tmpfs: fsync would cost nothing; use a directory on a real disk (--scratch)",
+            scratch.path().display()
+        );
+    }
 
     eprintln!(
         "starting the testkit (fast mode) and the relay {}",
@@ -503,6 +558,7 @@ async fn run(args: Args) -> Result<()> {
     kit.shutdown().await;
     let mut report = outcome?;
     report.relay_log_problems = problems.len();
+    report.filesystem = filesystem;
     if let Some(first) = problems.first() {
         eprintln!(
             "relay log: {} WARN/ERROR lines, first: {first}",
@@ -533,6 +589,9 @@ fn args_line(args: &Args) -> String {
     }
     if args.quick {
         line.push_str(" --quick");
+    }
+    if let Some(dir) = &args.scratch {
+        line.push_str(&format!(" --scratch {}", dir.display()));
     }
     if args.only != "abcde" {
         line.push_str(&format!(" --only {}", args.only));
@@ -622,7 +681,7 @@ async fn measure(
         eprintln!("Postfix baseline skipped (--no-postfix, or postfix/smtp-sink not installed)");
     } else {
         eprintln!("Postfix: private instance relaying to smtp-sink");
-        let baseline = PostfixBaseline::start(&scratch_root()).await?;
+        let baseline = PostfixBaseline::start(&scratch_root(args)).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let target = Target::Plain(baseline.smtp);
         let system = System::Postfix { postfix: &baseline };

@@ -42,6 +42,8 @@ pub struct Report {
     pub relay_delivered_check: Option<String>,
     pub postfix_rss_mib: Option<f64>,
     pub relay_log_problems: usize,
+    /// Where the spool and Postfix's queue were.
+    pub filesystem: String,
 }
 
 fn num(value: Option<f64>, decimals: usize) -> String {
@@ -302,7 +304,12 @@ impl Report {
             self.small_messages,
             self.large_messages
         );
-        let _ = writeln!(out, "{}\n", machine());
+        let _ = writeln!(
+            out,
+            "{}; spool and Postfix queue on {}\n",
+            machine(),
+            self.filesystem
+        );
         let _ = writeln!(
             out,
             "| measure | relay | Postfix | loopback limit | relay ÷ Postfix | relay ÷ loopback | target |"
