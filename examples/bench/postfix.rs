@@ -116,10 +116,12 @@ impl PostfixBaseline {
                  biff = no\n\
                  smtpd_tls_security_level = none\n\
                  smtp_tls_security_level = none\n\
+                 maillog_file_prefixes = {root}\n\
                  maillog_file = {log}\n",
                 queue = queue_dir.display(),
                 data = data_dir.display(),
                 log = root.join("maillog").display(),
+                root = root.display(),
             ),
         )?;
         // Debian's master.cf services, chroot off (the queue is not set up as a jail).
@@ -166,11 +168,14 @@ impl PostfixBaseline {
             .await
             .context("run postfix start")?;
         if !output.status.success() {
+            let log = std::fs::read_to_string(root.join("maillog")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             bail!(
-                "postfix start failed ({}): {}{}",
+                "postfix start failed ({}): {}{}{}",
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                String::from_utf8_lossy(&output.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         for port in [smtp_port, sink_port] {
