@@ -1,0 +1,442 @@
+//! The results table (markdown, printed and appended to the report file), with ratios and the
+//! issue's targets marked ✓/✗.
+
+use std::fmt::Write as _;
+
+/// Figures of one closed-loop scenario on one system.
+#[derive(Debug, Default, Clone)]
+pub struct Measured {
+    pub accepted_per_s: f64,
+    pub delivered_per_s: Option<f64>,
+    pub cpu_per_1000: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    pub failures: u64,
+    pub first_error: Option<String>,
+    pub p99_ms: f64,
+}
+
+/// Latency at the fixed rate: p50 and p99 in ms, and failed transactions.
+pub type Latency = (f64, f64, u64);
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub clients: usize,
+    pub small_messages: u64,
+    pub large_messages: u64,
+    pub rss_fresh_mib: Option<f64>,
+    pub rss_idle_mib: Option<f64>,
+    /// Scenarios (a), (b), (c) on each system.
+    pub relay: [Option<Measured>; 3],
+    pub upstream: [Option<Measured>; 3],
+    pub postfix: [Option<Measured>; 3],
+    pub relay_latency: Option<Latency>,
+    /// p50 and p99 (ms) of one create + 10 KB write + fdatasync on the spool's disk at 100/s.
+    pub disk_floor: Option<(f64, f64)>,
+    pub upstream_latency: Option<Latency>,
+    pub postfix_latency: Option<Latency>,
+    /// Connections opened and the RSS they added (MiB).
+    pub idle_connections: Option<(usize, f64)>,
+    /// RSS added while receiving the 34 MiB message, and at the peak until it was delivered.
+    pub huge: Option<(f64, f64)>,
+    pub token_requests: u64,
+    pub relay_delivered_check: Option<String>,
+    pub postfix_rss_mib: Option<f64>,
+    pub relay_log_problems: usize,
+    /// Where the spool and Postfix's queue were.
+    pub filesystem: String,
+}
+
+fn num(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    }
+}
+
+fn mark(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "✓",
+        Some(false) => "✗",
+        None => "? (not measured)",
+    }
+}
+
+struct Line {
+    what: String,
+    relay: Option<f64>,
+    postfix: Option<f64>,
+    upstream: Option<f64>,
+    decimals: usize,
+    target: String,
+}
+
+impl Report {
+    pub fn new(clients: usize, small_messages: u64, large_messages: u64) -> Report {
+        Report {
+            clients,
+            small_messages,
+            large_messages,
+            ..Report::default()
+        }
+    }
+
+    fn get(list: &[Option<Measured>], index: usize) -> Option<&Measured> {
+        list.get(index).and_then(Option::as_ref)
+    }
+
+    fn accepted(list: &[Option<Measured>], index: usize) -> Option<f64> {
+        Report::get(list, index).map(|m| m.accepted_per_s)
+    }
+
+    fn delivered(list: &[Option<Measured>], index: usize) -> Option<f64> {
+        Report::get(list, index).and_then(|m| m.delivered_per_s)
+    }
+
+    fn cpu(list: &[Option<Measured>], index: usize) -> Option<f64> {
+        Report::get(list, index).and_then(|m| m.cpu_per_1000)
+    }
+
+    fn p99(list: &[Option<Measured>], index: usize) -> Option<f64> {
+        Report::get(list, index).map(|m| m.p99_ms)
+    }
+
+    fn at_least_twice(relay: Option<f64>, postfix: Option<f64>) -> String {
+        let ok = match (relay, postfix) {
+            (Some(r), Some(p)) => Some(r >= 2.0 * p),
+            _ => None,
+        };
+        format!("≥ 2× Postfix {}", mark(ok))
+    }
+
+    fn lines(&self) -> Vec<Line> {
+        let (r, p, u) = (&self.relay, &self.postfix, &self.upstream);
+        let c = self.clients;
+        let mut lines = Vec::new();
+        let mut push = |what: String, relay, postfix, upstream, decimals, target: String| {
+            lines.push(Line {
+                what,
+                relay,
+                postfix,
+                upstream,
+                decimals,
+                target,
+            });
+        };
+        for (index, label) in [
+            (0, format!("(a) 10 KB, {c} clients, 1 msg/connection")),
+            (1, format!("(b) 10 KB, {c} clients, many msgs/session")),
+            (2, format!("(c) 1 MB, {c} clients, 1 msg/connection")),
+        ] {
+            let targeted = index == 0;
+            push(
+                format!("{label}: durable acceptance, msg/s"),
+                Report::accepted(r, index),
+                Report::accepted(p, index),
+                Report::accepted(u, index),
+                0,
+                if targeted {
+                    Report::at_least_twice(Report::accepted(r, index), Report::accepted(p, index))
+                } else {
+                    String::new()
+                },
+            );
+            push(
+                format!("{label}: end-to-end delivered, msg/s"),
+                Report::delivered(r, index),
+                Report::delivered(p, index),
+                Report::accepted(u, index),
+                0,
+                if targeted {
+                    Report::at_least_twice(Report::delivered(r, index), Report::delivered(p, index))
+                } else {
+                    String::new()
+                },
+            );
+            push(
+                format!("{label}: DATA→250 p99 at saturation, ms"),
+                Report::p99(r, index),
+                Report::p99(p, index),
+                Report::p99(u, index),
+                2,
+                String::new(),
+            );
+        }
+        let lat = |l: &Option<Latency>, p99: bool| l.map(|(a, b, _)| if p99 { b } else { a });
+        push(
+            format!("(d) DATA→250 p50 at {} msg/s, ms", super::LATENCY_RATE),
+            lat(&self.relay_latency, false),
+            lat(&self.postfix_latency, false),
+            lat(&self.upstream_latency, false),
+            2,
+            String::new(),
+        );
+        let p99 = lat(&self.relay_latency, true);
+        push(
+            format!("(d) DATA→250 p99 at {} msg/s, ms", super::LATENCY_RATE),
+            p99,
+            lat(&self.postfix_latency, true),
+            lat(&self.upstream_latency, true),
+            2,
+            format!("≤ 5 ms {}", mark(p99.map(|v| v <= 5.0))),
+        );
+        for (quantile, value) in [
+            ("p50", self.disk_floor.map(|(a, _)| a)),
+            ("p99", self.disk_floor.map(|(_, b)| b)),
+        ] {
+            push(
+                format!(
+                    "(d) disk floor (loopback column): file create + 10 KB write + fdatasync on the spool's disk at 100/s, {quantile} ms"
+                ),
+                None,
+                None,
+                value,
+                2,
+                String::new(),
+            );
+        }
+        push(
+            "(e) RSS idle, fresh start, MiB".into(),
+            self.rss_fresh_mib,
+            None,
+            None,
+            1,
+            String::new(),
+        );
+        push(
+            "(e) RSS idle after warm-up (token, upstream sessions), MiB".into(),
+            self.rss_idle_mib,
+            None,
+            None,
+            1,
+            format!(
+                "≤ 20 MB {}",
+                mark(
+                    self.rss_idle_mib
+                        .map(|v| v * 1024.0 * 1024.0 <= 20_000_000.0)
+                )
+            ),
+        );
+        let peak = self
+            .relay
+            .iter()
+            .flatten()
+            .filter_map(|m| m.peak_rss_kib)
+            .max()
+            .map(|k| k as f64 / 1024.0);
+        push(
+            "(e) RSS peak under load (a)–(c), MiB (Postfix: PSS of all its processes after the run)"
+                .into(),
+            peak,
+            self.postfix_rss_mib,
+            None,
+            1,
+            String::new(),
+        );
+        let idle = self.idle_connections;
+        push(
+            format!(
+                "(e) RSS added by {} idle connections, MiB",
+                idle.map_or(0, |(n, _)| n)
+            ),
+            idle.map(|(_, v)| v),
+            None,
+            None,
+            1,
+            format!(
+                "≤ 30 MB {}",
+                mark(
+                    idle.map(
+                        |(n, v)| n >= super::IDLE_CONNECTIONS && v * 1_048_576.0 <= 30_000_000.0
+                    )
+                )
+            ),
+        );
+        push(
+            "(e) RSS added while receiving one 34 MiB message, MiB".into(),
+            self.huge.map(|(a, _)| a),
+            None,
+            None,
+            1,
+            format!(
+                "≤ 16 MB {}",
+                mark(self.huge.map(|(a, _)| a * 1_048_576.0 <= 16_000_000.0))
+            ),
+        );
+        push(
+            "(e) RSS added until that message was delivered (peak), MiB".into(),
+            self.huge.map(|(_, b)| b),
+            None,
+            None,
+            1,
+            String::new(),
+        );
+        for (index, label) in [(0, "(a)"), (1, "(b)"), (2, "(c)")] {
+            push(
+                format!("(f) CPU seconds per 1,000 messages, {label} incl. delivery"),
+                Report::cpu(r, index),
+                Report::cpu(p, index),
+                None,
+                2,
+                String::new(),
+            );
+        }
+        push(
+            "(g) token requests at the fake Entra during the run".into(),
+            Some(self.token_requests as f64),
+            None,
+            None,
+            0,
+            format!("= 1 {}", mark(Some(self.token_requests == 1))),
+        );
+        lines
+    }
+
+    pub fn markdown(&self, arguments: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "### Run of {} (`{arguments}`; {} × 10 KB and {} × 1 MB per scenario)\n",
+            now_utc(),
+            self.small_messages,
+            self.large_messages
+        );
+        let _ = writeln!(
+            out,
+            "{}; spool and Postfix queue on {}\n",
+            machine(),
+            self.filesystem
+        );
+        let _ = writeln!(
+            out,
+            "| measure | relay | Postfix | loopback limit | relay ÷ Postfix | relay ÷ loopback | target |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
+        for line in self.lines() {
+            let d = line.decimals;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                line.what,
+                num(line.relay, d),
+                num(line.postfix, d),
+                num(line.upstream, d),
+                ratio(line.relay, line.postfix),
+                ratio(line.relay, line.upstream),
+                line.target
+            );
+        }
+        let mut notes = Vec::new();
+        for (name, list) in [
+            ("relay", &self.relay),
+            ("Postfix", &self.postfix),
+            ("loopback", &self.upstream),
+        ] {
+            for (m, label) in list.iter().zip(["(a)", "(b)", "(c)"]) {
+                let Some(m) = m else { continue };
+                if m.failures > 0 {
+                    notes.push(format!(
+                        "{name} {label}: {} failed transactions (first: {})",
+                        m.failures,
+                        m.first_error.as_deref().unwrap_or("?")
+                    ));
+                }
+                if name != "loopback" && m.delivered_per_s.is_none() {
+                    notes.push(format!(
+                        "{name} {label}: not everything was delivered in time"
+                    ));
+                }
+            }
+        }
+        for (name, l) in [
+            ("relay", &self.relay_latency),
+            ("Postfix", &self.postfix_latency),
+            ("loopback", &self.upstream_latency),
+        ] {
+            if let Some((_, _, failed)) = l
+                && *failed > 0
+            {
+                notes.push(format!("{name} (d): {failed} failed transactions"));
+            }
+        }
+        if let Some(problem) = &self.relay_delivered_check {
+            notes.push(format!("delivery check: {problem}"));
+        }
+        if self.relay_log_problems > 0 {
+            notes.push(format!(
+                "the relay logged {} WARN/ERROR lines",
+                self.relay_log_problems
+            ));
+        }
+        if self.postfix.iter().all(Option::is_none) {
+            notes.push("Postfix baseline not run: its columns and targets are empty".into());
+        }
+        if notes.is_empty() {
+            notes.push(
+                "no failed transaction; every message accepted by the relay reached the fake \
+                 Exchange, authenticated as the account's mailbox"
+                    .into(),
+            );
+        }
+        out.push('\n');
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+}
+
+fn now_utc() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `nproc`, memory, kernel, the disk of /var/tmp.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "?".to_owned(),
+            |kib| format!("{:.0} GiB", kib / 1_048_576.0),
+        );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let disk = std::fs::read_dir("/sys/block")
+        .ok()
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let rotational =
+                        std::fs::read_to_string(e.path().join("queue/rotational")).ok()?;
+                    (!name.starts_with("loop")).then(|| {
+                        format!(
+                            "{name} ({})",
+                            if rotational.trim() == "1" {
+                                "rotational"
+                            } else {
+                                "non-rotational"
+                            }
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    format!(
+        "Machine: {cores} cores, {memory} RAM, kernel {}, disks: {}",
+        kernel.trim(),
+        if disk.is_empty() { "?" } else { &disk }
+    )
+}
