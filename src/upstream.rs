@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+
+use tokio::net::TcpStream;
 
 use crate::config::{AccountSettings, UpstreamTls};
 use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
@@ -187,6 +189,66 @@ pub struct TransactionResult {
     pub reply: Option<String>,
 }
 
+/// The TLS failure behind an I/O error from a handshake.
+fn tls_failure(error: &std::io::Error) -> TransportFailure {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            TransportFailure::Tls(TlsFailure::CertificateInvalid)
+        }
+        Some(rustls::Error::PeerIncompatible(_)) => {
+            TransportFailure::Tls(TlsFailure::ProtocolVersion)
+        }
+        _ => TransportFailure::Tls(TlsFailure::HandshakeFailed),
+    }
+}
+
+/// An implicit-TLS stream lettre can drive.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
 /// How to reach one account's SMTP server; built once per account.
 #[derive(Clone)]
 pub struct Upstream {
@@ -196,6 +258,7 @@ pub struct Upstream {
     tls: Option<TlsParameters>,
     client_id: ClientId,
     mailbox: String,
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub timeouts: Timeouts,
 }
 
@@ -248,8 +311,62 @@ impl Upstream {
             tls,
             client_id: ClientId::Domain(hostname.to_string()),
             mailbox: account.mailbox.to_string(),
+            extra_roots: account.extra_roots.clone(),
             timeouts: Timeouts::default(),
         })
+    }
+
+    /// The TCP connection (with `TCP_NODELAY`: lettre writes the final dot on its own, and
+    /// without it each message waits out the server's delayed ACK, up to 200 ms on Windows),
+    /// wrapped in TLS first for implicit TLS.
+    async fn connect_stream(&self) -> Result<Box<dyn AsyncTokioStream>, UpstreamFailure> {
+        let transport = |failure: TransportFailure, detail: String| UpstreamFailure {
+            stage: Stage::Connect,
+            kind: FailureKind::Transport { failure, detail },
+        };
+        let tcp = tokio::time::timeout(
+            self.timeouts.connect,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| UpstreamFailure::timeout(Stage::Connect))?
+        .map_err(|e| {
+            let kind = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => TransportFailure::Refused,
+                std::io::ErrorKind::TimedOut => TransportFailure::Timeout,
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput => {
+                    TransportFailure::Dns
+                }
+                _ if e.to_string().contains("lookup") => TransportFailure::Dns,
+                _ => TransportFailure::Reset,
+            };
+            transport(
+                kind,
+                format!("cannot connect to {}:{}: {e}", self.host, self.port),
+            )
+        })?;
+        let _ = tcp.set_nodelay(true);
+        if self.mode != UpstreamTls::Implicit {
+            return Ok(Box::new(tcp));
+        }
+        let config = crate::tls::client_config(&self.extra_roots)
+            .map_err(|e| UpstreamFailure::local(Stage::Tls, e))?;
+        let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| UpstreamFailure::local(Stage::Tls, format!("{}: {e}", self.host)))?;
+        let tls = tokio::time::timeout(
+            self.timeouts.connect,
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| UpstreamFailure::timeout(Stage::Tls))?
+        .map_err(|e| UpstreamFailure {
+            stage: Stage::Tls,
+            kind: FailureKind::Transport {
+                failure: tls_failure(&e),
+                detail: format!("TLS with {}: {e}", self.host),
+            },
+        })?;
+        Ok(Box::new(ImplicitTls(tls)))
     }
 
     /// `host:port`, for logs.
@@ -262,18 +379,9 @@ impl Upstream {
     /// # Errors
     /// [`UpstreamFailure`] naming the stage that failed.
     pub async fn open(&self, token: &AccessToken) -> Result<UpstreamSession, UpstreamFailure> {
-        let implicit = match self.mode {
-            UpstreamTls::Implicit => self.tls.clone(),
-            _ => None,
-        };
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeouts.connect),
-            &self.client_id,
-            implicit,
-            None,
-        );
-        let mut connection = timed(Stage::Connect, self.timeouts.connect, connect).await?;
+        let stream = self.connect_stream().await?;
+        let connect = AsyncSmtpConnection::connect_with_transport(stream, &self.client_id);
+        let mut connection = timed(Stage::Greeting, self.timeouts.connect, connect).await?;
         if self.mode == UpstreamTls::Starttls {
             if !connection
                 .server_info()

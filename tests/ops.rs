@@ -155,8 +155,15 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
         .await,
         "an attempt was made"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status, body) = get(admin, "/readyz").await;
+    // Failing for longer than ready_failing_after (1 s, counted in whole seconds) → not ready.
+    let deadline = std::time::Instant::now() + WAIT;
+    let (status, body) = loop {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("account m365 has been failing"), "{body}");
     let (_, stuck) = get(admin, "/metrics").await;
@@ -277,10 +284,10 @@ async fn queue_commands_on_a_live_relay_and_on_a_stopped_one() {
     let (ok, failed, _) = queue_command(&config, &["failed"]);
     assert!(ok && failed.contains("no failed messages"), "{failed}");
 
-    // With the relay stopped, the commands read the spool directly.
+    // With the relay stopped, the commands read the spool directly. (A temporary refusal at
+    // the end of DATA works whether or not an upstream session is still open.)
     kit.exchange
-        .set_fault(ExchangeFault::RefuseConnections)
-        .await
+        .fail_next(1, ExchangeFault::TempFailAfterData)
         .unwrap();
     send(address, "offline").await;
     assert!(

@@ -158,12 +158,23 @@ impl AccountDelivery {
     /// loses only the last seconds of counts), and always when the workers stop.
     async fn save_budget(&self, force: bool) {
         use std::sync::atomic::Ordering;
+        if self.budget.limit() == 0 {
+            return;
+        }
         let now = unix_now();
         let last = self.budget_saved_at.load(Ordering::Relaxed);
         if !force && now.saturating_sub(last) < BUDGET_SAVE_INTERVAL_SECS {
             return;
         }
-        self.budget_saved_at.store(now, Ordering::Relaxed);
+        // Only one worker saves per interval.
+        if self
+            .budget_saved_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+            && !force
+        {
+            return;
+        }
         if let Err(error) = self
             .shared
             .spool

@@ -13,12 +13,14 @@
 //!   recovery quarantines, never a half entry that is delivered.
 //! - Every read is verified: the envelope by its checksum, the body by length and SHA-256.
 
+mod dirsync;
 pub mod format;
 pub mod fsio;
 mod recover;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,6 +66,8 @@ pub fn unix_now() -> u64 {
 /// The spool. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Spool {
+    /// Group commit of `queue/` directory fsyncs.
+    queue_sync: Arc<dirsync::DirSync>,
     state: PathBuf,
     tmp: PathBuf,
     queue: PathBuf,
@@ -94,6 +98,7 @@ impl Spool {
     pub fn open(state_dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
         let root = state_dir.join("spool");
         let spool = Spool {
+            queue_sync: Arc::new(dirsync::DirSync::new(root.join("queue"))),
             state: root.join("state"),
             tmp: root.join("tmp"),
             queue: root.join("queue"),
@@ -135,43 +140,33 @@ impl Spool {
         format!("{:011X}{:05X}", millis & 0x0FFF_FFFF_FFFF, sequence)
     }
 
-    /// Start a new entry: a fresh queue id and a body file in `tmp/`.
+    /// Start a new entry with a fresh queue id. Content is kept in memory up to
+    /// [`SPILL_THRESHOLD`] and then streamed to a file in `tmp/`; either way nothing reaches
+    /// `queue/` before [`SpoolWriter::commit`].
     ///
     /// # Errors
-    /// When the file cannot be created.
+    /// When no free queue id can be found.
     pub async fn create(&self) -> Result<SpoolWriter, SpoolError> {
         for _ in 0..8 {
             let id = self.new_id();
-            let tmp_body = self.tmp.join(format!("{id}.msg"));
-            if self.envelope_path(&id).exists() {
+            if self.envelope_path(&id).exists() || self.body_path(&id).exists() {
                 continue;
             }
-            let path = tmp_body.clone();
-            match blocking("create spool file", move || fsio::create_new(&path)).await {
-                Ok(file) => {
-                    return Ok(SpoolWriter {
-                        id,
-                        tmp_body,
-                        tmp_dir: self.tmp.clone(),
-                        queue_dir: self.queue.clone(),
-                        file: Some(tokio::io::BufWriter::with_capacity(
-                            64 * 1024,
-                            tokio::fs::File::from_std(file),
-                        )),
-                        digest: ring::digest::Context::new(&ring::digest::SHA256),
-                        len: 0,
-                    });
-                }
-                Err(SpoolError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
+            return Ok(SpoolWriter {
+                tmp_body: self.tmp.join(format!("{id}.msg")),
+                id,
+                tmp_dir: self.tmp.clone(),
+                queue_dir: self.queue.clone(),
+                queue_sync: Arc::clone(&self.queue_sync),
+                memory: Vec::new(),
+                file: None,
+                file_created: false,
+                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                len: 0,
+            });
         }
         Err(SpoolError::Io {
-            operation: "create spool file",
+            operation: "create spool entry",
             source: io::Error::other("could not find a free queue id"),
         })
     }
@@ -235,12 +230,11 @@ impl Spool {
         })?;
         let tmp = self.tmp.join(format!("{}.env", envelope.id));
         let target = self.envelope_path(&envelope.id);
-        let dir = self.queue.clone();
         blocking("update envelope", move || {
-            fsio::write_and_rename(&tmp, &target, &bytes)?;
-            fsio::sync_dir(&dir)
+            fsio::write_and_rename(&tmp, &target, &bytes)
         })
-        .await
+        .await?;
+        self.queue_sync.sync().await
     }
 
     /// Remove a delivered entry (envelope first, then body).
@@ -250,13 +244,12 @@ impl Spool {
     pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
         let envelope = self.envelope_path(id);
         let body = self.body_path(id);
-        let dir = self.queue.clone();
         blocking("remove entry", move || {
             fsio::remove_if_exists(&envelope)?;
-            fsio::remove_if_exists(&body)?;
-            fsio::sync_dir(&dir)
+            fsio::remove_if_exists(&body)
         })
-        .await
+        .await?;
+        self.queue_sync.sync().await
     }
 
     /// Move an entry to `failed/` with its final envelope (which records the reason).
@@ -394,7 +387,8 @@ impl Spool {
     /// I/O errors, or a name that is not a plain file name.
     pub async fn write_state(&self, name: &str, bytes: Vec<u8>) -> Result<(), SpoolError> {
         let target = self.state_path(name)?;
-        let tmp = self.tmp.join(format!("state-{name}"));
+        // A unique temporary name: concurrent writers must not rename each other's file away.
+        let tmp = self.tmp.join(format!("state-{name}-{:08x}", random_u32()));
         blocking("write state file", move || {
             std::fs::write(&tmp, &bytes)?;
             fsio::rename(&tmp, &target)
@@ -476,6 +470,10 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// Content up to this size is kept in memory until commit (one file write, one sync, no
+/// temporary file churn); larger content is streamed to a file in `tmp/` as it arrives.
+pub const SPILL_THRESHOLD: usize = 64 * 1024;
+
 /// A spool entry being written. Dropping it without [`commit`](SpoolWriter::commit) removes
 /// the temporary file: nothing half-received ever reaches `queue/`.
 pub struct SpoolWriter {
@@ -483,7 +481,11 @@ pub struct SpoolWriter {
     tmp_body: PathBuf,
     tmp_dir: PathBuf,
     queue_dir: PathBuf,
+    queue_sync: Arc<dirsync::DirSync>,
+    /// Content not yet in a file.
+    memory: Vec<u8>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    file_created: bool,
     digest: ring::digest::Context,
     len: u64,
 }
@@ -518,30 +520,45 @@ impl SpoolWriter {
     /// # Errors
     /// I/O errors (`is_storage_full` tells a full disk).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        let file = self.file.as_mut().ok_or(SpoolError::Io {
-            operation: "write body",
-            source: io::Error::other("writer already finished"),
-        })?;
-        file.write_all(bytes)
-            .await
-            .map_err(SpoolError::io("write body"))?;
         self.digest.update(bytes);
         self.len += bytes.len() as u64;
+        if let Some(file) = self.file.as_mut() {
+            return file
+                .write_all(bytes)
+                .await
+                .map_err(SpoolError::io("write body"));
+        }
+        self.memory.extend_from_slice(bytes);
+        if self.memory.len() > SPILL_THRESHOLD {
+            let path = self.tmp_body.clone();
+            let file = blocking("create spool file", move || fsio::create_new(&path)).await?;
+            self.file_created = true;
+            let mut file =
+                tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file));
+            file.write_all(&self.memory)
+                .await
+                .map_err(SpoolError::io("write body"))?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
         Ok(())
     }
 
     /// Make the entry durable in `queue/`. `envelope.id`, `body_len` and `body_sha256` are
-    /// filled in here. Returns only when the entry survives a crash.
+    /// filled in here. Returns only when the entry survives a crash: body and envelope
+    /// fsynced, renamed into `queue/`, and the directory fsynced (shared with the entries
+    /// committed at the same moment).
     ///
     /// # Errors
     /// I/O errors; the entry is then not committed and its temporary files are removed.
     pub async fn commit(mut self, mut envelope: Envelope) -> Result<Envelope, SpoolError> {
-        let mut file = self.file.take().ok_or(SpoolError::Io {
-            operation: "commit",
-            source: io::Error::other("writer already finished"),
-        })?;
-        file.flush().await.map_err(SpoolError::io("flush body"))?;
-        let std_file = file.into_inner().into_std().await;
+        let spilled = match self.file.take() {
+            Some(mut file) => {
+                file.flush().await.map_err(SpoolError::io("flush body"))?;
+                Some(file.into_inner().into_std().await)
+            }
+            None => None,
+        };
         envelope.id = self.id.clone();
         envelope.body_len = self.len;
         envelope.body_sha256 = format::hex(self.digest.clone().finish().as_ref());
@@ -549,36 +566,54 @@ impl SpoolWriter {
             id: self.id.clone(),
             reason: e.to_string(),
         })?;
+        let memory = std::mem::take(&mut self.memory);
         let tmp_body = self.tmp_body.clone();
         let tmp_env = self.tmp_dir.join(format!("{}.env", self.id));
         let body = self.queue_dir.join(format!("{}.msg", self.id));
         let env = self.queue_dir.join(format!("{}.env", self.id));
-        let queue_dir = self.queue_dir.clone();
-        let result = blocking("commit entry", move || {
-            fsio::sync_file(&std_file)?;
-            drop(std_file);
+        // The file exists from here on (if the closure fails, Drop removes it).
+        self.file_created = true;
+        blocking("commit entry", move || {
+            let file = match spilled {
+                Some(file) => file,
+                None => {
+                    let mut file = fsio::create_new(&tmp_body)?;
+                    std::io::Write::write_all(&mut file, &memory)?;
+                    file
+                }
+            };
+            fsio::sync_file(&file)?;
+            drop(file);
             fsio::rename(&tmp_body, &body)?;
             if let Err(e) = fsio::write_and_rename(&tmp_env, &env, &bytes) {
                 let _ = fsio::remove_if_exists(&body);
                 return Err(e);
             }
-            fsio::sync_dir(&queue_dir)
+            Ok(())
         })
-        .await;
-        match result {
-            Ok(()) => {
-                // Committed: nothing left in tmp/ for Drop to clean.
-                self.tmp_body = PathBuf::new();
-                Ok(envelope)
-            }
-            Err(e) => Err(e),
+        .await?;
+        // Renamed: nothing left in tmp/ for Drop to clean.
+        self.file_created = false;
+        if let Err(e) = self.queue_sync.sync().await {
+            // Not durable: take the entry back out rather than have it half-committed.
+            let (body, env) = (
+                self.queue_dir.join(format!("{}.msg", self.id)),
+                self.queue_dir.join(format!("{}.env", self.id)),
+            );
+            let _ = blocking("undo commit", move || {
+                fsio::remove_if_exists(&env)?;
+                fsio::remove_if_exists(&body)
+            })
+            .await;
+            return Err(e);
         }
+        Ok(envelope)
     }
 }
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        if !self.tmp_body.as_os_str().is_empty() {
+        if self.file_created {
             let _ = std::fs::remove_file(&self.tmp_body);
         }
     }

@@ -207,3 +207,71 @@ async fn failed_parts_share_the_body_and_old_failures_are_purged() {
     assert_eq!(spool.purge_failed(1_001).await.unwrap(), 1);
     assert!(spool.list_failed().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn large_content_spills_to_a_file_and_commits_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let chunk = vec![b'z'; 10_000];
+    let mut writer = spool.create().await.unwrap();
+    for _ in 0..30 {
+        writer.write(&chunk).await.unwrap();
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool/tmp"))
+            .unwrap()
+            .count(),
+        1,
+        "spilled to tmp/"
+    );
+    let entry = writer.commit(envelope()).await.unwrap();
+    assert_eq!(entry.body_len, 300_000);
+    assert_eq!(spool.read_body(&entry).await.unwrap().len(), 300_000);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Abandoned after spilling: the temporary file goes too.
+    let mut writer = spool.create().await.unwrap();
+    for _ in 0..30 {
+        writer.write(&chunk).await.unwrap();
+    }
+    drop(writer);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_directory_syncs_and_all_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = std::sync::Arc::new(spool);
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let spool = std::sync::Arc::clone(&spool);
+            tokio::spawn(async move {
+                let mut writer = spool.create().await.unwrap();
+                writer
+                    .write(format!("message {n}\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                writer.commit(envelope()).await.unwrap()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().id);
+    }
+    assert_eq!(ids.len(), 50);
+    drop(spool);
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.entries.len(), 50);
+}
