@@ -4,7 +4,9 @@
 //! fuzzer data. Checks: `decode` never panics; whatever decodes re-encodes to bytes that decode
 //! to the same envelope (encode∘decode round-trips, and encoding is deterministic); a built
 //! envelope decodes back to itself exactly when its id is valid and it has a recipient; any
-//! truncation of an encoded envelope is refused.
+//! truncation of an encoded envelope is refused. A fourth mode fuzzes whole entry files
+//! (`split_entry`): raw bytes never panic, and content with a correct trailer splits back into
+//! that content and envelope, while any shortening of the file is refused.
 
 #![no_main]
 
@@ -12,7 +14,8 @@ use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use smtp_oauth_relay::smtp::proto::address::Address;
 use smtp_oauth_relay::spool::format::{
-    ClientInfo, Envelope, LastAttempt, decode, encode, hex, is_valid_id,
+    ClientInfo, Envelope, LastAttempt, decode, encode, encode_trailer, hex, is_valid_id,
+    split_entry,
 };
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -113,7 +116,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 4 {
         0 => {
             if let Ok(envelope) = decode(rest) {
                 round_trip(&envelope);
@@ -130,6 +133,41 @@ fuzz_target!(|data: &[u8]| {
                 assert!(is_valid_id(&envelope.id));
                 assert!(!envelope.recipients.is_empty());
                 round_trip(&envelope);
+            }
+        }
+        3 => {
+            if let Ok((envelope, content)) = split_entry(rest) {
+                assert_eq!(content.len() as u64, envelope.body_len);
+            }
+            // The first half is content, the rest builds the envelope that describes it.
+            let (content, seed) = rest.split_at(rest.len() / 2);
+            let mut u = Unstructured::new(seed);
+            let Some(mut envelope) = built(&mut u) else {
+                return;
+            };
+            envelope.body_len = content.len() as u64;
+            let Ok(trailer) = encode_trailer(&envelope) else {
+                return;
+            };
+            let mut file = content.to_vec();
+            file.extend_from_slice(&trailer);
+            match split_entry(&file) {
+                Ok((decoded, split)) => {
+                    assert_eq!(decoded, envelope);
+                    assert_eq!(split, content);
+                }
+                Err(_) => assert!(
+                    !is_valid_id(&envelope.id) || envelope.recipients.is_empty(),
+                    "a valid entry file refused"
+                ),
+            }
+            for len in [0, file.len() / 2, file.len().saturating_sub(1)] {
+                // (Content may itself be an entry file, so only "the same entry" is wrong.)
+                let shortened = split_entry(&file[..len]);
+                assert!(
+                    !shortened.is_ok_and(|(e, c)| e == envelope && c == content),
+                    "shortened entry accepted"
+                );
             }
         }
         _ => {

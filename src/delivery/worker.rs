@@ -187,12 +187,8 @@ impl AccountDelivery {
 
     async fn deliver(&self, id: &str, session: &mut Option<UpstreamSession>) {
         let started = std::time::Instant::now();
-        let envelope = match self.shared.spool.load(id).await {
-            Ok(envelope) => envelope,
-            Err(error) => return self.unreadable(id, error).await,
-        };
-        let body = match self.shared.spool.read_body(&envelope).await {
-            Ok(body) => body,
+        let (envelope, body) = match self.shared.spool.load_entry(id).await {
+            Ok(entry) => entry,
             Err(error) => return self.unreadable(id, error).await,
         };
         if retry::expired(

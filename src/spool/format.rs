@@ -6,6 +6,12 @@
 //! sha256 <hex of the JSON line>
 //! ```
 //!
+//! A spool entry is one file, `<ID>.msg`: the message content, then its envelope in this
+//! format as a trailer, then a fixed-size footer giving the trailer's length
+//! ([`encode_trailer`], [`split_entry`]). One file means one create, one fsync and one rename
+//! per accepted message. When the envelope changes later (a failed attempt), the new one is
+//! written beside it as `<ID>.env`, which takes precedence over the trailer.
+//!
 //! Invariants: an envelope decodes only when the magic line, the version, the JSON and its
 //! checksum all agree, so a torn or edited file is detected and quarantined instead of being
 //! delivered. The envelope also records the body's length and SHA-256, so a truncated or
@@ -190,6 +196,67 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, DecodeError> {
     Ok(format!("{MAGIC} {VERSION}\n{json}\nsha256 {checksum}\n").into_bytes())
 }
 
+/// The footer after the trailer: 8 magic bytes and the trailer length in 16 hex digits.
+pub const FOOTER_LEN: usize = 24;
+const FOOTER_MAGIC: &[u8; 8] = b"SORTRLR1";
+
+/// The envelope trailer and footer appended to the content in an entry file.
+///
+/// # Errors
+/// Only if serde_json fails, which it does not for this type.
+pub fn encode_trailer(envelope: &Envelope) -> Result<Vec<u8>, DecodeError> {
+    let mut trailer = encode(envelope)?;
+    let length = trailer.len();
+    trailer.extend_from_slice(FOOTER_MAGIC);
+    trailer.extend_from_slice(format!("{length:016x}").as_bytes());
+    Ok(trailer)
+}
+
+/// The length of the trailer announced by `footer` (the last [`FOOTER_LEN`] bytes).
+///
+/// # Errors
+/// `Truncated` when the footer is not one.
+pub fn trailer_len(footer: &[u8]) -> Result<usize, DecodeError> {
+    let (magic, digits) = footer
+        .split_at_checked(FOOTER_MAGIC.len())
+        .ok_or(DecodeError::Truncated)?;
+    if magic != FOOTER_MAGIC || digits.len() != 16 {
+        return Err(DecodeError::Truncated);
+    }
+    let digits = std::str::from_utf8(digits).map_err(|_| DecodeError::Truncated)?;
+    usize::from_str_radix(digits, 16).map_err(|_| DecodeError::Truncated)
+}
+
+/// Split a whole entry file into its envelope (from the trailer) and its content, checking
+/// that the content has the length the envelope records. (The content's checksum is checked
+/// by the caller that needs the content.)
+///
+/// # Errors
+/// [`DecodeError`] when the file is not a complete, intact entry.
+pub fn split_entry(file: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
+    let footer_start = file
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or(DecodeError::Truncated)?;
+    let length = trailer_len(file.get(footer_start..).ok_or(DecodeError::Truncated)?)?;
+    let trailer_start = footer_start
+        .checked_sub(length)
+        .ok_or(DecodeError::Truncated)?;
+    let envelope = decode(
+        file.get(trailer_start..footer_start)
+            .ok_or(DecodeError::Truncated)?,
+    )?;
+    if u64::try_from(trailer_start).ok() != Some(envelope.body_len) {
+        return Err(DecodeError::BadContent(
+            "the content length does not match the envelope".into(),
+        ));
+    }
+    Ok((
+        envelope,
+        file.get(..trailer_start).ok_or(DecodeError::Truncated)?,
+    ))
+}
+
 /// Parse and verify an envelope file.
 ///
 /// # Errors
@@ -297,6 +364,30 @@ mod tests {
         let file = format!("{MAGIC} 1\n{json}\nsha256 {checksum}\n");
         let envelope = decode(file.as_bytes()).unwrap();
         assert!(envelope.failures.is_empty() && !envelope.is_bounce);
+    }
+
+    #[test]
+    fn entry_files_split_into_content_and_envelope_and_refuse_damage() {
+        let mut envelope = sample();
+        let content = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        envelope.body_len = content.len() as u64;
+        let mut file = content.clone();
+        file.extend_from_slice(&encode_trailer(&envelope).unwrap());
+        let (decoded, body) = split_entry(&file).unwrap();
+        assert_eq!(decoded, envelope);
+        assert_eq!(body, content.as_slice());
+        for len in 0..file.len() {
+            assert!(
+                split_entry(&file[..len]).is_err(),
+                "truncated to {len} accepted"
+            );
+        }
+        let mut longer = b"extra".to_vec();
+        longer.extend_from_slice(&file);
+        assert!(
+            split_entry(&longer).is_err(),
+            "a content of the wrong length is refused"
+        );
     }
 
     #[test]

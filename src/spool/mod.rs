@@ -1,19 +1,22 @@
 //! The durable queue on disk. The only part of the relay that writes mail to disk.
 //!
 //! Layout under `<state_dir>/spool/`: `tmp/` (entries being received; wiped at start),
-//! `queue/` (committed entries: `<ID>.msg` body and `<ID>.env` envelope), `failed/` (entries
-//! that will not be delivered, with their reason), `corrupt/` (quarantine; never deleted
-//! automatically).
+//! `queue/` (committed entries: `<ID>.msg` holds the content with the envelope as a trailer,
+//! and `<ID>.env` the newer envelope once an attempt failed), `failed/` (entries that will not
+//! be delivered, with their reason), `state/` (small state files), `corrupt/` (quarantine;
+//! never deleted automatically).
 //!
 //! Invariants (rule 1 of the design, "accepted means safe"):
-//! - [`SpoolWriter::commit`] returns only after the body and the envelope are fsynced, renamed
-//!   into `queue/` (body first, envelope last: the envelope is the commit record) and the
-//!   `queue/` directory is fsynced. Only then may the relay answer `250`.
-//! - An entry is removed envelope first, so a crash mid-removal leaves an orphan body that
-//!   recovery quarantines, never a half entry that is delivered.
-//! - Every read is verified: the envelope by its checksum, the body by length and SHA-256.
+//! - [`SpoolWriter::commit`] returns only after the entry file (content and envelope) is
+//!   fsynced, renamed into `queue/` in one step, and the `queue/` directory is fsynced (one
+//!   directory fsync shared by the entries committed at the same moment). Only then may the
+//!   relay answer `250`.
+//! - An envelope rewritten later replaces `<ID>.env` atomically; a crash leaves the old or the
+//!   new one, never a torn one.
+//! - Every read is verified: the envelope by its checksum, the content by length and SHA-256.
 
 mod dirsync;
+mod entry;
 pub mod format;
 pub mod fsio;
 mod recover;
@@ -155,7 +158,6 @@ impl Spool {
             return Ok(SpoolWriter {
                 tmp_body: self.tmp.join(format!("{id}.msg")),
                 id,
-                tmp_dir: self.tmp.clone(),
                 queue_dir: self.queue.clone(),
                 queue_sync: Arc::clone(&self.queue_sync),
                 memory: Vec::new(),
@@ -171,7 +173,19 @@ impl Spool {
         })
     }
 
-    /// Read and verify an entry's envelope.
+    fn entry_error(
+        id: &str,
+        operation: &'static str,
+    ) -> impl FnOnce(entry::EntryError) -> SpoolError {
+        let id = id.to_string();
+        move |error| match error {
+            entry::EntryError::NotFound => SpoolError::NotFound(id),
+            entry::EntryError::Corrupt(reason) => SpoolError::Corrupt { id, reason },
+            entry::EntryError::Io(source) => SpoolError::Io { operation, source },
+        }
+    }
+
+    /// Read and verify an entry's envelope (without reading its content).
     ///
     /// # Errors
     /// `NotFound` when it is gone, `Corrupt` when it does not verify.
@@ -179,44 +193,33 @@ impl Spool {
         if !format::is_valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
-        let path = self.envelope_path(id);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SpoolError::NotFound(id.to_string()));
-            }
-            Err(e) => return Err(SpoolError::io("read envelope")(e)),
-        };
-        format::decode(&bytes).map_err(|e| SpoolError::Corrupt {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })
+        let path = self.body_path(id);
+        let result = tokio::task::spawn_blocking(move || entry::read_envelope(&path))
+            .await
+            .map_err(|e| SpoolError::Io {
+                operation: "read envelope",
+                source: io::Error::other(e),
+            })?;
+        result.map_err(Self::entry_error(id, "read envelope"))
     }
 
-    /// Read an entry's body and check it against the envelope's length and SHA-256.
+    /// Read an entry's envelope and its content, verified against the envelope's length and
+    /// SHA-256, in one read.
     ///
     /// # Errors
-    /// `Corrupt` when the body does not match; I/O errors otherwise.
-    pub async fn read_body(&self, envelope: &Envelope) -> Result<Vec<u8>, SpoolError> {
-        let body = tokio::fs::read(self.body_path(&envelope.id))
+    /// `NotFound` when it is gone, `Corrupt` when it does not verify, I/O errors otherwise.
+    pub async fn load_entry(&self, id: &str) -> Result<(Envelope, Vec<u8>), SpoolError> {
+        if !format::is_valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let path = self.body_path(id);
+        let result = tokio::task::spawn_blocking(move || entry::read_entry(&path))
             .await
-            .map_err(SpoolError::io("read body"))?;
-        let corrupt = |reason: String| SpoolError::Corrupt {
-            id: envelope.id.clone(),
-            reason,
-        };
-        if body.len() as u64 != envelope.body_len {
-            return Err(corrupt(format!(
-                "body is {} bytes, the envelope says {}",
-                body.len(),
-                envelope.body_len
-            )));
-        }
-        let digest = format::hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
-        if digest != envelope.body_sha256 {
-            return Err(corrupt("body checksum mismatch".into()));
-        }
-        Ok(body)
+            .map_err(|e| SpoolError::Io {
+                operation: "read entry",
+                source: io::Error::other(e),
+            })?;
+        result.map_err(Self::entry_error(id, "read entry"))
     }
 
     /// Durably replace an entry's envelope (after a failed attempt).
@@ -237,7 +240,8 @@ impl Spool {
         self.queue_sync.sync().await
     }
 
-    /// Remove a delivered entry (envelope first, then body).
+    /// Remove a delivered entry (its content file first: a crash in between leaves a lone
+    /// envelope, which recovery sets aside, never a message delivered twice on purpose).
     ///
     /// # Errors
     /// I/O errors.
@@ -245,8 +249,8 @@ impl Spool {
         let envelope = self.envelope_path(id);
         let body = self.body_path(id);
         blocking("remove entry", move || {
-            fsio::remove_if_exists(&envelope)?;
-            fsio::remove_if_exists(&body)
+            fsio::remove_if_exists(&body)?;
+            fsio::remove_if_exists(&envelope)
         })
         .await?;
         self.queue_sync.sync().await
@@ -269,8 +273,10 @@ impl Spool {
         let queued_body = self.body_path(&id);
         let (failed_dir, queue_dir) = (self.failed.clone(), self.queue.clone());
         blocking("move entry to failed", move || {
-            fsio::rename(&queued_body, &failed_body)?;
+            // The reason first: a crash before the move leaves the entry queued (and a
+            // `failed/` envelope without content, which listing ignores and purging removes).
             fsio::write_and_rename(&tmp, &failed_env, &bytes)?;
+            fsio::rename(&queued_body, &failed_body)?;
             fsio::sync_dir(&failed_dir)?;
             fsio::remove_if_exists(&queued_env)?;
             fsio::sync_dir(&queue_dir)
@@ -451,9 +457,8 @@ async fn list_envelopes(dir: PathBuf) -> Result<Vec<Envelope>, SpoolError> {
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "env")
-                && let Ok(bytes) = std::fs::read(&path)
-                && let Ok(envelope) = format::decode(&bytes)
+            if path.extension().is_some_and(|e| e == "msg")
+                && let Ok(envelope) = entry::read_envelope(&path)
             {
                 entries.push(envelope);
             }
@@ -479,7 +484,6 @@ pub const SPILL_THRESHOLD: usize = 64 * 1024;
 pub struct SpoolWriter {
     id: QueueId,
     tmp_body: PathBuf,
-    tmp_dir: PathBuf,
     queue_dir: PathBuf,
     queue_sync: Arc<dirsync::DirSync>,
     /// Content not yet in a file.
@@ -562,49 +566,33 @@ impl SpoolWriter {
         envelope.id = self.id.clone();
         envelope.body_len = self.len;
         envelope.body_sha256 = format::hex(self.digest.clone().finish().as_ref());
-        let bytes = format::encode(&envelope).map_err(|e| SpoolError::Corrupt {
+        let trailer = format::encode_trailer(&envelope).map_err(|e| SpoolError::Corrupt {
             id: self.id.clone(),
             reason: e.to_string(),
         })?;
-        let memory = std::mem::take(&mut self.memory);
+        let mut memory = std::mem::take(&mut self.memory);
         let tmp_body = self.tmp_body.clone();
-        let tmp_env = self.tmp_dir.join(format!("{}.env", self.id));
         let body = self.queue_dir.join(format!("{}.msg", self.id));
-        let env = self.queue_dir.join(format!("{}.env", self.id));
         // The file exists from here on (if the closure fails, Drop removes it).
         self.file_created = true;
         blocking("commit entry", move || {
-            let file = match spilled {
+            let mut file = match spilled {
                 Some(file) => file,
-                None => {
-                    let mut file = fsio::create_new(&tmp_body)?;
-                    std::io::Write::write_all(&mut file, &memory)?;
-                    file
-                }
+                None => fsio::create_new(&tmp_body)?,
             };
+            memory.extend_from_slice(&trailer);
+            std::io::Write::write_all(&mut file, &memory)?;
             fsio::sync_file(&file)?;
             drop(file);
-            fsio::rename(&tmp_body, &body)?;
-            if let Err(e) = fsio::write_and_rename(&tmp_env, &env, &bytes) {
-                let _ = fsio::remove_if_exists(&body);
-                return Err(e);
-            }
-            Ok(())
+            fsio::rename(&tmp_body, &body)
         })
         .await?;
         // Renamed: nothing left in tmp/ for Drop to clean.
         self.file_created = false;
         if let Err(e) = self.queue_sync.sync().await {
-            // Not durable: take the entry back out rather than have it half-committed.
-            let (body, env) = (
-                self.queue_dir.join(format!("{}.msg", self.id)),
-                self.queue_dir.join(format!("{}.env", self.id)),
-            );
-            let _ = blocking("undo commit", move || {
-                fsio::remove_if_exists(&env)?;
-                fsio::remove_if_exists(&body)
-            })
-            .await;
+            // Not durable: take the entry back out rather than acknowledge it.
+            let body = self.queue_dir.join(format!("{}.msg", self.id));
+            let _ = blocking("undo commit", move || fsio::remove_if_exists(&body)).await;
             return Err(e);
         }
         Ok(envelope)

@@ -4,10 +4,15 @@
 //! half entry; it never deletes anything from `queue/` (damaged entries go to `corrupt/`
 //! with a log line that says why); `tmp/` holds only entries that were never acknowledged,
 //! so it is emptied.
+//!
+//! An entry is committed exactly when `<ID>.msg` is in `queue/` (it is renamed there whole,
+//! with its envelope trailer). A lone `<ID>.env` is what a crash while removing a delivered
+//! entry leaves (the content file goes first); it is set aside too, never deleted unseen.
 
 use std::collections::BTreeMap;
 use std::fs;
 
+use super::entry::{self, EntryError};
 use super::format::{self, Envelope};
 use super::{Spool, SpoolError, fsio};
 
@@ -22,12 +27,6 @@ pub struct Recovery {
     pub tmp_removed: usize,
 }
 
-#[derive(Default)]
-struct Found {
-    envelope: bool,
-    body: bool,
-}
-
 pub(super) fn recover(spool: &Spool) -> Result<Recovery, SpoolError> {
     let mut recovery = Recovery::default();
     let io = |operation| move |source| SpoolError::Io { operation, source };
@@ -39,11 +38,12 @@ pub(super) fn recover(spool: &Spool) -> Result<Recovery, SpoolError> {
         }
     }
 
-    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    // id → whether its content file exists (ids seen only through a `.env` map to false).
+    let mut found: BTreeMap<String, bool> = BTreeMap::new();
     for entry in fs::read_dir(&spool.queue).map_err(io("scan queue"))? {
         let entry = entry.map_err(io("scan queue"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let (id, is_envelope) = match (name.strip_suffix(".env"), name.strip_suffix(".msg")) {
+        let (id, is_content) = match (name.strip_suffix(".msg"), name.strip_suffix(".env")) {
             (Some(id), _) => (id.to_string(), true),
             (_, Some(id)) => (id.to_string(), false),
             _ => {
@@ -55,28 +55,24 @@ pub(super) fn recover(spool: &Spool) -> Result<Recovery, SpoolError> {
             tracing::warn!(file = %name, "file with an invalid queue id in the spool, left alone");
             continue;
         }
-        let slot = found.entry(id).or_default();
-        if is_envelope {
-            slot.envelope = true;
-        } else {
-            slot.body = true;
-        }
+        *found.entry(id).or_default() |= is_content;
     }
 
-    for (id, found) in found {
-        let problem = match (found.envelope, found.body) {
-            (true, true) => match check_entry(spool, &id) {
+    for (id, has_content) in found {
+        let problem = if has_content {
+            match check_entry(spool, &id) {
                 Ok(envelope) => {
                     recovery.entries.push(envelope);
                     None
                 }
                 Err(reason) => Some(reason),
-            },
-            (true, false) => Some("the body file is missing".to_string()),
-            (false, true) => {
-                Some("no envelope: the entry was never committed (never acknowledged)".to_string())
             }
-            (false, false) => None,
+        } else {
+            Some(
+                "an envelope without its message file (left by a crash while removing a \
+                 delivered entry, or the file was deleted)"
+                    .to_string(),
+            )
         };
         if let Some(reason) = problem {
             quarantine_now(spool, &id)?;
@@ -88,23 +84,19 @@ pub(super) fn recover(spool: &Spool) -> Result<Recovery, SpoolError> {
     Ok(recovery)
 }
 
+/// The entry's envelope if its trailer (and any newer `.env`) verifies and names this entry.
+/// The content's checksum is verified when it is read for delivery, not here, so a start
+/// with a large backlog does not read every message.
 fn check_entry(spool: &Spool, id: &str) -> Result<Envelope, String> {
-    let bytes =
-        fs::read(spool.envelope_path(id)).map_err(|e| format!("cannot read the envelope: {e}"))?;
-    let envelope = format::decode(&bytes).map_err(|e| e.to_string())?;
+    let envelope = entry::read_envelope(&spool.body_path(id)).map_err(|error| match error {
+        EntryError::NotFound => "the message file vanished during the scan".to_string(),
+        EntryError::Corrupt(reason) => reason,
+        EntryError::Io(e) => format!("cannot read the entry: {e}"),
+    })?;
     if envelope.id != id {
         return Err(format!(
             "the envelope names another entry ({})",
             envelope.id
-        ));
-    }
-    let body_len = fs::metadata(spool.body_path(id))
-        .map_err(|e| format!("cannot read the body: {e}"))?
-        .len();
-    if body_len != envelope.body_len {
-        return Err(format!(
-            "the body is {body_len} bytes, the envelope says {} (truncated)",
-            envelope.body_len
         ));
     }
     Ok(envelope)

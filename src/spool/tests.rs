@@ -38,10 +38,14 @@ async fn committed_entries_survive_a_reopen_and_verify() {
     assert_eq!(ids, vec![first.id.as_str(), second.id.as_str()]);
     let loaded = spool.load(&first.id).await.unwrap();
     assert_eq!(loaded, first);
-    assert_eq!(
-        spool.read_body(&loaded).await.unwrap(),
-        b"Subject: one\r\n\r\nbody\r\n"
-    );
+    let (envelope, content) = spool.load_entry(&first.id).await.unwrap();
+    assert_eq!(envelope, first);
+    assert_eq!(content, b"Subject: one\r\n\r\nbody\r\n");
+    // One file per entry, nothing else until an attempt fails.
+    let files = std::fs::read_dir(dir.path().join("spool/queue"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2);
 }
 
 #[tokio::test]
@@ -66,13 +70,23 @@ async fn damaged_entries_are_quarantined_not_delivered_and_do_not_stop_startup()
     let good = commit(&spool, b"good\r\n").await;
     let truncated = commit(&spool, b"this body will be cut short\r\n").await;
     let damaged = commit(&spool, b"envelope will be edited\r\n").await;
-    let orphan = commit(&spool, b"envelope will be missing\r\n").await;
+    let lone = commit(&spool, b"content file will be missing\r\n").await;
+    let updated = commit(&spool, b"updated envelope will not match\r\n").await;
     let queue = dir.path().join("spool/queue");
-    std::fs::write(queue.join(format!("{}.msg", truncated.id)), b"this body").unwrap();
-    let env_path = queue.join(format!("{}.env", damaged.id));
-    let text = std::fs::read_to_string(&env_path).unwrap();
-    std::fs::write(&env_path, text.replace("a@x.example", "b@x.example")).unwrap();
-    std::fs::remove_file(queue.join(format!("{}.env", orphan.id))).unwrap();
+    let cut_path = queue.join(format!("{}.msg", truncated.id));
+    let cut = std::fs::read(&cut_path).unwrap();
+    std::fs::write(&cut_path, &cut[..cut.len() - 5]).unwrap();
+    let msg_path = queue.join(format!("{}.msg", damaged.id));
+    let bytes = std::fs::read(&msg_path).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    std::fs::write(&msg_path, text.replace("a@x.example", "b@x.example")).unwrap();
+    let mut lone_update = lone.clone();
+    lone_update.attempts = 1;
+    spool.update(&lone_update).await.unwrap();
+    std::fs::remove_file(queue.join(format!("{}.msg", lone.id))).unwrap();
+    let mut wrong = updated.clone();
+    wrong.body_len += 1;
+    spool.update(&wrong).await.unwrap();
     std::fs::write(
         dir.path().join("spool/tmp/0000000000000001.msg"),
         b"leftover",
@@ -83,15 +97,17 @@ async fn damaged_entries_are_quarantined_not_delivered_and_do_not_stop_startup()
     let (_, recovery) = Spool::open(dir.path()).unwrap();
     let ids: Vec<&str> = recovery.entries.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, vec![good.id.as_str()]);
-    assert_eq!(recovery.quarantined.len(), 3);
+    assert_eq!(recovery.quarantined.len(), 4, "{:?}", recovery.quarantined);
     assert_eq!(recovery.tmp_removed, 1);
     let corrupt: Vec<String> = std::fs::read_dir(dir.path().join("spool/corrupt"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(corrupt.contains(&format!("{}.msg", truncated.id)));
-    assert!(corrupt.contains(&format!("{}.env", damaged.id)));
-    assert!(corrupt.contains(&format!("{}.msg", orphan.id)));
+    assert!(corrupt.contains(&format!("{}.msg", damaged.id)));
+    assert!(corrupt.contains(&format!("{}.env", lone.id)));
+    assert!(corrupt.contains(&format!("{}.msg", updated.id)));
+    assert!(corrupt.contains(&format!("{}.env", updated.id)));
 }
 
 #[tokio::test]
@@ -100,9 +116,13 @@ async fn a_body_damaged_after_startup_is_refused_at_read_time() {
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let entry = commit(&spool, b"original content\r\n").await;
     let body_path = dir.path().join(format!("spool/queue/{}.msg", entry.id));
-    std::fs::write(&body_path, b"origiNAL content\r\n").unwrap();
+    let mut bytes = std::fs::read(&body_path).unwrap();
+    bytes[5] = b'N';
+    std::fs::write(&body_path, &bytes).unwrap();
+    // The trailer still verifies (so the envelope loads); the content does not.
+    assert_eq!(spool.load(&entry.id).await.unwrap(), entry);
     assert!(matches!(
-        spool.read_body(&entry).await,
+        spool.load_entry(&entry.id).await,
         Err(SpoolError::Corrupt { .. })
     ));
     spool.quarantine(&entry.id).await.unwrap();
@@ -193,16 +213,17 @@ async fn failed_parts_share_the_body_and_old_failures_are_purged() {
     let failed_id = spool.fail_part(&failed).await.unwrap();
     assert_ne!(failed_id, entry.id);
     // The queued entry is untouched and still verifies.
-    let queued = spool.load(&entry.id).await.unwrap();
-    assert_eq!(spool.read_body(&queued).await.unwrap(), b"shared body\r\n");
+    let (queued, content) = spool.load_entry(&entry.id).await.unwrap();
+    assert_eq!(queued, entry);
+    assert_eq!(content, b"shared body\r\n");
     let listed = spool.list_failed().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, failed_id);
     assert_eq!(listed[0].failures.len(), 1);
-    assert_eq!(
-        std::fs::read(dir.path().join(format!("spool/failed/{failed_id}.msg"))).unwrap(),
-        b"shared body\r\n"
-    );
+    let failed_file =
+        std::fs::read(dir.path().join(format!("spool/failed/{failed_id}.msg"))).unwrap();
+    let (_, failed_content) = format::split_entry(&failed_file).unwrap();
+    assert_eq!(failed_content, b"shared body\r\n");
     assert_eq!(spool.purge_failed(999).await.unwrap(), 0);
     assert_eq!(spool.purge_failed(1_001).await.unwrap(), 1);
     assert!(spool.list_failed().await.unwrap().is_empty());
@@ -226,7 +247,7 @@ async fn large_content_spills_to_a_file_and_commits_the_same_way() {
     );
     let entry = writer.commit(envelope()).await.unwrap();
     assert_eq!(entry.body_len, 300_000);
-    assert_eq!(spool.read_body(&entry).await.unwrap().len(), 300_000);
+    assert_eq!(spool.load_entry(&entry.id).await.unwrap().1.len(), 300_000);
     assert_eq!(
         std::fs::read_dir(dir.path().join("spool/tmp"))
             .unwrap()

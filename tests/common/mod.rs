@@ -79,6 +79,7 @@ impl TestRelay {
     }
 }
 
+/// The message content of every entry in a spool directory (without the envelope trailer).
 pub fn queued_bodies(queue: &Path) -> Vec<Vec<u8>> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(queue)
         .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -87,7 +88,12 @@ pub fn queued_bodies(queue: &Path) -> Vec<Vec<u8>> {
     names.sort();
     names
         .iter()
-        .map(|p| std::fs::read(p).expect("read body"))
+        .map(|p| {
+            let file = std::fs::read(p).expect("read entry");
+            let (_, content) =
+                smtp_oauth_relay::spool::format::split_entry(&file).expect("entry verifies");
+            content.to_vec()
+        })
         .collect()
 }
 
@@ -226,16 +232,26 @@ pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() 
     condition()
 }
 
+/// The envelopes of the entries in a spool directory: each `<ID>.msg` trailer, or the newer
+/// `<ID>.env` beside it.
 pub fn envelopes_in(dir: &Path) -> Vec<smtp_oauth_relay::spool::Envelope> {
+    use smtp_oauth_relay::spool::format;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    names.retain(|p| p.extension().is_some_and(|e| e == "env"));
+    names.retain(|p| p.extension().is_some_and(|e| e == "msg"));
     names.sort();
     names
         .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|bytes| smtp_oauth_relay::spool::format::decode(&bytes).ok())
+        .filter_map(|p| {
+            if let Ok(newer) = std::fs::read(p.with_extension("env")) {
+                return format::decode(&newer).ok();
+            }
+            let file = std::fs::read(p).ok()?;
+            format::split_entry(&file)
+                .ok()
+                .map(|(envelope, _)| envelope)
+        })
         .collect()
 }
 
