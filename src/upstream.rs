@@ -27,7 +27,7 @@ use crate::config::{AccountSettings, UpstreamTls};
 use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
 use crate::oauth::token::AccessToken;
 use crate::smtp::proto::address::Address;
-use crate::spool::Envelope;
+use crate::spool::{Content, Envelope};
 
 /// Time limits for each step of the upstream conversation.
 #[derive(Debug, Clone)]
@@ -68,6 +68,9 @@ pub enum FailureKind {
     },
     /// The relay itself could not go on (e.g. an address lettre cannot encode).
     Local(String),
+    /// The relay could not read its own spooled copy of the message; nothing was delivered
+    /// and the entry is verified again on the next attempt.
+    Spool(String),
 }
 
 impl std::fmt::Display for UpstreamFailure {
@@ -75,7 +78,7 @@ impl std::fmt::Display for UpstreamFailure {
         match &self.kind {
             FailureKind::Reply { code, text } => write!(f, "{code} {text}"),
             FailureKind::Transport { detail, .. } => f.write_str(detail),
-            FailureKind::Local(detail) => f.write_str(detail),
+            FailureKind::Local(detail) | FailureKind::Spool(detail) => f.write_str(detail),
         }
     }
 }
@@ -85,6 +88,13 @@ impl UpstreamFailure {
         UpstreamFailure {
             stage,
             kind: FailureKind::Local(detail.into()),
+        }
+    }
+
+    fn spool(stage: Stage, detail: impl Into<String>) -> UpstreamFailure {
+        UpstreamFailure {
+            stage,
+            kind: FailureKind::Spool(detail.into()),
         }
     }
 
@@ -249,6 +259,32 @@ impl tokio::io::AsyncWrite for ImplicitTls {
     }
 }
 
+/// A second handle on the upstream TCP socket, to break the connection off (both directions)
+/// from inside the DATA write loop, where lettre's connection cannot be reached. Used when
+/// streamed content fails verification: the server then sees the connection drop before the
+/// final dot and discards the message (RFC 5321 §4.1.1.4).
+#[derive(Clone)]
+struct BreakHandle(std::sync::Arc<std::net::TcpStream>);
+
+impl BreakHandle {
+    fn of(tcp: &TcpStream) -> Option<BreakHandle> {
+        use std::os::fd::AsFd;
+        match tcp.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(BreakHandle(std::sync::Arc::new(std::net::TcpStream::from(
+                fd,
+            )))),
+            Err(error) => {
+                tracing::warn!(%error, "cannot duplicate the upstream socket; large messages wait for another session");
+                None
+            }
+        }
+    }
+
+    fn break_off(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// How to reach one account's SMTP server; built once per account.
 #[derive(Clone)]
 pub struct Upstream {
@@ -319,7 +355,9 @@ impl Upstream {
     /// The TCP connection (with `TCP_NODELAY`: lettre writes the final dot on its own, and
     /// without it each message waits out the server's delayed ACK, up to 200 ms on Windows),
     /// wrapped in TLS first for implicit TLS.
-    async fn connect_stream(&self) -> Result<Box<dyn AsyncTokioStream>, UpstreamFailure> {
+    async fn connect_stream(
+        &self,
+    ) -> Result<(Box<dyn AsyncTokioStream>, Option<BreakHandle>), UpstreamFailure> {
         let transport = |failure: TransportFailure, detail: String| UpstreamFailure {
             stage: Stage::Connect,
             kind: FailureKind::Transport { failure, detail },
@@ -346,8 +384,9 @@ impl Upstream {
             )
         })?;
         let _ = tcp.set_nodelay(true);
+        let breaker = BreakHandle::of(&tcp);
         if self.mode != UpstreamTls::Implicit {
-            return Ok(Box::new(tcp));
+            return Ok((Box::new(tcp), breaker));
         }
         let config = crate::tls::client_config(&self.extra_roots)
             .map_err(|e| UpstreamFailure::local(Stage::Tls, e))?;
@@ -366,7 +405,7 @@ impl Upstream {
                 detail: format!("TLS with {}: {e}", self.host),
             },
         })?;
-        Ok(Box::new(ImplicitTls(tls)))
+        Ok((Box::new(ImplicitTls(tls)), breaker))
     }
 
     /// `host:port`, for logs.
@@ -379,7 +418,7 @@ impl Upstream {
     /// # Errors
     /// [`UpstreamFailure`] naming the stage that failed.
     pub async fn open(&self, token: &AccessToken) -> Result<UpstreamSession, UpstreamFailure> {
-        let stream = self.connect_stream().await?;
+        let (stream, breaker) = self.connect_stream().await?;
         let connect = AsyncSmtpConnection::connect_with_transport(stream, &self.client_id);
         let mut connection = timed(Stage::Greeting, self.timeouts.connect, connect).await?;
         if self.mode == UpstreamTls::Starttls {
@@ -424,6 +463,7 @@ impl Upstream {
         .await?;
         Ok(UpstreamSession {
             connection,
+            breaker,
             timeouts: self.timeouts.clone(),
             transactions: 0,
         })
@@ -433,6 +473,8 @@ impl Upstream {
 /// An authenticated upstream session, reused for many messages.
 pub struct UpstreamSession {
     connection: AsyncSmtpConnection,
+    /// Breaks the connection off mid-DATA if streamed content fails (see [`Content::chunks`]).
+    breaker: Option<BreakHandle>,
     timeouts: Timeouts,
     transactions: u32,
 }
@@ -455,11 +497,12 @@ impl UpstreamSession {
         &mut self,
         envelope: &Envelope,
         recipients: &[Address],
-        body: &[u8],
+        content: &Content,
     ) -> Result<TransactionResult, UpstreamFailure> {
         self.transactions += 1;
         let info = self.connection.server_info();
-        let mut parameters = vec![MailParameter::Size(body.len())];
+        let size = usize::try_from(content.len()).unwrap_or(usize::MAX);
+        let mut parameters = vec![MailParameter::Size(size)];
         if envelope.eight_bit && info.supports_feature(Extension::EightBitMime) {
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
@@ -472,6 +515,34 @@ impl UpstreamSession {
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
+        // Everything that can fail locally is settled before MAIL FROM: once the server has
+        // said 354, the only clean way out is the final dot.
+        if content.is_streamed() && self.breaker.is_none() {
+            // Without a way to break off, a read failure would end in a truncated message.
+            return Err(UpstreamFailure::spool(
+                Stage::MailFrom,
+                "cannot stream this message safely on this connection (no socket handle)",
+            ));
+        }
+        // lettre always ends with "\r\n.\r\n"; the CRLF of our last line is that CRLF, so
+        // `chunks` leaves it out (otherwise every message would gain an empty last line).
+        let broken_off = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abort = {
+            let breaker = self.breaker.clone();
+            let broken_off = broken_off.clone();
+            Box::new(move || {
+                broken_off.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(breaker) = &breaker {
+                    breaker.break_off();
+                }
+            })
+        };
+        let chunks = content.chunks(abort).map_err(|e| {
+            UpstreamFailure::spool(
+                Stage::MailFrom,
+                format!("cannot read the spooled message: {e}"),
+            )
+        })?;
         let sender = match &envelope.sender {
             Some(sender) => Some(lettre::Address::from_str(sender.as_str()).map_err(|e| {
                 UpstreamFailure::local(
@@ -527,16 +598,20 @@ impl UpstreamSession {
             self.connection.command(Data),
         )
         .await?;
-        // lettre always ends with "\r\n.\r\n"; the CRLF of our last line is that CRLF, so it
-        // is not sent twice (otherwise every message would gain an empty last line).
-        let content = body.strip_suffix(b"\r\n").unwrap_or(body);
-        let chunks = content.chunks(64 * 1024);
-        let response = timed(
+        let sent = timed(
             Stage::DataEnd,
             self.timeouts.data_end,
             self.connection.message_iter(chunks),
         )
-        .await?;
+        .await;
+        if broken_off.load(std::sync::atomic::Ordering::SeqCst) {
+            // The final dot never left: nothing was delivered, so this is no uncertain outcome.
+            return Err(UpstreamFailure::spool(
+                Stage::Data,
+                "the spooled message changed or could not be read while it was sent; the connection was broken off before the end of data",
+            ));
+        }
+        let response = sent?;
         result.reply = Some(crate::text::one_line_excerpt(
             &response.message().collect::<Vec<_>>().join(" "),
             1000,

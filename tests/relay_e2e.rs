@@ -192,7 +192,7 @@ async fn delivers_from_a_trusted_network_and_from_users_over_starttls_with_plain
 }
 
 #[tokio::test]
-async fn content_arrives_byte_for_byte_including_a_20_mb_attachment() {
+async fn content_arrives_byte_for_byte_including_a_20_mb_attachment_and_streamed_dot_lines() {
     let chain = Chain::start(TestkitOptions::default(), |_, _| {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"relay@contoso.com\"]\n".into()
     })
@@ -214,8 +214,16 @@ async fn content_arrives_byte_for_byte_including_a_20_mb_attachment() {
     }
     attachment.push_str("--b--\r\n");
     assert!(attachment.len() > 20 * 1024 * 1024);
+    // Over the in-memory limit, so it is streamed from the spool in chunks: lone dots (which
+    // must be dot-stuffed) land on every position relative to the chunk boundaries.
+    let mut dots = String::from(
+        "From: relay@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: dots\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <dots@contoso.com>\r\n\r\n",
+    );
+    while dots.len() < 2 * 1024 * 1024 {
+        dots.push_str(".\r\n");
+    }
 
-    for content in [&small, &attachment] {
+    for content in [&small, &attachment, &dots] {
         let mut client = RawClient::connect_greeted(address).await;
         client.expect("EHLO app", 250).await;
         let reply = client
@@ -231,10 +239,14 @@ async fn content_arrives_byte_for_byte_including_a_20_mb_attachment() {
     let delivered = chain
         .kit
         .exchange
-        .wait_for_messages(2, Duration::from_secs(120))
+        .wait_for_messages(3, Duration::from_secs(120))
         .await
         .unwrap();
-    for (content, subject) in [(&small, "fidelity"), (&attachment, "attachment")] {
+    for (content, subject) in [
+        (&small, "fidelity"),
+        (&attachment, "attachment"),
+        (&dots, "dots"),
+    ] {
         let arrived = delivered
             .iter()
             .find(|m| {

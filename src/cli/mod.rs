@@ -353,7 +353,11 @@ async fn send_test(
         );
         envelope.id = "0000000000000000".into();
         let result = session
-            .send(&envelope, std::slice::from_ref(&to), &body)
+            .send(
+                &envelope,
+                std::slice::from_ref(&to),
+                &crate::spool::Content::in_memory(body),
+            )
             .await
             .map_err(|f| explain(&f))?;
         session.quit().await;

@@ -45,6 +45,7 @@ impl Failure {
                 classify::classify_transport(failure.stage, *kind)
             }
             FailureKind::Local(_) => local_verdict(failure.stage),
+            FailureKind::Spool(_) => SPOOL_READ_VERDICT,
         };
         let code = match &failure.kind {
             FailureKind::Reply { code, .. } => Some(*code),
@@ -149,6 +150,16 @@ impl Failure {
 }
 
 /// A failure the relay itself detected (e.g. no STARTTLS offered).
+/// The relay could not read its own copy: transient, and the entry is verified again (and
+/// quarantined if it really is damaged) when it is next loaded.
+const SPOOL_READ_VERDICT: Verdict = Verdict {
+    class: Class::Transient,
+    reason: "the relay could not read its spooled copy of the message",
+    fix: "check the disk and the permissions of the state directory",
+    duplicate_possible: false,
+    follow_up: FollowUp::None,
+};
+
 fn local_verdict(stage: Stage) -> Verdict {
     let (class, reason, fix) = match stage {
         Stage::MailFrom | Stage::RcptTo => (
@@ -218,11 +229,12 @@ impl AttemptOutcome {
 }
 
 impl AccountDelivery {
-    /// Bring spool, queue and log in line with an attempt.
+    /// Bring spool, queue and log in line with an attempt. `head` is the beginning of the
+    /// content (at least its header section), for DSNs.
     pub(super) async fn settle(
         &self,
         mut envelope: Envelope,
-        body: &[u8],
+        head: &[u8],
         mut outcome: AttemptOutcome,
     ) {
         let now = unix_now();
@@ -272,10 +284,10 @@ impl AccountDelivery {
                 failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
                 failed.failures = failures.clone();
                 self.move_to_failed(&failed).await;
-                self.bounce(&failed, body, &failures).await;
+                self.bounce(&failed, head, &failures).await;
             } else {
                 self.record_failed_part(&envelope, &failures).await;
-                self.bounce(&envelope, body, &failures).await;
+                self.bounce(&envelope, head, &failures).await;
                 if let Err(error) = self.shared.spool.remove(&envelope.id).await {
                     tracing::error!(queue_id = %envelope.id, %error, "cannot remove the finished spool entry");
                 }
@@ -285,7 +297,7 @@ impl AccountDelivery {
         }
         if !failures.is_empty() {
             self.record_failed_part(&envelope, &failures).await;
-            self.bounce(&envelope, body, &failures).await;
+            self.bounce(&envelope, head, &failures).await;
         }
         let Some(failure) = outcome.deciding_failure().cloned() else {
             return;
@@ -432,7 +444,7 @@ impl AccountDelivery {
     }
 
     /// Every recipient of an entry older than `max_age` fails.
-    pub(super) async fn expire(&self, envelope: Envelope, body: &[u8]) {
+    pub(super) async fn expire(&self, envelope: Envelope, head: &[u8]) {
         let last = envelope
             .last_attempt
             .as_ref()
@@ -463,7 +475,7 @@ impl AccountDelivery {
                 .collect(),
             ..AttemptOutcome::default()
         };
-        self.settle(envelope, body, outcome).await;
+        self.settle(envelope, head, outcome).await;
     }
 
     async fn move_to_failed(&self, failed: &Envelope) {
@@ -486,7 +498,7 @@ impl AccountDelivery {
 
     /// Queue a DSN for `failures`, unless the policy, a null sender or the message being a
     /// DSN itself forbid it.
-    async fn bounce(&self, original: &Envelope, body: &[u8], failures: &[RecipientFailure]) {
+    async fn bounce(&self, original: &Envelope, head: &[u8], failures: &[RecipientFailure]) {
         let Some(to) = dsn::should_bounce(&self.shared.settings.bounce, original) else {
             tracing::info!(queue_id = %original.id, is_bounce = original.is_bounce, null_sender = original.sender.is_none(), "no delivery status notification for this failure");
             return;
@@ -505,7 +517,7 @@ impl AccountDelivery {
             from_mailbox: &mailbox,
             to: &to,
             original,
-            original_content: body,
+            original_content: head,
             failures,
             remote_mta: &server,
             now: time::OffsetDateTime::now_utc(),

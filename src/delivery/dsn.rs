@@ -16,6 +16,8 @@ use crate::spool::{Envelope, RecipientFailure};
 
 /// The most of the original header section that is attached.
 pub const MAX_ATTACHED_HEADERS: usize = 64 * 1024;
+// Streamed spool content keeps this much of its beginning for DSNs.
+const _: () = assert!(MAX_ATTACHED_HEADERS <= crate::spool::content::HEAD_LEN);
 
 /// The address a DSN for `envelope` goes to, or `None` when no DSN may be sent: the policy
 /// says none, the message is itself a DSN, or it has the null sender `<>`.
@@ -41,7 +43,8 @@ pub struct DsnInput<'a> {
     pub to: &'a str,
     /// The failed message's envelope.
     pub original: &'a Envelope,
-    /// The failed message's content (only its header section is used).
+    /// The failed message's content, or at least its first [`MAX_ATTACHED_HEADERS`] bytes (only
+    /// the header section is used).
     pub original_content: &'a [u8],
     /// The failed recipients.
     pub failures: &'a [RecipientFailure],

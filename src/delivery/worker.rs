@@ -27,7 +27,7 @@ use crate::config::{AccountSettings, QueueSettings};
 use crate::oauth::token::TokenProvider;
 use crate::ops::metrics::Metrics;
 use crate::queue::{AccountQueue, Next, retry};
-use crate::spool::{Envelope, Spool, SpoolError, unix_now};
+use crate::spool::{Content, Envelope, Spool, SpoolError, unix_now};
 use crate::upstream::{FailureKind, Upstream, UpstreamSession};
 
 /// The most transactions one attempt may use for one message (recipient splitting).
@@ -196,7 +196,7 @@ impl AccountDelivery {
             unix_now(),
             self.shared.settings.max_age,
         ) {
-            return self.expire(envelope, &body).await;
+            return self.expire(envelope, body.head()).await;
         }
         if session.is_none() {
             match self.open_session().await {
@@ -207,7 +207,7 @@ impl AccountDelivery {
                         stop: Some(failure),
                         ..AttemptOutcome::default()
                     };
-                    return self.settle(envelope, &body, outcome).await;
+                    return self.settle(envelope, body.head(), outcome).await;
                 }
             }
         }
@@ -221,14 +221,14 @@ impl AccountDelivery {
                 .unwrap_or_else(|p| p.into_inner()) = None;
             self.save_budget(false).await;
         }
-        self.settle(envelope, &body, outcome).await;
+        self.settle(envelope, body.head(), outcome).await;
     }
 
     /// Send `envelope` in as many transactions as its recipients need.
     async fn transactions(
         &self,
         envelope: &Envelope,
-        body: &[u8],
+        body: &Content,
         session: &mut Option<UpstreamSession>,
     ) -> AttemptOutcome {
         let mut outcome = AttemptOutcome::default();
@@ -287,7 +287,9 @@ impl AccountDelivery {
                     self.escalate_logon_failure(&mut failure);
                     let broken = matches!(
                         refusal.kind,
-                        FailureKind::Transport { .. } | FailureKind::Local(_)
+                        FailureKind::Transport { .. }
+                            | FailureKind::Local(_)
+                            | FailureKind::Spool(_)
                     ) || failure.verdict.follow_up == FollowUp::Reconnect;
                     if broken || !open.reset().await {
                         *session = None;

@@ -3,13 +3,15 @@
 //! An entry is `<ID>.msg` (content + envelope trailer, see [`format`]) and, once it has been
 //! rewritten after a failed attempt, `<ID>.env` beside it, which wins over the trailer.
 //!
-//! Invariant: nothing is returned that does not verify: the envelope by its checksum and the
-//! content by its length and SHA-256 against the envelope.
+//! Invariant: nothing is returned that does not verify: the envelope by its checksum (and a
+//! newer `.env` by describing the same content as the trailer), the content by its length and
+//! SHA-256 against the envelope.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::content::{self, Content};
 use super::format::{self, Envelope, FOOTER_LEN};
 
 /// Why an entry could not be read.
@@ -81,24 +83,27 @@ fn describes_same_content(newer: &Envelope, original: &Envelope) -> bool {
     newer.body_len == original.body_len && newer.body_sha256 == original.body_sha256
 }
 
-/// The envelope and the verified content of an entry, in one read of its file.
-pub(super) fn read_entry(msg: &Path) -> Result<(Envelope, Vec<u8>), EntryError> {
-    let mut bytes = std::fs::read(msg)?;
-    let (trailer, content) = format::split_entry(&bytes).map_err(corrupt)?;
-    let content_len = content.len();
-    let digest = format::hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref());
-    if digest != trailer.body_sha256 {
+/// The envelope and the verified content of an entry: read whole when small, otherwise
+/// checked in one streaming pass and left in its file (see [`Content`]).
+pub(super) fn read_entry(msg: &Path) -> Result<(Envelope, Content), EntryError> {
+    let envelope = read_envelope(msg)?;
+    if envelope.body_len > content::IN_MEMORY_LIMIT {
+        let content = content::verify_streamed(msg, envelope.body_len, &envelope.body_sha256)?;
+        return Ok((envelope, content));
+    }
+    let len = usize::try_from(envelope.body_len)
+        .map_err(|_| EntryError::Corrupt("impossible content length".into()))?;
+    let mut bytes = vec![0u8; len];
+    File::open(msg)?.read_exact(&mut bytes).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            EntryError::Corrupt("the message file is shorter than its envelope says".into())
+        } else {
+            EntryError::Io(e)
+        }
+    })?;
+    let digest = format::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    if digest != envelope.body_sha256 {
         return Err(EntryError::Corrupt("content checksum mismatch".into()));
     }
-    let envelope = match override_envelope(msg)? {
-        Some(envelope) => envelope,
-        None => trailer,
-    };
-    if envelope.body_len != content_len as u64 || envelope.body_sha256 != digest {
-        return Err(EntryError::Corrupt(
-            "the envelope does not describe this content".into(),
-        ));
-    }
-    bytes.truncate(content_len);
-    Ok((envelope, bytes))
+    Ok((envelope, Content::in_memory(bytes)))
 }

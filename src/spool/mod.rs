@@ -15,6 +15,7 @@
 //!   new one, never a torn one.
 //! - Every read is verified: the envelope by its checksum, the content by length and SHA-256.
 
+pub mod content;
 mod dirsync;
 mod entry;
 pub mod format;
@@ -29,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
+pub use content::Content;
 pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
 
@@ -204,11 +206,11 @@ impl Spool {
     }
 
     /// Read an entry's envelope and its content, verified against the envelope's length and
-    /// SHA-256, in one read.
+    /// SHA-256 (content over [`content::IN_MEMORY_LIMIT`] stays in its file and is streamed).
     ///
     /// # Errors
     /// `NotFound` when it is gone, `Corrupt` when it does not verify, I/O errors otherwise.
-    pub async fn load_entry(&self, id: &str) -> Result<(Envelope, Vec<u8>), SpoolError> {
+    pub async fn load_entry(&self, id: &str) -> Result<(Envelope, Content), SpoolError> {
         if !format::is_valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }

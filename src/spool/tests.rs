@@ -40,7 +40,8 @@ async fn committed_entries_survive_a_reopen_and_verify() {
     assert_eq!(loaded, first);
     let (envelope, content) = spool.load_entry(&first.id).await.unwrap();
     assert_eq!(envelope, first);
-    assert_eq!(content, b"Subject: one\r\n\r\nbody\r\n");
+    assert!(!content.is_streamed());
+    assert_eq!(content.head(), b"Subject: one\r\n\r\nbody\r\n");
     // One file per entry, nothing else until an attempt fails.
     let files = std::fs::read_dir(dir.path().join("spool/queue"))
         .unwrap()
@@ -215,7 +216,7 @@ async fn failed_parts_share_the_body_and_old_failures_are_purged() {
     // The queued entry is untouched and still verifies.
     let (queued, content) = spool.load_entry(&entry.id).await.unwrap();
     assert_eq!(queued, entry);
-    assert_eq!(content, b"shared body\r\n");
+    assert_eq!(content.head(), b"shared body\r\n");
     let listed = spool.list_failed().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, failed_id);
@@ -295,4 +296,35 @@ async fn concurrent_commits_share_directory_syncs_and_all_survive() {
     drop(spool);
     let (_, recovery) = Spool::open(dir.path()).unwrap();
     assert_eq!(recovery.entries.len(), 50);
+}
+
+#[tokio::test]
+async fn content_over_the_in_memory_limit_is_verified_and_streamed_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let mut body = b"Subject: large\r\n\r\n".to_vec();
+    body.resize(content::IN_MEMORY_LIMIT as usize + 10, b'x');
+    body.extend_from_slice(b"\r\n");
+    let entry = commit(&spool, &body).await;
+    let (envelope, content) = spool.load_entry(&entry.id).await.unwrap();
+    assert_eq!(envelope, entry);
+    assert!(content.is_streamed());
+    assert_eq!(content.len(), body.len() as u64);
+    assert_eq!(content.head(), &body[..content::HEAD_LEN]);
+    let sent: Vec<u8> = content
+        .chunks(Box::new(|| panic!("no abort for intact content")))
+        .unwrap()
+        .flat_map(|c| c.into_owned())
+        .collect();
+    assert_eq!(sent, body[..body.len() - 2]);
+
+    // Damage in the middle is found before anything is handed out.
+    let path = dir.path().join(format!("spool/queue/{}.msg", entry.id));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[600_000] = b'y';
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        spool.load_entry(&entry.id).await,
+        Err(SpoolError::Corrupt { .. })
+    ));
 }
