@@ -281,6 +281,20 @@ async fn send_as_denied_fails_at_once_and_a_dsn_reaches_the_sender() {
     assert!(failed[0].failures[0].reply.contains("5.2.252"));
     assert_eq!(failed[0].failures[0].class, "permanent");
     assert_eq!(failed[0].attempts, 0);
+    // The failed message can be exported as it was sent (what `queue export` prints).
+    let (envelope, content, stored_in) =
+        smtp_oauth_relay::spool::read_stored_entry(chain.relay.state.path(), &failed[0].id)
+            .unwrap();
+    assert_eq!(stored_in, smtp_oauth_relay::spool::StoredIn::Failed);
+    assert_eq!(envelope.failures[0].class, "permanent");
+    let mut exported = Vec::new();
+    content.write_to(&mut exported).unwrap();
+    assert!(
+        without_trace(&exported).starts_with(b"From: other@contoso.com\r\n"),
+        "{}",
+        String::from_utf8_lossy(&exported)
+    );
+    assert!(exported.ends_with(b"\r\n\r\nbody of sendas\r\n"));
     chain.relay.stop().await;
 }
 

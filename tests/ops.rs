@@ -261,8 +261,31 @@ async fn queue_commands_on_a_live_relay_and_on_a_stopped_one() {
     );
     let (ok, shown, _) = queue_command(&config, &["show", &keep_id]);
     assert!(ok && shown.contains("\"attempts\": 1"), "{shown}");
+    // Export writes the stored message; it is compared with what Exchange gets below.
+    let (ok, exported, stderr) = queue_command(&config, &["export", &keep_id]);
+    assert!(
+        ok && exported.starts_with("Received: "),
+        "{exported}{stderr}"
+    );
+    let exported_file = dir.path().join("keep.eml");
+    let (ok, _, note) = queue_command(
+        &config,
+        &[
+            "export",
+            &keep_id,
+            "--output",
+            exported_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && note.contains("queued message"), "{note}");
+    assert_eq!(std::fs::read(&exported_file).unwrap(), exported.as_bytes());
     let (ok, _, _) = queue_command(&config, &["delete", &drop_id]);
     assert!(ok);
+    let (ok, _, stderr) = queue_command(&config, &["export", &drop_id]);
+    assert!(
+        !ok && stderr.contains("no queued or failed message"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = queue_command(&config, &["show", &drop_id]);
     assert!(!ok && stderr.contains("no queued message"), "{stderr}");
 
@@ -272,6 +295,7 @@ async fn queue_commands_on_a_live_relay_and_on_a_stopped_one() {
     assert!(ok && stdout.contains("retry scheduled for 1"), "{stdout}");
     let delivered = kit.exchange.wait_for_messages(1, WAIT).await.unwrap();
     assert!(String::from_utf8_lossy(delivered[0].body()).contains("Subject: keep"));
+    assert_eq!(delivered[0].body(), exported.as_bytes());
     let (ok, table, _) = queue_command(&config, &["list"]);
     let empty = ok && table.contains("the queue is empty");
     assert!(

@@ -30,6 +30,14 @@ pub enum QueueCommand {
     Delete { id: String },
     /// Messages that failed for good, with their reason.
     Failed,
+    /// Write a queued or failed message (exactly what goes to Exchange) to stdout or a file.
+    /// Reads the spool without changing it, so it is safe while the relay runs.
+    Export {
+        id: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 fn http() -> Option<reqwest::Client> {
@@ -61,6 +69,7 @@ async fn admin_call(
 /// Run a queue command. Exit 0 on success, 1 on failure, 2 on a bad configuration.
 pub async fn run(config: Config, command: QueueCommand, json: bool) -> ExitCode {
     let (method, path) = match &command {
+        QueueCommand::Export { id, output } => return export(&config, id, output.as_deref()),
         QueueCommand::List => (reqwest::Method::GET, "/queue".to_string()),
         QueueCommand::Show { id } => (reqwest::Method::GET, format!("/queue/{id}")),
         QueueCommand::Retry { id: Some(id), .. } => {
@@ -138,6 +147,8 @@ async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, Strin
                 serde_json::json!({ "retried": targets.len(), "note": "the relay is not running; they go out when it starts" }),
             )
         }
+        // Handled by `export` before the admin endpoint is asked.
+        QueueCommand::Export { .. } => Err("export reads the spool itself".to_string()),
         QueueCommand::Delete { id } => {
             spool
                 .load(id)
@@ -149,6 +160,68 @@ async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, Strin
     };
     drop(lock);
     result
+}
+
+/// `queue export`: the verified content of one entry, byte for byte as stored.
+fn export(config: &Config, id: &str, output: Option<&Path>) -> ExitCode {
+    use std::io::Write;
+    let (envelope, content, stored_in) =
+        match crate::spool::read_stored_entry(&config.relay.state_dir, id) {
+            Ok(found) => found,
+            Err(crate::spool::SpoolError::NotFound(_)) => {
+                eprintln!("no queued or failed message {id}");
+                return ExitCode::from(1);
+            }
+            Err(error) => {
+                eprintln!("cannot export {id}: {error}");
+                return ExitCode::from(1);
+            }
+        };
+    let written = match output {
+        Some(path) => std::fs::File::create(path)
+            .and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                content.write_to(&mut out)?;
+                out.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)?
+                    .sync_all()
+            })
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            content
+                .write_to(&mut out)
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot export {id}: {e}"))
+        }
+    };
+    match written {
+        Ok(()) => {
+            if let Some(path) = output {
+                let state = match stored_in {
+                    crate::spool::StoredIn::Queue => "queued",
+                    crate::spool::StoredIn::Failed => "failed",
+                };
+                eprintln!(
+                    "{state} message {} ({} bytes, from <{}>) written to {}",
+                    envelope.id,
+                    content.len(),
+                    envelope
+                        .sender
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
@@ -228,6 +301,8 @@ fn print(command: &QueueCommand, value: &Value, json: bool) {
             value["retried"].as_u64().unwrap_or(0)
         ),
         QueueCommand::Delete { id } => println!("deleted {id}"),
+        // Written by `export` itself.
+        QueueCommand::Export { .. } => {}
     }
 }
 

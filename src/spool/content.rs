@@ -95,6 +95,35 @@ impl Content {
         }
     }
 
+    /// Write all of the content, final CRLF included, to `out`; streamed content is verified
+    /// again as it goes. Blocking (for export tools, not for the delivery path).
+    ///
+    /// # Errors
+    /// Write errors, or `InvalidData` when the file no longer matches its checksum.
+    pub fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let damaged = Arc::new(AtomicBool::new(false));
+        let flag = damaged.clone();
+        for chunk in self.chunks(Box::new(move || flag.store(true, Ordering::SeqCst)))? {
+            out.write_all(&chunk)?;
+        }
+        if damaged.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the message file changed or could not be read while it was copied",
+            ));
+        }
+        let final_crlf = match &self.repr {
+            Repr::Memory(bytes) => bytes.ends_with(b"\r\n"),
+            Repr::File { ends_with_crlf, .. } => *ends_with_crlf,
+        };
+        if final_crlf {
+            out.write_all(b"\r\n")?;
+        }
+        out.flush()
+    }
+
     /// The content in pieces for SMTP DATA, without its final CRLF (the sender's `.` line
     /// supplies it). May be called from async code: the file reads are short blocking
     /// sections (see `blocking_here`).
@@ -374,6 +403,27 @@ mod tests {
         let sent: usize = streamed.chunks(hook).unwrap().map(|c| c.len()).sum();
         assert_eq!(aborted.load(Ordering::SeqCst), 1);
         assert_eq!(sent, CHUNK_LEN, "only the whole chunks that could be read");
+    }
+
+    #[test]
+    fn write_to_gives_back_every_byte_and_refuses_a_changed_file() {
+        let bytes = large_content();
+        let file = entry_file(&bytes);
+        let content = verify_streamed(file.path(), bytes.len() as u64, &sha(&bytes)).unwrap();
+        let mut out = Vec::new();
+        content.write_to(&mut out).unwrap();
+        assert_eq!(out, bytes);
+        let mut out = Vec::new();
+        Content::in_memory(b"a\r\nb\r\n".to_vec())
+            .write_to(&mut out)
+            .unwrap();
+        assert_eq!(out, b"a\r\nb\r\n");
+
+        let mut changed = bytes.clone();
+        changed[10] ^= 1;
+        std::fs::write(file.path(), &changed).unwrap();
+        let error = content.write_to(&mut Vec::new()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -107,3 +107,39 @@ pub(super) fn read_entry(msg: &Path) -> Result<(Envelope, Content), EntryError> 
     }
     Ok((envelope, Content::in_memory(bytes)))
 }
+
+/// Which part of the spool an entry was found in by [`read_stored_entry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredIn {
+    /// `queue/`: waiting for delivery.
+    Queue,
+    /// `failed/`: failed for good, kept for `failed_retention`.
+    Failed,
+}
+
+/// Read and verify entry `id` straight from `state_dir` (queued first, then failed) without
+/// opening the spool: nothing is recovered, moved or written, so it is safe beside a running
+/// relay (committed content never changes). Blocking.
+///
+/// # Errors
+/// `NotFound` when neither holds it, `Corrupt` when it does not verify, I/O errors otherwise.
+pub fn read_stored_entry(
+    state_dir: &Path,
+    id: &str,
+) -> Result<(Envelope, Content, StoredIn), super::SpoolError> {
+    if !format::is_valid_id(id) {
+        return Err(super::SpoolError::NotFound(id.to_string()));
+    }
+    let root = state_dir.join(super::SPOOL_DIR);
+    for (folder, stored_in) in [
+        (super::QUEUE_DIR, StoredIn::Queue),
+        (super::FAILED_DIR, StoredIn::Failed),
+    ] {
+        match read_entry(&root.join(folder).join(format!("{id}.msg"))) {
+            Ok((envelope, content)) => return Ok((envelope, content, stored_in)),
+            Err(EntryError::NotFound) => continue,
+            Err(error) => return Err(super::Spool::entry_error(id, "read entry")(error)),
+        }
+    }
+    Err(super::SpoolError::NotFound(id.to_string()))
+}

@@ -31,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
 pub use content::Content;
+pub use entry::{StoredIn, read_stored_entry};
 pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
 
@@ -60,6 +61,11 @@ impl SpoolError {
             if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
 }
+
+/// The spool's folder under the state directory, and its queue and failed folders in it.
+const SPOOL_DIR: &str = "spool";
+const QUEUE_DIR: &str = "queue";
+const FAILED_DIR: &str = "failed";
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
@@ -101,13 +107,13 @@ impl Spool {
     /// # Errors
     /// When the directories cannot be created or read.
     pub fn open(state_dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
-        let root = state_dir.join("spool");
+        let root = state_dir.join(SPOOL_DIR);
         let spool = Spool {
-            queue_sync: Arc::new(dirsync::DirSync::new(root.join("queue"))),
+            queue_sync: Arc::new(dirsync::DirSync::new(root.join(QUEUE_DIR))),
             state: root.join("state"),
             tmp: root.join("tmp"),
-            queue: root.join("queue"),
-            failed: root.join("failed"),
+            queue: root.join(QUEUE_DIR),
+            failed: root.join(FAILED_DIR),
             corrupt: root.join("corrupt"),
             sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
         };
