@@ -4,5 +4,6 @@ pub mod attempt;
 pub mod budget;
 pub mod classify;
 pub mod dsn;
+pub mod escalation;
 pub mod pacer;
 pub mod worker;

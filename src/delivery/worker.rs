@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::attempt::{AttemptOutcome, Failure};
 use super::budget::RecipientBudget;
 use super::classify::{Class, FollowUp};
+use super::escalation::PersistentFailure;
 use super::pacer::Pacer;
 use crate::config::{AccountSettings, QueueSettings};
 use crate::oauth::token::TokenProvider;
@@ -34,8 +35,6 @@ use crate::upstream::{FailureKind, Upstream, UpstreamSession};
 const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;
 /// How often the recipient counts are written to disk while mail flows.
 const BUDGET_SAVE_INTERVAL_SECS: u64 = 10;
-/// How long a persistent mailbox logon failure is transient before it counts as configuration.
-const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
 
 /// What every account's delivery shares.
 pub struct DeliveryShared {
@@ -55,8 +54,8 @@ pub struct AccountDelivery {
     pub shared: Arc<DeliveryShared>,
     pub pacer: Pacer,
     pub budget: Arc<RecipientBudget>,
-    /// Since when (unix seconds) the mailbox has answered `430 4.2.0` without a success.
-    logon_failures_since: Mutex<Option<u64>>,
+    /// Since when the mailbox has answered `430 4.2.0` without a success.
+    logon_failures: PersistentFailure,
     /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
     failing_since: Mutex<Option<u64>>,
     /// When the recipient counts were last written (unix seconds).
@@ -84,7 +83,7 @@ impl AccountDelivery {
             tokens,
             upstream,
             shared,
-            logon_failures_since: Mutex::new(None),
+            logon_failures: PersistentFailure::default(),
             failing_since: Mutex::new(None),
             budget_saved_at: std::sync::atomic::AtomicU64::new(0),
         }
@@ -215,10 +214,7 @@ impl AccountDelivery {
         outcome.started = Some(started);
         if !outcome.delivered.is_empty() {
             self.queue.resume();
-            *self
-                .logon_failures_since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            self.logon_failures.clear();
             self.save_budget(false).await;
         }
         self.settle(envelope, body.head(), outcome).await;
@@ -284,7 +280,7 @@ impl AccountDelivery {
                 }
                 Err(refusal) => {
                     let mut failure = Failure::from_upstream(&refusal);
-                    self.escalate_logon_failure(&mut failure);
+                    self.logon_failures.observe(&mut failure, unix_now());
                     let broken = matches!(
                         refusal.kind,
                         FailureKind::Transport { .. }
@@ -310,24 +306,6 @@ impl AccountDelivery {
                 .extend(outcome.untried.drain(..).map(|r| (r, more.clone())));
         }
         outcome
-    }
-
-    /// `430 4.2.0 … mailbox logon failure` is transient at first; after an hour without a
-    /// success it is a configuration fault (FullAccess for the service principal missing).
-    fn escalate_logon_failure(&self, failure: &mut Failure) {
-        if failure.verdict.follow_up != FollowUp::EscalateAfterOneHour {
-            return;
-        }
-        let now = unix_now();
-        let mut since = self
-            .logon_failures_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let first = *since.get_or_insert(now);
-        if now.saturating_sub(first) > LOGON_FAILURE_GRACE_SECS {
-            failure.verdict.class = Class::Configuration;
-            failure.account_wide = true;
-        }
     }
 
     /// Token, connect, STARTTLS, AUTH; with one token refresh on `535 5.7.3`.
