@@ -92,33 +92,56 @@ fn subject_of(headers: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// A line for the human-readable part, wrapped far below the 998-octet limit.
+/// A line for the human-readable part, wrapped far below the 998-octet limit; every line
+/// starts with `indent`.
 fn push_wrapped(out: &mut String, indent: &str, text: &str) {
-    let mut line = String::from(indent);
-    for word in text.split_whitespace() {
-        if line.len() + word.len() + 1 > 76 && line.len() > indent.len() {
-            out.push_str(&line);
-            out.push_str("\r\n");
-            line = String::from(indent);
-        }
-        if line.len() > indent.len() {
-            line.push(' ');
-        }
-        // A single very long word is cut into pieces.
-        let mut word = word;
-        while word.len() > 900 {
-            let cut = (0..=900)
+    push_folded(out, indent, indent, text);
+}
+
+/// `text` wrapped at white space to about 76 characters: the first line starts with `first`,
+/// the others with `rest` (a space, for a header field's continuation lines). A word longer
+/// than 900 bytes is cut, so no line ever nears the 998-octet limit.
+fn push_folded(out: &mut String, first: &str, rest: &str, text: &str) {
+    const WIDTH: usize = 76;
+    const LONGEST_WORD: usize = 900;
+    let mut line = String::from(first);
+    // True while `line` holds only its prefix.
+    let mut bare = true;
+    let end_line = |line: &mut String, bare: &mut bool, out: &mut String| {
+        out.push_str(line);
+        out.push_str("\r\n");
+        line.clear();
+        line.push_str(rest);
+        *bare = true;
+    };
+    for mut word in text.split_whitespace() {
+        // A word too long for any line is cut into pieces, each on a line of its own.
+        while word.len() > LONGEST_WORD {
+            if !bare {
+                end_line(&mut line, &mut bare, out);
+            }
+            let cut = (1..=LONGEST_WORD)
                 .rev()
                 .find(|&i| word.is_char_boundary(i))
-                .unwrap_or(0);
+                .unwrap_or(word.len());
             let (head, tail) = word.split_at(cut);
-            out.push_str(head);
-            out.push_str("\r\n");
+            line.push_str(head);
+            end_line(&mut line, &mut bare, out);
             word = tail;
         }
+        if word.is_empty() {
+            continue;
+        }
+        if !bare && line.len() + 1 + word.len() > WIDTH {
+            end_line(&mut line, &mut bare, out);
+        }
+        if !bare {
+            line.push(' ');
+        }
         line.push_str(word);
+        bare = false;
     }
-    if line.len() > indent.len() {
+    if !bare {
         out.push_str(&line);
         out.push_str("\r\n");
     }
@@ -199,14 +222,17 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
             status_of(failure),
             input.remote_mta.split(':').next().unwrap_or(input.remote_mta)
         ));
-        push_wrapped(&mut status, "", &format!("Diagnostic-Code: {diagnostic}"));
+        push_folded(
+            &mut status,
+            "",
+            " ",
+            &format!("Diagnostic-Code: {diagnostic}"),
+        );
         let last = OffsetDateTime::from_unix_timestamp(i64::try_from(failure.at).unwrap_or(0))
             .map(rfc5322_date)
             .unwrap_or_else(|_| date.clone());
         status.push_str(&format!("Last-Attempt-Date: {last}\r\n"));
     }
-    // Continuation lines of Diagnostic-Code must be folded (start with white space).
-    let status = fold_continuations(&status);
 
     let mut out = String::new();
     out.push_str(&format!(
@@ -232,24 +258,6 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
     bytes.extend_from_slice(headers);
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     bytes
-}
-
-/// In the delivery-status part, a wrapped field value continues on lines starting with a
-/// space; `push_wrapped` without indent produced plain lines, so indent the continuation lines
-/// of every field.
-fn fold_continuations(status: &str) -> String {
-    let mut out = String::with_capacity(status.len() + 16);
-    for line in status.split_inclusive("\r\n") {
-        let is_field = line.trim_end().is_empty()
-            || line
-                .split_once(':')
-                .is_some_and(|(name, _)| !name.contains(' ') && !name.is_empty());
-        if !is_field {
-            out.push(' ');
-        }
-        out.push_str(line);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -369,6 +377,61 @@ mod tests {
         assert!(human.contains("Add-RecipientPermission"), "{human}");
         assert!(human.contains("user printer"));
         assert!(text.contains("Auto-Submitted: auto-replied"));
+    }
+
+    #[test]
+    fn long_diagnostics_fold_into_continuation_lines_that_unfold_to_the_reply() {
+        let long_word = "x".repeat(2000);
+        let replies = [
+            "554 5.2.252 SendAsDenied; relay@contoso.com not allowed to send as scanner@contoso.com; STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit message. 0.35250:0A000000, 1.36674:0A000000, 1.61250:00000000, 1.45378:02000000[EndDiagnosticData]".to_string(),
+            format!("550 5.7.1 {long_word} tail"),
+        ];
+        let failures: Vec<_> = replies
+            .iter()
+            .map(|reply| failure("a@x.example", reply, "data-end"))
+            .collect();
+        let original = original();
+        let bytes = build(&DsnInput {
+            reporting_host: "relay.test",
+            from_mailbox: "relay@contoso.com",
+            to: "scanner@contoso.com",
+            original: &original,
+            original_content: b"Subject: s\r\n\r\n",
+            failures: &failures,
+            remote_mta: "smtp.office365.com:587",
+            now: OffsetDateTime::from_unix_timestamp(1_795_900_200).unwrap(),
+            unique: "abc123",
+        });
+        let message = MessageParser::default().parse(&bytes).unwrap();
+        let status = String::from_utf8_lossy(message.parts[2].contents()).into_owned();
+        const FIELDS: [&str; 9] = [
+            "Reporting-MTA",
+            "X-Queue-ID",
+            "Arrival-Date",
+            "Final-Recipient",
+            "Action",
+            "Status",
+            "Remote-MTA",
+            "Diagnostic-Code",
+            "Last-Attempt-Date",
+        ];
+        for line in status.split("\r\n") {
+            assert!(line.len() < 998, "{line}");
+            if line.is_empty() || line.starts_with(' ') {
+                continue;
+            }
+            let name = line.split(':').next().unwrap();
+            assert!(FIELDS.contains(&name), "not a DSN field: {line}");
+        }
+        // Unfolded (RFC 5322 §2.2.3), each Diagnostic-Code is the reply again (the word cut
+        // for length gains a space where it was cut).
+        let unfolded = status.replace("\r\n ", " ");
+        let diagnostics: Vec<&str> = unfolded
+            .split("\r\n")
+            .filter_map(|l| l.strip_prefix("Diagnostic-Code: smtp; "))
+            .collect();
+        assert_eq!(diagnostics[0], replies[0]);
+        assert_eq!(diagnostics[1].replace(' ', ""), replies[1].replace(' ', ""));
     }
 
     #[test]
