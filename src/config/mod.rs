@@ -300,7 +300,11 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::from_toml(&text, &base)
+        let mut config = Config::from_toml(&text, &base)?;
+        config
+            .warnings
+            .extend(world_readable_secrets_warning(path, &text));
+        Ok(config)
     }
 
     /// Parse and validate TOML text; relative paths resolve against `base`.
@@ -328,3 +332,31 @@ impl Config {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+/// A warning when the config file holds a client secret or a clear-text password and every
+/// user on the machine may read it.
+fn world_readable_secrets_warning(path: &Path, text: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o004 == 0 {
+        return None;
+    }
+    let value: toml::Table = toml::from_str(text).ok()?;
+    let holds = |section: &str, key: &str| {
+        value
+            .get(section)
+            .and_then(toml::Value::as_array)
+            .is_some_and(|tables| tables.iter().any(|t| t.get(key).is_some()))
+    };
+    let what = match (holds("account", "client_secret"), holds("user", "password")) {
+        (true, true) => "a client secret and clear-text passwords",
+        (true, false) => "a client secret",
+        (false, true) => "clear-text passwords",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "{} holds {what} and every user can read it (mode {:o}): `chmod 600` it (or `chmod 640` with the relay's group), or move the secret to client_secret_file",
+        path.display(),
+        mode & 0o777
+    ))
+}

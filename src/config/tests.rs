@@ -354,3 +354,34 @@ fn certificate_credentials_load_warn_before_expiry_and_explain_bad_files() {
     let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
     assert_eq!(errors[0].path, "account[0].client_assertion_algorithm");
 }
+
+#[test]
+fn a_world_readable_config_with_secrets_in_it_is_flagged() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "from-file\n").unwrap();
+    let path = dir.path().join("relay.toml");
+    let flagged = |text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        Config::load(&path)
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.contains("every user can read it"))
+    };
+    // VALID has a client secret and a clear-text password.
+    assert!(flagged(VALID, 0o644));
+    assert!(!flagged(VALID, 0o600));
+    assert!(!flagged(VALID, 0o640), "readable by the relay's group only");
+    let no_secrets = VALID
+        .replace(
+            "client_secret = \"abc~DEF.secret-value\"",
+            "client_secret_file = \"secret.txt\"",
+        )
+        .replace(
+            "password = \"pw\"",
+            "password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$0nWfEnTf7TXXq3uF2g4cWlnd+BZ2H/E9Mcpw/HdAlhk\"",
+        );
+    assert!(!flagged(&no_secrets, 0o644));
+}

@@ -7,11 +7,32 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Spool files hold people's mail: readable and writable by the relay's user only, whatever
+/// the umask (the systemd unit sets `UMask=0077`, a shell or container often does not).
+const FILE_MODE: u32 = 0o600;
+/// Spool directories: the relay's user only.
+const DIR_MODE: u32 = 0o700;
 
 /// Create `path` exclusively (fails if it exists), for a new spool entry.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Create `dir` (and its parents) if needed and make it private to the relay's user, also
+/// when an older version or another tool created it more open.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
 }
 
 /// Flush a file's data (and the metadata needed to read it back) to stable storage.
@@ -32,6 +53,7 @@ pub fn write_and_rename(tmp: &Path, target: &Path, bytes: &[u8]) -> io::Result<(
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(tmp)?;
         file.write_all(bytes)?;
         file.sync_data()?;

@@ -118,13 +118,14 @@ impl Spool {
             sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
         };
         for dir in [
+            &root,
             &spool.state,
             &spool.tmp,
             &spool.queue,
             &spool.failed,
             &spool.corrupt,
         ] {
-            std::fs::create_dir_all(dir).map_err(SpoolError::io("create spool directories"))?;
+            fsio::create_private_dir(dir).map_err(SpoolError::io("create spool directories"))?;
         }
         let recovery = recover::recover(&spool)?;
         Ok((spool, recovery))

@@ -328,3 +328,25 @@ async fn content_over_the_in_memory_limit_is_verified_and_streamed_from_its_file
         Err(SpoolError::Corrupt { .. })
     ));
 }
+
+#[tokio::test]
+async fn spool_files_and_folders_are_private_to_the_relay_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // As an older version or a careless `mkdir` would have left it.
+    let root = dir.path().join("spool");
+    std::fs::create_dir_all(root.join("queue")).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let entry = commit(&spool, b"Subject: private\r\n\r\nbody\r\n").await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for folder in ["", "queue", "failed", "tmp", "corrupt", "state"] {
+        assert_eq!(mode(&root.join(folder)), 0o700, "spool/{folder}");
+    }
+    assert_eq!(mode(&root.join(format!("queue/{}.msg", entry.id))), 0o600);
+    let mut failed = entry.clone();
+    failed.attempts = 1;
+    spool.update(&failed).await.unwrap();
+    assert_eq!(mode(&root.join(format!("queue/{}.env", entry.id))), 0o600);
+}
