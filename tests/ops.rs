@@ -77,6 +77,11 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
     for n in 0..2 {
         send(chain.relay.address(0), &format!("metrics-{n}")).await;
     }
+    // A device with a sender outside its allowed_senders is turned away and counted.
+    let mut client = RawClient::connect_greeted(chain.relay.address(0)).await;
+    client.expect("EHLO printer", 250).await;
+    client.expect("MAIL FROM:<printer@printers.local>", 550).await;
+    client.expect("QUIT", 221).await;
     chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
     let (_, after) = get(admin, "/metrics").await;
@@ -94,6 +99,14 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
             "smtp_oauth_relay_messages_delivered_total{account=\"m365\"}"
         ),
         2,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "smtp_oauth_relay_messages_refused_total{reason=\"sender not allowed\"}"
+        ),
+        1,
         "{after}"
     );
     assert_eq!(

@@ -175,7 +175,7 @@ impl Metrics {
         );
         registry.register(
             "messages_refused",
-            "Messages refused at DATA, by reason",
+            "Transactions refused by policy or at DATA, by reason: not authenticated, sender not allowed, From header not allowed, too large, storage",
             metrics.messages_refused.clone(),
         );
         registry.register("up", "1 while the relay runs", metrics.up.clone());

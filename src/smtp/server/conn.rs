@@ -165,6 +165,14 @@ impl Connection {
             if let Some(reply) = &step.reply {
                 reply.write_to(&mut self.output);
             }
+            if let Some(refusal) = step.refusal.take() {
+                tracing::warn!(reason = refusal.reason, "refused: {}", refusal.detail);
+                self.ctx
+                    .metrics
+                    .messages_refused
+                    .get_or_create(&Metrics::reason(refusal.reason))
+                    .inc();
+            }
             step = match step.action {
                 Action::None => return Ok(true),
                 Action::Close => {
@@ -202,6 +210,7 @@ impl Connection {
                                     window,
                                 )),
                                 action: Action::Close,
+                                refusal: None,
                             }
                         } else {
                             step
@@ -388,12 +397,20 @@ impl Connection {
             self.read_data(&mut grace_deadline).await?;
         }
         if let Some(outcome) = failure {
-            tracing::warn!(size = receiver.size(), outcome = ?outcome, "message refused");
             let reason = match &outcome {
                 DataOutcome::TooLarge | DataOutcome::HeaderTooLarge => "too large",
-                DataOutcome::FromRefused(_) => "sender not allowed",
+                DataOutcome::FromRefused(_) => "From header not allowed",
                 _ => "storage",
             };
+            match &outcome {
+                DataOutcome::FromRefused(address) => tracing::warn!(
+                    size = receiver.size(),
+                    reason,
+                    "refused: the From: header <{address}> is not in the allowed_senders of {}",
+                    request.principal
+                ),
+                _ => tracing::warn!(size = receiver.size(), reason, "message refused"),
+            }
             self.ctx
                 .metrics
                 .messages_refused

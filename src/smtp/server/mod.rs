@@ -6,5 +6,6 @@ pub mod conn;
 pub mod listener;
 pub mod sasl;
 pub mod session;
+pub mod session_io;
 pub mod stream;
 pub mod throttle;

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::policy::{Grant, Principal, SenderDecision};
+use crate::policy::{Grant, SenderDecision};
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
 use crate::smtp::proto::command::{Command, MailFrom, parse_command};
@@ -24,107 +24,9 @@ use crate::smtp::proto::reply::Reply;
 
 use super::sasl::{self, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, SaslError};
 
-/// How a listener does TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    None,
-    Starttls,
-    Implicit,
-}
-
-/// Per-listener settings the session needs.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub hostname: String,
-    pub tls_mode: TlsMode,
-    pub allow_auth_without_tls: bool,
-    pub max_message_size: u64,
-    pub max_recipients: usize,
-    /// Errors (5xx answers to commands) tolerated before the connection is closed.
-    pub max_errors: u32,
-    /// Failed AUTH attempts tolerated in one session before it is closed.
-    pub max_auth_failures: u32,
-}
-
-/// What the driver must do after sending [`Step::reply`].
-#[derive(Debug)]
-pub enum Action {
-    None,
-    /// Read the message content, store it, then call [`Session::data_finished`].
-    ReceiveData(Box<DataRequest>),
-    /// Run the TLS handshake, then call [`Session::tls_established`].
-    StartTls,
-    /// Check these credentials off the reactor, then call [`Session::auth_finished`].
-    VerifyPassword {
-        username: String,
-        password: Secret,
-    },
-    /// Close the connection.
-    Close,
-}
-
-/// One reply (or none) and the action that follows it.
-#[derive(Debug)]
-pub struct Step {
-    pub reply: Option<Reply>,
-    pub action: Action,
-}
-
-impl Step {
-    fn reply(reply: Reply) -> Step {
-        Step {
-            reply: Some(reply),
-            action: Action::None,
-        }
-    }
-
-    fn then(reply: Reply, action: Action) -> Step {
-        Step {
-            reply: Some(reply),
-            action,
-        }
-    }
-}
-
-/// Everything the driver needs to receive and store one message.
-#[derive(Debug, Clone)]
-pub struct DataRequest {
-    pub account: String,
-    pub principal: Principal,
-    /// The client's grant: its sender rules apply to the `From:` header.
-    pub grant: Arc<Grant>,
-    pub sender: Option<Address>,
-    pub recipients: Vec<Address>,
-    pub peer: SocketAddr,
-    pub helo: Option<String>,
-    /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA` or `ESMTPSA` (RFC 3848), for the Received header.
-    pub protocol: &'static str,
-    pub tls: bool,
-    pub smtputf8: bool,
-    pub max_size: u64,
-}
-
-/// How receiving and storing a message ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataOutcome {
-    /// Stored durably under this queue id.
-    Queued(String),
-    /// Stored, and Exchange already accepted it (`acknowledge = "delivered"`).
-    Delivered { id: String, reply: String },
-    /// Exchange refused it for good; this is its reply (`acknowledge = "delivered"`).
-    Rejected { code: u16, text: String },
-    /// The content was larger than the limit.
-    TooLarge,
-    /// The header section was larger than the limit.
-    HeaderTooLarge,
-    /// The `From:` header names a sender the client may not use.
-    FromRefused(String),
-    /// The spool's disk is full.
-    StorageFull,
-    /// The spool could not store the message.
-    StorageFailed,
-}
+pub use super::session_io::{
+    Action, DataOutcome, DataRequest, Refusal, SessionSettings, Step, TlsMode,
+};
 
 #[derive(Debug)]
 enum AuthPhase {
@@ -341,7 +243,14 @@ impl Session {
             } else {
                 "Authentication required, and this client is not on a trusted network"
             };
-            return self.error(Reply::new(530, "5.7.0", text));
+            let sender = mail.sender.as_ref().map(Address::to_string);
+            return self.error(Reply::new(530, "5.7.0", text)).refused(
+                "not authenticated",
+                format!(
+                    "MAIL FROM:<{}> from a client that has not authenticated and is on no trusted [[network]]",
+                    sender.unwrap_or_default()
+                ),
+            );
         };
         let decision = grant.decide(mail.sender.as_ref());
         if decision == SenderDecision::Refuse {
@@ -351,11 +260,19 @@ impl Session {
                 .map(Address::to_string)
                 .unwrap_or_default();
             let principal = grant.principal.to_string();
-            return self.error(Reply::new(
-                550,
-                "5.7.1",
-                format!("Sender address <{sender}> is not allowed for {principal}"),
-            ));
+            let account = grant.account.clone();
+            return self
+                .error(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("Sender address <{sender}> is not allowed for {principal}"),
+                ))
+                .refused(
+                    "sender not allowed",
+                    format!(
+                        "MAIL FROM:<{sender}> is not in the allowed_senders of {principal} (account {account})"
+                    ),
+                );
         }
         if let Some(size) = mail.declared_size
             && size > self.settings.max_message_size
@@ -584,6 +501,7 @@ impl Session {
         Step {
             reply: None,
             action: Action::VerifyPassword { username, password },
+            refusal: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Table tests for the session state machine: command sequences in, reply codes out.
 
 use super::*;
-use crate::policy::SenderPattern;
+use crate::policy::{Principal, SenderPattern};
 use base64::Engine;
 
 fn settings(tls_mode: TlsMode, allow_auth_without_tls: bool) -> Arc<SessionSettings> {
@@ -103,6 +103,39 @@ fn untrusted_client_cannot_send_anywhere() {
         ),
         vec![250, 530, 503, 503]
     );
+}
+
+#[test]
+fn policy_refusals_are_reported_for_the_log_and_protocol_errors_are_not() {
+    let mut anonymous = anonymous_session(TlsMode::None, false);
+    anonymous.handle_line(b"EHLO x");
+    let refusal = anonymous
+        .handle_line(b"MAIL FROM:<a@contoso.com>")
+        .refusal
+        .expect("530 is reported");
+    assert_eq!(refusal.reason, "not authenticated");
+    assert!(refusal.detail.contains("<a@contoso.com>"), "{refusal:?}");
+
+    let mut trusted = network_session();
+    let refusal = trusted
+        .handle_line(b"MAIL FROM:<ceo@fabrikam.example>")
+        .refusal
+        .expect("550 5.7.1 is reported");
+    assert_eq!(refusal.reason, "sender not allowed");
+    assert!(
+        refusal.detail.contains("<ceo@fabrikam.example>")
+            && refusal.detail.contains("192.0.2.0/24")
+            && refusal.detail.contains("m365"),
+        "names the sender, the network and the account: {refusal:?}"
+    );
+    for line in [
+        "MAIL FROM:<scan@contoso.com>",
+        "MAIL FROM:<x@contoso.com>",
+        "BDAT 1",
+        "RCPT",
+    ] {
+        assert_eq!(trusted.handle_line(line.as_bytes()).refusal, None, "{line}");
+    }
 }
 
 #[test]
