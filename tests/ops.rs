@@ -80,7 +80,9 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
     // A device with a sender outside its allowed_senders is turned away and counted.
     let mut client = RawClient::connect_greeted(chain.relay.address(0)).await;
     client.expect("EHLO printer", 250).await;
-    client.expect("MAIL FROM:<printer@printers.local>", 550).await;
+    client
+        .expect("MAIL FROM:<printer@printers.local>", 550)
+        .await;
     client.expect("QUIT", 221).await;
     chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
@@ -320,6 +322,44 @@ async fn queue_commands_on_a_live_relay_and_on_a_stopped_one() {
     );
     let (ok, failed, _) = queue_command(&config, &["failed"]);
     assert!(ok && failed.contains("no failed messages"), "{failed}");
+
+    // A recipient Exchange refuses for good: failed at once. Once the admin has fixed it,
+    // `requeue` sends it again, to that recipient, now.
+    kit.exchange.reject_recipient(
+        "a@fabrikam.example",
+        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+    );
+    send(address, "bounced").await;
+    let failed_id = {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, stdout, _) = queue_command(&config, &["--json", "failed"]);
+            let entries: serde_json::Value =
+                serde_json::from_str(&stdout).unwrap_or(serde_json::json!([]));
+            if let Some(id) = entries[0]["id"].as_str() {
+                break id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "never failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    kit.exchange.clear_recipient_rejections();
+    let (ok, stdout, stderr) = queue_command(&config, &["requeue", &failed_id]);
+    assert!(
+        ok && stdout.contains("1 message(s) back in the queue"),
+        "{stdout}{stderr}"
+    );
+    let requeued_arrived = || {
+        kit.exchange.messages().iter().any(|m| {
+            m.recipients == ["a@fabrikam.example"]
+                && String::from_utf8_lossy(m.body()).contains("Subject: bounced")
+        })
+    };
+    assert!(eventually(WAIT, requeued_arrived).await);
+    let (ok, failed, _) = queue_command(&config, &["failed"]);
+    assert!(ok && failed.contains("no failed messages"), "{failed}");
+    let (ok, _, stderr) = queue_command(&config, &["requeue", &failed_id]);
+    assert!(!ok && stderr.contains("no failed message"), "{stderr}");
 
     // With the relay stopped, the commands read the spool directly. (A temporary refusal at
     // the end of DATA works whether or not an upstream session is still open.)

@@ -30,6 +30,13 @@ pub enum QueueCommand {
     Delete { id: String },
     /// Messages that failed for good, with their reason.
     Failed,
+    /// Put a failed message (or all of them) back in the queue once the cause is fixed: it
+    /// goes out now, to the recipients that failed, with a fresh retry schedule and max_age.
+    Requeue {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
     /// Write a queued or failed message (exactly what goes to Exchange) to stdout or a file.
     /// Reads the spool without changing it, so it is safe while the relay runs.
     Export {
@@ -87,6 +94,20 @@ pub async fn run(config: Config, command: QueueCommand, json: bool) -> ExitCode 
             return ExitCode::from(2);
         }
         QueueCommand::Delete { id } => (reqwest::Method::DELETE, format!("/queue/{id}")),
+        QueueCommand::Requeue { id: Some(id), .. } => {
+            (reqwest::Method::POST, format!("/failed/{id}/requeue"))
+        }
+        QueueCommand::Requeue {
+            id: None,
+            all: true,
+        } => (reqwest::Method::POST, "/failed/requeue".to_string()),
+        QueueCommand::Requeue {
+            id: None,
+            all: false,
+        } => {
+            eprintln!("give the id of a failed message, or --all");
+            return ExitCode::from(2);
+        }
         QueueCommand::Failed => (reqwest::Method::GET, "/failed".to_string()),
     };
     let result = match admin_call(&config, method, &path).await {
@@ -146,6 +167,38 @@ async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, Strin
             Ok(
                 serde_json::json!({ "retried": targets.len(), "note": "the relay is not running; they go out when it starts" }),
             )
+        }
+        QueueCommand::Requeue { id, .. } => {
+            let ids = match id {
+                Some(id) => vec![id.clone()],
+                None => spool
+                    .list_failed()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect(),
+            };
+            let mut errors = Vec::new();
+            for id in &ids {
+                match spool.requeue(id).await {
+                    Ok(_) => {}
+                    Err(crate::spool::SpoolError::NotFound(_)) => {
+                        errors.push(format!("no failed message {id}"))
+                    }
+                    Err(error) => errors.push(format!("{id}: {error}")),
+                }
+            }
+            if id.is_some()
+                && let Some(error) = errors.first()
+            {
+                return Err(error.clone());
+            }
+            Ok(serde_json::json!({
+                "requeued": ids.len() - errors.len(),
+                "errors": errors,
+                "note": "the relay is not running; they go out when it starts",
+            }))
         }
         // Handled by `export` before the admin endpoint is asked.
         QueueCommand::Export { .. } => Err("export reads the spool itself".to_string()),
@@ -301,6 +354,15 @@ fn print(command: &QueueCommand, value: &Value, json: bool) {
             value["retried"].as_u64().unwrap_or(0)
         ),
         QueueCommand::Delete { id } => println!("deleted {id}"),
+        QueueCommand::Requeue { .. } => {
+            println!(
+                "{} message(s) back in the queue, due now",
+                value["requeued"].as_u64().unwrap_or(0)
+            );
+            for error in value["errors"].as_array().into_iter().flatten() {
+                println!("not requeued: {}", error.as_str().unwrap_or_default());
+            }
+        }
         // Written by `export` itself.
         QueueCommand::Export { .. } => {}
     }

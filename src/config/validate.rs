@@ -201,7 +201,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             Ok(address) => {
                 if !address.ip().is_loopback() {
                     checker.warnings.push(format!(
-                        "admin.address = {address}: health and metrics are reachable from the network; queue changes are still refused from other hosts"
+                        "admin.address = {address}: health and metrics are reachable from the network (the queue API still answers only on loopback)"
                     ));
                 }
                 Some(address)

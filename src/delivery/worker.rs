@@ -191,7 +191,7 @@ impl AccountDelivery {
             Err(error) => return self.unreadable(id, error).await,
         };
         if retry::expired(
-            envelope.received_at,
+            envelope.queue_lifetime_start(),
             unix_now(),
             self.shared.settings.max_age,
         ) {

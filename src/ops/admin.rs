@@ -1,10 +1,11 @@
 //! The admin HTTP endpoint (`[admin] address`, loopback by default): `/healthz`, `/readyz`,
 //! `/metrics` (Prometheus), and the queue API the `queue` command uses.
 //!
-//! Invariants: read-only routes answer anyone who can reach the address (so a Kubernetes
-//! probe or a Prometheus server can use them); routes that change the queue (retry, delete)
-//! answer only clients on the loopback interface, whatever the bind address; every connection
-//! is bounded in time; nothing here logs or returns a secret.
+//! Invariants: `/healthz`, `/readyz` and `/metrics` answer anyone who can reach the address
+//! (so a Kubernetes probe or a Prometheus server can use them); the queue API (listings, which
+//! name senders and recipients, and every change: retry, requeue, delete) answers only clients
+//! on the loopback interface, whatever the bind address; every connection is bounded in time;
+//! nothing here logs or returns a secret or message content.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use super::metrics::Metrics;
 use crate::delivery::worker::AccountDelivery;
 use crate::queue::Queue;
-use crate::spool::{Envelope, Spool, format, unix_now};
+use crate::spool::{Envelope, Spool, SpoolError, format, unix_now};
 
 /// What the admin endpoint looks at.
 pub struct AdminState {
@@ -101,16 +102,18 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readiness(state).await,
         (&Method::GET, ["metrics"]) => metrics(state),
+        // Envelopes name people (senders, recipients, client addresses): like every change to
+        // the queue, they are for the host's own `queue` command only.
+        _ if !local => text(
+            StatusCode::FORBIDDEN,
+            "the queue API answers only on the loopback interface (run `smtp-oauth-relay queue` on the relay's host)\n",
+        ),
         (&Method::GET, ["queue"]) => listing(state, state.spool.list_queued().await),
         (&Method::GET, ["failed"]) => listing(state, state.spool.list_failed().await),
         (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
             Ok(envelope) => json_reply(StatusCode::OK, &summary(state, &envelope)),
             Err(_) => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
         },
-        (&Method::POST | &Method::DELETE, _) if !local => text(
-            StatusCode::FORBIDDEN,
-            "queue changes are accepted only from the loopback interface\n",
-        ),
         (&Method::POST, ["queue", "retry"]) => {
             let mut count = 0;
             for (_, queue) in state.queue.accounts() {
@@ -141,6 +144,33 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
             }
             None => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
         },
+        (&Method::POST, ["failed", "requeue"]) => {
+            let failed = match state.spool.list_failed().await {
+                Ok(failed) => failed,
+                Err(error) => {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"));
+                }
+            };
+            let mut requeued = Vec::new();
+            let mut errors = Vec::new();
+            for entry in failed {
+                match requeue(state, &entry.id).await {
+                    Ok(id) => requeued.push(id),
+                    Err(error) => errors.push(format!("{}: {error}", entry.id)),
+                }
+            }
+            json_reply(
+                StatusCode::OK,
+                &json!({ "requeued": requeued.len(), "errors": errors }),
+            )
+        }
+        (&Method::POST, ["failed", id, "requeue"]) => match requeue(state, id).await {
+            Ok(_) => json_reply(StatusCode::OK, &json!({ "requeued": 1 })),
+            Err(SpoolError::NotFound(_)) => {
+                text(StatusCode::NOT_FOUND, format!("no failed message {id}\n"))
+            }
+            Err(error) => text(StatusCode::CONFLICT, format!("{error}\n")),
+        },
         (&Method::DELETE, ["queue", id]) => match state.queue.find(id) {
             Some(queue) if queue.is_in_flight(id) => text(
                 StatusCode::CONFLICT,
@@ -158,9 +188,20 @@ async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "routes: /healthz /readyz /metrics /queue /queue/ID /failed\n",
+            "routes: /healthz /readyz /metrics /queue /queue/ID /failed; from loopback: POST /queue/retry, /queue/ID/retry, /failed/requeue, /failed/ID/requeue, DELETE /queue/ID\n",
         ),
     }
+}
+
+/// Put a failed message back in the queue and schedule it now.
+async fn requeue(state: &AdminState, id: &str) -> Result<String, SpoolError> {
+    let envelope = state.spool.requeue(id).await?;
+    if state.queue.submit(&envelope) {
+        tracing::warn!(queue_id = %id, recipients = envelope.recipients.len(), "failed message put back in the queue by an administrator");
+    } else {
+        tracing::warn!(queue_id = %id, account = %envelope.account, "failed message put back in the queue, but its account is not configured; it waits until it is");
+    }
+    Ok(envelope.id)
 }
 
 fn listing(state: &AdminState, entries: Result<Vec<Envelope>, crate::spool::SpoolError>) -> Reply {

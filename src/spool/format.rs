@@ -119,6 +119,10 @@ pub struct Envelope {
     /// later delivery may be a duplicate.
     #[serde(default)]
     pub uncertain_attempts: u32,
+    /// Unix seconds when an administrator put this failed message back in the queue; its
+    /// `max_age` then counts from here instead of from `received_at`.
+    #[serde(default)]
+    pub requeued_at: Option<u64>,
 }
 
 impl Envelope {
@@ -151,7 +155,14 @@ impl Envelope {
             failures: Vec::new(),
             is_bounce: false,
             uncertain_attempts: 0,
+            requeued_at: None,
         }
+    }
+
+    /// Where the message's queue lifetime (`max_age`) starts: its arrival, or the moment it
+    /// was requeued by an administrator.
+    pub fn queue_lifetime_start(&self) -> u64 {
+        self.requeued_at.unwrap_or(self.received_at)
     }
 }
 
@@ -323,6 +334,7 @@ mod tests {
             failures: Vec::new(),
             is_bounce: false,
             uncertain_attempts: 0,
+            requeued_at: None,
         }
     }
 

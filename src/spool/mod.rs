@@ -21,6 +21,7 @@ mod entry;
 pub mod format;
 pub mod fsio;
 mod recover;
+mod requeue;
 
 use std::io;
 use std::path::{Path, PathBuf};

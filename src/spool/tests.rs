@@ -350,3 +350,113 @@ async fn spool_files_and_folders_are_private_to_the_relay_user() {
     spool.update(&failed).await.unwrap();
     assert_eq!(mode(&root.join(format!("queue/{}.env", entry.id))), 0o600);
 }
+
+fn failure_of(recipient: &str) -> RecipientFailure {
+    RecipientFailure {
+        recipient: Address::parse(recipient).unwrap(),
+        at: 1_000,
+        class: "permanent".into(),
+        stage: "data-end".into(),
+        reply: "554 5.2.252 SendAsDenied".into(),
+        hint: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_entry_goes_back_to_the_queue_with_a_fresh_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let body = b"Subject: requeue\r\n\r\nbody\r\n";
+    let entry = commit(&spool, body).await;
+    let mut failed = entry.clone();
+    failed.attempts = 7;
+    failed.received_at = 1_000;
+    failed.failures = vec![failure_of("a@x.example")];
+    spool.fail(&failed).await.unwrap();
+    assert!(spool.list_queued().await.unwrap().is_empty());
+
+    let requeued = spool.requeue(&entry.id).await.unwrap();
+    assert_eq!(requeued.id, entry.id);
+    assert_eq!(requeued.attempts, 0);
+    assert!(requeued.failures.is_empty());
+    assert_eq!(requeued.received_at, 1_000, "the arrival time is history");
+    let now = unix_now();
+    assert!(requeued.requeued_at.is_some_and(|at| at + 60 > now));
+    assert_eq!(
+        requeued.queue_lifetime_start(),
+        requeued.requeued_at.unwrap()
+    );
+    assert!(spool.list_failed().await.unwrap().is_empty());
+    let (loaded, content) = spool.load_entry(&entry.id).await.unwrap();
+    assert_eq!(loaded, requeued);
+    assert_eq!(content.head(), body);
+    // Twice is an error, not a duplicate.
+    assert!(matches!(
+        spool.requeue(&entry.id).await,
+        Err(SpoolError::NotFound(_))
+    ));
+    // It survives a restart as a queued entry.
+    drop(spool);
+    let (_, recovery) = Spool::open(dir.path()).unwrap();
+    assert_eq!(recovery.entries, vec![requeued]);
+}
+
+#[tokio::test]
+async fn a_failed_part_goes_back_with_only_its_failed_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let mut entry = commit(&spool, b"Subject: part\r\n\r\nbody\r\n").await;
+    entry
+        .recipients
+        .push(Address::parse("b@x.example").unwrap());
+    let mut part = entry.clone();
+    part.recipients = vec![Address::parse("b@x.example").unwrap()];
+    part.failures = vec![failure_of("b@x.example")];
+    let part_id = spool.fail_part(&part).await.unwrap();
+    let requeued = spool.requeue(&part_id).await.unwrap();
+    assert_eq!(
+        requeued.recipients,
+        vec![Address::parse("b@x.example").unwrap()]
+    );
+    // Both entries are queued and verify; they share the content file.
+    let ids: Vec<String> = spool
+        .list_queued()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&entry.id) && ids.contains(&part_id));
+    spool.load_entry(&part_id).await.unwrap();
+    spool.remove(&entry.id).await.unwrap();
+    spool.load_entry(&part_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_a_requeue_leaves_the_failed_entry_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let entry = commit(&spool, b"Subject: crash\r\n\r\nbody\r\n").await;
+    let mut failed = entry.clone();
+    failed.failures = vec![failure_of("a@x.example")];
+    spool.fail(&failed).await.unwrap();
+    // The requeue wrote the new queue envelope, then the process died before the move.
+    let queue = dir.path().join("spool/queue");
+    let mut half = entry.clone();
+    half.requeued_at = Some(unix_now());
+    std::fs::write(
+        queue.join(format!("{}.env", entry.id)),
+        format::encode(&half).unwrap(),
+    )
+    .unwrap();
+    drop(spool);
+    let (spool, recovery) = Spool::open(dir.path()).unwrap();
+    assert!(recovery.entries.is_empty());
+    assert!(std::fs::read_dir(&queue).unwrap().next().is_none());
+    let listed = spool.list_failed().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // And the requeue can simply be run again.
+    spool.requeue(&entry.id).await.unwrap();
+    assert_eq!(spool.list_queued().await.unwrap().len(), 1);
+}
