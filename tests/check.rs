@@ -221,6 +221,29 @@ async fn each_misconfiguration_gets_its_verdict_and_fix() {
     let tls = step(&report, "tls");
     assert_eq!(tls["status"], "failed", "{report:#}");
     assert!(fixes(tls).contains("ca_file"));
+    // The token endpoint's certificate is refused too: a trust problem, not a network one.
+    let token = step(&report, "token");
+    assert_eq!(token["status"], "failed", "{report:#}");
+    assert!(
+        token["detail"].as_str().unwrap().contains("certificate"),
+        "{token}"
+    );
+    assert!(
+        fixes(token).contains("ca_file") && !fixes(token).contains("firewall,"),
+        "{token}"
+    );
+
+    // An authority with the tenant in it: no token endpoint there, and the fix says why.
+    let (code, report, _) = check(&kit, |a| {
+        a.replace(
+            &format!("authority = \"{}\"", kit.authority()),
+            &format!("authority = \"{}/{}\"", kit.authority(), kit.tenant_id()),
+        )
+    });
+    assert_eq!(code, 1);
+    let token = step(&report, "token");
+    assert_eq!(token["status"], "failed", "{report:#}");
+    assert!(fixes(token).contains("authority is the base URL"), "{token}");
 
     // Unreachable host.
     let closed = free_port();

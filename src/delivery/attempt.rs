@@ -75,16 +75,7 @@ impl Failure {
         } else {
             Class::Transient
         };
-        let fix = match error {
-            TokenError::Refused(failure) => failure.explanation().map_or(
-                "read the token endpoint's answer above; check tenant_id, client_id, the secret and authority",
-                |explanation| explanation.fix,
-            ),
-            TokenError::Unreachable(_) => {
-                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
-            }
-            TokenError::BadAnswer(_) => "check that authority points at the Microsoft identity platform",
-        };
+        let fix = error.fix();
         Failure {
             stage: "token".into(),
             verdict: Verdict {

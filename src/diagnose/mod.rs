@@ -164,17 +164,11 @@ async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<
         }
         Err(error) => {
             let fix = match &error {
-                TokenError::Refused(failure) => failure
-                    .explanation()
-                    .map(|e| vec![e.fix.to_string()])
-                    .unwrap_or_default(),
                 TokenError::Unreachable(_) => vec![format!(
                     "make sure this host can reach {} over HTTPS (DNS, firewall, proxy: HTTPS_PROXY)",
                     account.authority
                 )],
-                TokenError::BadAnswer(_) => {
-                    vec!["check that authority points at the Microsoft identity platform".into()]
-                }
+                other => vec![other.fix().to_string()],
             };
             steps.push(Step::failed(
                 "token",

@@ -358,6 +358,10 @@ fn hint_for_error_class(error: &str) -> &'static str {
              service-principal sign-in logs in Entra admin center name it"
         }
         "temporarily_unavailable" => "none needed: the relay retries with back-off",
+        "not_found" => {
+            "no token endpoint at that URL: authority is the base URL only (e.g. \
+             https://login.microsoftonline.com, no tenant or path), tenant_id goes in its own key"
+        }
         _ => "check tenant_id, client_id, the credential keys and scope",
     }
 }

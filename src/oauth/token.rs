@@ -56,13 +56,50 @@ pub enum TokenError {
     /// Entra answered 200 but the body was not a token response.
     #[error("the token endpoint's answer is not a token response: {0}")]
     BadAnswer(String),
+    /// The endpoint's TLS certificate was refused (unknown issuer, wrong name, expired).
+    #[error("the token endpoint's TLS certificate was refused: {0}")]
+    UntrustedCertificate(String),
+    /// The relay could not build its credential (the client assertion could not be signed).
+    #[error("cannot sign the client assertion: {0}")]
+    Credential(String),
 }
 
 impl TokenError {
     /// True when an administrator must change something (wrong secret, tenant, consent …);
     /// false for outages and throttling that clear by themselves.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, TokenError::Refused(failure) if failure.retry() == TokenRetry::Never)
+        match self {
+            TokenError::Refused(failure) => failure.retry() == TokenRetry::Never,
+            TokenError::UntrustedCertificate(_) | TokenError::Credential(_) => true,
+            TokenError::Unreachable(_) | TokenError::BadAnswer(_) => false,
+        }
+    }
+
+    /// What the administrator should change, in one line.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            TokenError::Refused(failure) => match failure.explanation() {
+                Some(explanation) => explanation.fix,
+                None if matches!(failure.http_status(), 404 | 405) => {
+                    "no token endpoint at that URL: authority is the base URL only (e.g. https://login.microsoftonline.com, no tenant or path), tenant_id goes in its own key"
+                }
+                None => {
+                    "read the token endpoint's answer above; check tenant_id, client_id, the credential, scope and authority"
+                }
+            },
+            TokenError::Unreachable(_) => {
+                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
+            }
+            TokenError::BadAnswer(_) => {
+                "check that authority is the identity platform's base URL (e.g. https://login.microsoftonline.com, without the tenant)"
+            }
+            TokenError::UntrustedCertificate(_) => {
+                "if a TLS-inspecting proxy or firewall sits between this host and Microsoft, put its CA certificate in the account's ca_file; otherwise check authority and this host's clock"
+            }
+            TokenError::Credential(_) => {
+                "check client_certificate: one PEM file with the certificate and its RSA private key"
+            }
+        }
     }
 }
 
@@ -197,9 +234,7 @@ impl TokenProvider {
                         &self.endpoint,
                         SystemTime::now(),
                     )
-                    .map_err(|e| {
-                        TokenError::Unreachable(format!("cannot sign the client assertion: {e}"))
-                    })?;
+                    .map_err(|e| TokenError::Credential(e.to_string()))?;
                 ("client_assertion", Secret::new(assertion))
             }
         };
@@ -221,12 +256,12 @@ impl TokenProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|e| TokenError::Unreachable(describe_reqwest_error(&e)))?;
+            .map_err(|e| transport_error(&e))?;
         let status = response.status().as_u16();
         let body = response
             .text()
             .await
-            .map_err(|e| TokenError::Unreachable(describe_reqwest_error(&e)))?;
+            .map_err(|e| transport_error(&e))?;
         if status != 200 {
             return Err(TokenError::Refused(TokenFailure::from_response(
                 status, &body,
@@ -263,6 +298,42 @@ impl TokenProvider {
 
 /// A reqwest error in one line, without the request body (which holds the secret; reqwest
 /// never prints it, but this keeps the promise explicit).
+/// A failed request: a refused certificate is a configuration problem, the rest an outage.
+fn transport_error(error: &reqwest::Error) -> TokenError {
+    match refused_certificate(error) {
+        Some(problem) => TokenError::UntrustedCertificate(problem),
+        None => TokenError::Unreachable(describe_reqwest_error(error)),
+    }
+}
+
+/// The certificate error in `error`'s causes, if the TLS handshake refused the peer's
+/// certificate. rustls errors arrive wrapped in (nested) `io::Error`s, whose `source` skips
+/// the wrapped error, so those are opened with `get_ref`.
+fn refused_certificate(error: &reqwest::Error) -> Option<String> {
+    fn tls_error<'a>(
+        mut error: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a rustls::Error> {
+        for _ in 0..8 {
+            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            error = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+        }
+        None
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(
+            tls @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
+        ) = tls_error(inner)
+        {
+            return Some(tls.to_string());
+        }
+        source = inner.source();
+    }
+    None
+}
+
 fn describe_reqwest_error(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
