@@ -343,12 +343,19 @@ impl Relay {
             });
             let credential = account.credential.clone();
             let name = account.name.clone();
-            self.tracker.spawn(async move {
+            // The hand-over runs in the new generation's own tracker: a reload that comes
+            // before it is done waits for it (and so for every older generation) too. Never
+            // two generations' sessions at once: Exchange refuses a 4th per mailbox.
+            let generation = workers.clone();
+            workers.spawn(async move {
                 if let Some(old_workers) = old_workers {
                     old_workers.wait().await;
                 }
-                spawn_workers(delivery, &cancel, &workers);
-                workers.spawn(crate::oauth::token::watch_certificate_expiry(
+                if cancel.is_cancelled() {
+                    return;
+                }
+                spawn_workers(delivery, &cancel, &generation);
+                generation.spawn(crate::oauth::token::watch_certificate_expiry(
                     name,
                     credential,
                     cancel.clone(),

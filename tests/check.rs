@@ -243,7 +243,10 @@ async fn each_misconfiguration_gets_its_verdict_and_fix() {
     assert_eq!(code, 1);
     let token = step(&report, "token");
     assert_eq!(token["status"], "failed", "{report:#}");
-    assert!(fixes(token).contains("authority is the base URL"), "{token}");
+    assert!(
+        fixes(token).contains("authority is the base URL"),
+        "{token}"
+    );
 
     // Unreachable host.
     let closed = free_port();

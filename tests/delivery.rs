@@ -87,6 +87,46 @@ async fn thirty_clients_at_once_never_make_exchange_see_a_fourth_session() {
 }
 
 #[tokio::test]
+async fn reloads_in_quick_succession_never_make_exchange_see_a_fourth_session() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| PLAIN_TRUSTED.into()).await;
+    let exchange = &chain.kit.exchange;
+    let mailbox = chain.kit.mailbox().to_string();
+    // Every final dot is answered only after a while, so sessions stay busy across reloads.
+    exchange
+        .set_fault(ExchangeFault::StallAfterDot(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    for n in 0..12 {
+        assert_eq!(
+            send(
+                chain.relay.address(0),
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &format!("reload-{n}")
+            )
+            .await,
+            250
+        );
+    }
+    assert!(eventually(WAIT, || exchange.current_sessions(&mailbox) == 3).await);
+    for _ in 0..3 {
+        chain.relay.reload(&chain.toml).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exchange
+        .wait_for_messages(12, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        exchange.max_concurrent_sessions(&mailbox) <= 3,
+        "peak {} sessions",
+        exchange.max_concurrent_sessions(&mailbox)
+    );
+    assert_eq!(exchange.throttled_count(), 0, "Exchange never answered 432");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

@@ -258,10 +258,7 @@ impl TokenProvider {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e))?;
+        let body = response.text().await.map_err(|e| transport_error(&e))?;
         if status != 200 {
             return Err(TokenError::Refused(TokenFailure::from_response(
                 status, &body,

@@ -64,6 +64,14 @@ impl TestRelay {
         TestRelay { relay, state }
     }
 
+    /// Reload this relay with `toml` (as SIGHUP does).
+    pub async fn reload(&self, toml: &str) -> Result<(), String> {
+        let text =
+            with_test_admin(&toml.replace("{state}", &self.state.path().display().to_string()));
+        let config = Config::from_toml(&text, self.state.path()).map_err(|e| e.to_string())?;
+        self.relay.reload(config).await
+    }
+
     /// Decoded envelopes of the queued messages.
     pub fn queued_envelopes(&self) -> Vec<smtp_oauth_relay::spool::Envelope> {
         envelopes_in(&self.queue_dir())
