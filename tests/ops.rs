@@ -56,11 +56,17 @@ async fn send(address: std::net::SocketAddr, subject: &str) {
 
 #[tokio::test]
 async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
-    let chain = Chain::start(TestkitOptions::default(), |_, _| {
-        format!(
-            "{PLAIN_TRUSTED}\n[admin]\naddress = \"127.0.0.1:0\"\nready_failing_after = \"1s\"\n"
-        )
-    })
+    // Idle upstream sessions close after a second, so the outage below meets no open one.
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "connection_idle_timeout = \"1s\"",
+        "",
+        |_, _| {
+            format!(
+                "{PLAIN_TRUSTED}\n[admin]\naddress = \"127.0.0.1:0\"\nready_failing_after = \"1s\"\n"
+            )
+        },
+    )
     .await;
     let admin = chain.relay.relay.admin_address().unwrap();
     assert_eq!(get(admin, "/healthz").await, (200, "ok\n".into()));
@@ -74,6 +80,33 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
         0
     );
 
+    // One 451 after DATA, then success on the retry: one deferral, one 451, counted once.
+    chain
+        .kit
+        .exchange
+        .fail_next(1, ExchangeFault::TempFailAfterData)
+        .unwrap();
+    send(chain.relay.address(0), "deferred-once").await;
+    chain.kit.exchange.wait_for_messages(1, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    let (_, retried) = get(admin, "/metrics").await;
+    assert_eq!(
+        metric(
+            &retried,
+            "smtp_oauth_relay_messages_deferred_total{account=\"m365\",class=\"transient\"}"
+        ),
+        1,
+        "{retried}"
+    );
+    assert_eq!(
+        metric(
+            &retried,
+            "smtp_oauth_relay_upstream_replies_total{account=\"m365\",code=\"451\"}"
+        ),
+        1,
+        "{retried}"
+    );
+
     for n in 0..2 {
         send(chain.relay.address(0), &format!("metrics-{n}")).await;
     }
@@ -84,7 +117,7 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
         .expect("MAIL FROM:<printer@printers.local>", 550)
         .await;
     client.expect("QUIT", 221).await;
-    chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
+    chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
     let (_, after) = get(admin, "/metrics").await;
     assert_eq!(
@@ -92,7 +125,7 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
             &after,
             "smtp_oauth_relay_messages_accepted_total{account=\"m365\"}"
         ),
-        2,
+        3, // with deferred-once
         "{after}"
     );
     assert_eq!(
@@ -100,7 +133,7 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
             &after,
             "smtp_oauth_relay_messages_delivered_total{account=\"m365\"}"
         ),
-        2,
+        3, // with deferred-once
         "{after}"
     );
     assert_eq!(
@@ -116,7 +149,7 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
             &after,
             "smtp_oauth_relay_upstream_replies_total{account=\"m365\",code=\"250\"}"
         ),
-        2,
+        3, // with deferred-once
         "{after}"
     );
     assert_eq!(
@@ -160,6 +193,8 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
         .set_fault(ExchangeFault::RefuseConnections)
         .await
         .unwrap();
+    let mailbox = chain.kit.mailbox().to_string();
+    assert!(eventually(WAIT, || chain.kit.exchange.current_sessions(&mailbox) == 0).await);
     send(chain.relay.address(0), "stuck").await;
     assert!(
         eventually(WAIT, || chain
@@ -168,7 +203,9 @@ async fn metrics_move_as_mail_flows_and_readiness_reflects_a_failing_account() {
             .first()
             .is_some_and(|e| e.attempts >= 1))
         .await,
-        "an attempt was made"
+        "an attempt was made: queued {:?}, delivered {}",
+        chain.relay.queued_envelopes(),
+        chain.kit.exchange.message_count()
     );
     // Failing for longer than ready_failing_after (1 s, counted in whole seconds) → not ready.
     let deadline = std::time::Instant::now() + WAIT;

@@ -326,11 +326,13 @@ impl AccountDelivery {
                 ))
                 .inc();
         }
+        // One deferral per attempt: the failure that ended it, else the first deferred
+        // recipient's (the recipients an ending failure left untried carry a copy of it).
         let deciding = outcome
             .stop
-            .iter()
-            .chain(outcome.deferred.iter().map(|(_, f)| f).take(1));
-        for failure in deciding.clone() {
+            .as_ref()
+            .or_else(|| outcome.deferred.first().map(|(_, f)| f));
+        if let Some(failure) = deciding {
             if failure.verdict.class != Class::Permanent {
                 metrics
                     .deferred
@@ -344,7 +346,10 @@ impl AccountDelivery {
                 self.set_failing(true);
             }
         }
-        for failure in deciding.chain(outcome.failed.iter().map(|(_, f)| f).take(1)) {
+        for failure in deciding
+            .into_iter()
+            .chain(outcome.failed.iter().map(|(_, f)| f).take(1))
+        {
             if let Some(code) = failure.code {
                 metrics
                     .upstream_replies
