@@ -184,11 +184,11 @@ impl MessageAssembler {
         for field in &edit.append {
             out.extend_from_slice(field.as_bytes());
         }
-        if !has_field(headers, b"date") {
+        if !sender::field_present(headers, b"date") {
             out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(self.now)).as_bytes());
             added = true;
         }
-        if !has_field(headers, b"message-id") {
+        if !sender::field_present(headers, b"message-id") {
             let mut random = [0u8; 6];
             let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
             let random = crate::spool::format::hex(&random);
@@ -233,24 +233,22 @@ fn is_header_line(line: &[u8], first_line: bool) -> bool {
     !line.is_empty() && (is_continuation || is_field_line(line))
 }
 
-/// `name: value` with a printable, space-free name.
+/// `name: value` with a printable, space-free name; white space between the name and the
+/// colon is allowed (RFC 5322 §4.5.3 obsolete syntax, which readers still honour, so a
+/// field written that way must not slip into the body unchecked).
 fn is_field_line(line: &[u8]) -> bool {
-    match memchr::memchr(b':', line) {
-        Some(colon) if colon > 0 => line
-            .get(..colon)
-            .is_some_and(|name| name.iter().all(|&b| (33..=126).contains(&b))),
-        _ => false,
-    }
-}
-
-fn has_field(headers: &[u8], name: &[u8]) -> bool {
-    headers.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len()
-            && line
-                .get(..name.len())
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            && line.get(name.len()) == Some(&b':')
-    })
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let name = line.get(..colon).unwrap_or_default();
+    let name_end = name
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |last| last + 1);
+    name_end > 0
+        && name
+            .get(..name_end)
+            .is_some_and(|name| name.iter().all(|&b| (33..=126).contains(&b)))
 }
 
 #[cfg(test)]
@@ -300,6 +298,16 @@ mod tests {
         let input = b"DATE: x\r\nmessage-id:\r\n <a@b>\r\nSubject: a\r\n folded\r\n\r\nb\r\n";
         let out = assemble(input, 5).unwrap();
         assert_eq!(out, [b"Received: x\r\n".as_slice(), input].concat());
+    }
+
+    #[test]
+    fn a_field_with_space_before_its_colon_stays_in_the_header_section() {
+        let input = b"Subject: a\r\nFrom : boss@evil.example\r\nTo: b@x.example\r\n\r\nbody\r\n";
+        let out = text(assemble(input, 4).unwrap());
+        let (headers, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(headers.contains("From : boss@evil.example"), "{out}");
+        assert!(headers.contains("To: b@x.example"), "{out}");
+        assert_eq!(body, "body\r\n");
     }
 
     #[test]

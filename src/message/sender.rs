@@ -28,64 +28,98 @@ pub struct SenderEdit {
 #[error("the From: header address <{0}> is not allowed")]
 pub struct FromRefused(pub String);
 
+/// One address of a `From:` field, with its display name.
+struct FromAddress {
+    name: Option<String>,
+    address: String,
+}
+
+/// Every address of every `From:` field: a list (`a, b`), groups (`team: a, b;`) and a
+/// repeated field all count, so no address can hide behind an allowed one.
+fn from_addresses(headers: &[u8]) -> Vec<FromAddress> {
+    let Some(parsed) = MessageParser::default().parse_headers(headers) else {
+        return Vec::new();
+    };
+    parsed
+        .header_values(mail_parser::HeaderName::From)
+        .filter_map(mail_parser::HeaderValue::as_address)
+        .flat_map(|list| list.iter())
+        .map(|addr| FromAddress {
+            name: addr
+                .name()
+                .map(str::to_string)
+                .filter(|n| !n.trim().is_empty()),
+            address: addr.address().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
 /// Decide the edit for `headers` (the header section, CRLF lines) under `grant`.
 /// `envelope_sender` is the sender chosen at MAIL (already rewritten if needed).
+///
+/// Every address in every `From:` field must be allowed; one that is not refuses the
+/// message, or (with rewriting) makes the whole `From:` the account's mailbox.
 pub fn sender_edit(
     headers: &[u8],
     grant: &Grant,
     envelope_sender: Option<&Address>,
 ) -> Result<SenderEdit, FromRefused> {
     let mut edit = SenderEdit::default();
-    let parsed = MessageParser::default().parse_headers(headers);
-    let from = parsed
-        .as_ref()
-        .and_then(|m| m.from())
-        .and_then(|list| list.first());
-    let has_from_field = field_present(headers, b"from");
-    let Some(from) = from.filter(|_| has_from_field) else {
-        if has_from_field {
-            // A From: field that does not parse: only a rewrite can save it.
-            if grant.sender_rewrite == crate::policy::SenderRewrite::Never {
-                return Err(FromRefused("(unreadable)".into()));
-            }
-            edit.replace_from = Some(format!("From: <{}>\r\n", grant.account_mailbox));
-            return Ok(edit);
-        }
+    if !field_present(headers, b"from") {
         let address = envelope_sender.unwrap_or(&grant.account_mailbox);
         edit.append.push(format!("From: <{address}>\r\n"));
         return Ok(edit);
-    };
-    let display_name = from
-        .name()
-        .map(str::to_string)
-        .filter(|n| !n.trim().is_empty());
-    let original = from.address().unwrap_or_default().to_string();
-    let parsed_address = Address::parse(&original).ok();
-    let decision = match &parsed_address {
-        Some(address) => grant.decide(Some(address)),
-        None if grant.sender_rewrite == crate::policy::SenderRewrite::Never => {
-            SenderDecision::Refuse
+    }
+    let from = from_addresses(headers);
+    let parsed: Vec<Option<Address>> = from
+        .iter()
+        .map(|f| Address::parse(&f.address).ok())
+        .collect();
+    let readable = !from.is_empty() && parsed.iter().all(Option::is_some);
+    if !readable {
+        // A From: field that does not parse: only a rewrite can save it.
+        if grant.sender_rewrite == crate::policy::SenderRewrite::Never {
+            let shown = from
+                .iter()
+                .zip(&parsed)
+                .find(|(_, p)| p.is_none())
+                .map_or("(unreadable)".to_string(), |(f, _)| f.address.clone());
+            return Err(FromRefused(shown));
         }
-        None => SenderDecision::Rewrite(grant.account_mailbox.clone()),
-    };
-    match decision {
-        SenderDecision::Keep => Ok(edit),
-        SenderDecision::Refuse => Err(FromRefused(original)),
-        SenderDecision::Rewrite(mailbox) => {
-            let name = display_name.as_deref().map(encode_display_name);
-            edit.replace_from = Some(match &name {
-                Some(name) => format!("From: {name} <{mailbox}>\r\n"),
-                None => format!("From: <{mailbox}>\r\n"),
-            });
-            if !field_present(headers, b"reply-to") && parsed_address.is_some() {
-                edit.append.push(match &name {
-                    Some(name) => format!("Reply-To: {name} <{original}>\r\n"),
-                    None => format!("Reply-To: <{original}>\r\n"),
-                });
-            }
-            Ok(edit)
+        edit.replace_from = Some(format!("From: <{}>\r\n", grant.account_mailbox));
+        return Ok(edit);
+    }
+    let mut rewrite_to = None;
+    for (original, address) in from.iter().zip(parsed.iter().flatten()) {
+        match grant.decide(Some(address)) {
+            SenderDecision::Keep => {}
+            SenderDecision::Refuse => return Err(FromRefused(original.address.clone())),
+            SenderDecision::Rewrite(mailbox) => rewrite_to = Some(mailbox),
         }
     }
+    let Some(mailbox) = rewrite_to else {
+        return Ok(edit);
+    };
+    let name = from
+        .first()
+        .and_then(|f| f.name.as_deref())
+        .map(encode_display_name);
+    edit.replace_from = Some(match &name {
+        Some(name) => format!("From: {name} <{mailbox}>\r\n"),
+        None => format!("From: <{mailbox}>\r\n"),
+    });
+    if !field_present(headers, b"reply-to") {
+        let originals: Vec<String> = from
+            .iter()
+            .map(|f| match f.name.as_deref() {
+                Some(name) => format!("{} <{}>", encode_display_name(name), f.address),
+                None => format!("<{}>", f.address),
+            })
+            .collect();
+        edit.append
+            .push(format!("Reply-To: {}\r\n", originals.join(", ")));
+    }
+    Ok(edit)
 }
 
 /// A display name as a quoted string, or an RFC 2047 encoded word when it is not ASCII.
@@ -110,12 +144,15 @@ pub fn field_present(headers: &[u8], name: &[u8]) -> bool {
         .any(|line| is_field(line, name))
 }
 
+/// True when `line` starts the field `name`; white space before the colon is allowed, as
+/// RFC 5322's obsolete syntax (and every mail reader) allows it.
 fn is_field(line: &[u8], name: &[u8]) -> bool {
-    line.len() > name.len()
+    line.get(..name.len())
+        .is_some_and(|n| n.eq_ignore_ascii_case(name))
         && line
-            .get(..name.len())
-            .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        && line.get(name.len()) == Some(&b':')
+            .get(name.len()..)
+            .and_then(|rest| rest.iter().find(|&&b| b != b' ' && b != b'\t'))
+            == Some(&b':')
 }
 
 /// `headers` with every `From:` field (and its continuation lines) replaced by `from` once.
@@ -162,6 +199,74 @@ mod tests {
         let headers = b"From: Scanner <scan@contoso.com>\r\nSubject: x\r\n";
         assert_eq!(
             sender_edit(headers, &grant(SenderRewrite::Never), None),
+            Ok(SenderEdit::default())
+        );
+    }
+
+    #[test]
+    fn no_address_hides_behind_an_allowed_one() {
+        // (header section, the address that must be refused)
+        let table: [(&[u8], &str); 6] = [
+            (
+                b"From: relay@contoso.com, boss@evil.example\r\n",
+                "boss@evil.example",
+            ),
+            (
+                b"From: relay@contoso.com,\r\n boss@evil.example\r\n",
+                "boss@evil.example",
+            ),
+            (
+                b"From: team: relay@contoso.com, boss@evil.example;\r\n",
+                "boss@evil.example",
+            ),
+            (
+                b"From: boss@evil.example\r\nFrom: relay@contoso.com\r\n",
+                "boss@evil.example",
+            ),
+            (
+                b"From: relay@contoso.com\r\nFrom: boss@evil.example\r\n",
+                "boss@evil.example",
+            ),
+            (
+                b"Subject: x\r\nFrom : boss@evil.example\r\n",
+                "boss@evil.example",
+            ),
+        ];
+        for (headers, refused) in table {
+            let shown = String::from_utf8_lossy(headers);
+            assert_eq!(
+                sender_edit(headers, &grant(SenderRewrite::Never), None),
+                Err(FromRefused(refused.into())),
+                "{shown}"
+            );
+            // With rewriting, the whole From: becomes the mailbox and every original address
+            // goes to Reply-To.
+            let edit = sender_edit(headers, &grant(SenderRewrite::WhenNotAllowed), None).unwrap();
+            assert!(
+                edit.replace_from
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("<relay@contoso.com>\r\n")),
+                "{shown}: {edit:?}"
+            );
+            assert!(
+                edit.append
+                    .iter()
+                    .any(|f| f.starts_with("Reply-To:") && f.contains(refused)),
+                "{shown}: {edit:?}"
+            );
+            let rewritten = replace_from(headers, edit.replace_from.as_deref().unwrap());
+            assert!(
+                !String::from_utf8_lossy(&rewritten).contains("evil"),
+                "every From: field is replaced: {shown}"
+            );
+        }
+        // Several allowed addresses are fine.
+        assert_eq!(
+            sender_edit(
+                b"From: a@contoso.com, b@contoso.com\r\n",
+                &grant(SenderRewrite::Never),
+                None
+            ),
             Ok(SenderEdit::default())
         );
     }
