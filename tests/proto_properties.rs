@@ -42,9 +42,29 @@ fn data_end(raw: &[u8]) -> Option<usize> {
 
 /// The content the DATA phase must produce from `content` (the raw bytes before the final
 /// `.CRLF`): split into lines at strict CRLF only; a leading `.` is removed when anything but
-/// CR or LF follows it (a `.` closed by a bare CR or LF is content and is kept); then every
-/// bare CR and bare LF becomes CRLF.
+/// CR or LF follows it (a `.` closed by a bare CR or LF is content and is kept); CRs just
+/// before a CRLF merge into it; inside a line a bare LF, or a run of CRs followed by LF, is a
+/// line end; any other run of CRs is one space in the header section (before the first empty
+/// line) and one line end per CR in the body.
 fn data_content_model(content: &[u8]) -> Vec<u8> {
+    struct Out {
+        bytes: Vec<u8>,
+        in_headers: bool,
+        line_has_content: bool,
+    }
+    impl Out {
+        fn text(&mut self, byte: u8) {
+            self.bytes.push(byte);
+            self.line_has_content = true;
+        }
+        fn line_end(&mut self) {
+            if !self.line_has_content {
+                self.in_headers = false;
+            }
+            self.line_has_content = false;
+            self.bytes.extend_from_slice(b"\r\n");
+        }
+    }
     let mut lines: Vec<&[u8]> = Vec::new();
     let (mut start, mut index) = (0, 0);
     while index + 1 < content.len() {
@@ -57,24 +77,62 @@ fn data_content_model(content: &[u8]) -> Vec<u8> {
         }
     }
     lines.push(&content[start..]);
-    let mut out = Vec::new();
+    let mut out = Out {
+        bytes: Vec::new(),
+        in_headers: true,
+        line_has_content: false,
+    };
+    let last = lines.len() - 1;
     for (number, line) in lines.iter().enumerate() {
         if number > 0 {
-            out.extend_from_slice(b"\r\n");
+            out.line_end();
         }
-        let line = match (line.first(), line.get(1)) {
+        let mut line = match (line.first(), line.get(1)) {
             (Some(b'.'), Some(next)) if *next != b'\r' && *next != b'\n' => &line[1..],
-            _ => line,
+            _ => *line,
         };
-        for &byte in line {
-            if byte == b'\r' || byte == b'\n' {
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.push(byte);
+        if number < last {
+            while let Some(rest) = line.strip_suffix(b"\r") {
+                line = rest;
+            }
+        }
+        let mut i = 0;
+        while i < line.len() {
+            match line[i] {
+                b'\n' => {
+                    out.line_end();
+                    i += 1;
+                }
+                b'\r' => {
+                    let run = line[i..].iter().take_while(|&&b| b == b'\r').count();
+                    let after = i + run;
+                    match line.get(after) {
+                        Some(b'\n') => {
+                            out.line_end();
+                            i = after + 1;
+                        }
+                        // Still pending at the end of an unfinished input.
+                        None => i = after,
+                        Some(_) => {
+                            if out.in_headers {
+                                out.text(b' ');
+                            } else {
+                                for _ in 0..run {
+                                    out.line_end();
+                                }
+                            }
+                            i = after;
+                        }
+                    }
+                }
+                byte => {
+                    out.text(byte);
+                    i += 1;
+                }
             }
         }
     }
-    out
+    out.bytes
 }
 
 fn has_bare_cr_or_lf(bytes: &[u8]) -> bool {

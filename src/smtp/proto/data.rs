@@ -3,9 +3,12 @@
 //! Invariants (the SMTP-smuggling rules):
 //! - The data ends only at a strict `CRLF . CRLF`. A dot line closed by a bare LF or a bare CR
 //!   (`\n.\n`, `\n.\r\n`, `\r.\r\n`, `\r\n.\r`, `\r\n.\n`) is content, never an end.
-//! - The output uses CRLF everywhere: a bare LF or a bare CR becomes CRLF, because Exchange
-//!   refuses bare line feeds (`550 5.6.11`). A `.` line produced that way stays in the content
-//!   and is dot-stuffed again by the SMTP client that sends it on.
+//! - The output uses CRLF everywhere, because Exchange refuses bare line feeds (`550 5.6.11`):
+//!   a bare LF becomes CRLF, and so does a run of CRs before an LF (`\r\r\n` from clients
+//!   that convert line ends twice). A bare CR inside a line is a line break in the body but a
+//!   space in the header section, so it can never start a header field. A `.` line produced
+//!   by any of this stays in the content and is dot-stuffed again by the SMTP client that
+//!   sends it on.
 //! - Dot-unstuffing (RFC 5321 §4.5.2) applies only to lines that start after a real CRLF.
 //! - Output beyond `limit` bytes is counted but not kept, so an oversized message is drained
 //!   in constant memory and answered at its end.
@@ -23,7 +26,8 @@ enum State {
     DotCr,
     /// Inside a line.
     MidLine,
-    /// A CR was seen inside a line; an LF makes it a real line end.
+    /// One or more CRs were seen inside a line (counted in `DataReceiver::crs`); an LF makes
+    /// the run one real line end.
     Cr,
 }
 
@@ -41,6 +45,12 @@ pub enum Feed {
 #[derive(Debug, Clone)]
 pub struct DataReceiver {
     state: State,
+    /// CRs pending in [`State::Cr`].
+    crs: u32,
+    /// Still in the header section (no empty line yet).
+    in_headers: bool,
+    /// The current output line has content (so its end is not the empty line).
+    line_has_content: bool,
     size: u64,
     limit: u64,
     exceeded: bool,
@@ -52,6 +62,9 @@ impl DataReceiver {
     pub fn new(limit: u64) -> DataReceiver {
         DataReceiver {
             state: State::LineStart,
+            crs: 0,
+            in_headers: true,
+            line_has_content: false,
             size: 0,
             limit,
             exceeded: false,
@@ -87,6 +100,37 @@ impl DataReceiver {
         }
     }
 
+    /// Bytes within a line.
+    fn text(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if !bytes.is_empty() {
+            self.line_has_content = true;
+            self.emit(bytes, out);
+        }
+    }
+
+    /// A line end (always written as CRLF); the first empty line ends the header section.
+    fn line_end(&mut self, out: &mut Vec<u8>) {
+        if !self.line_has_content {
+            self.in_headers = false;
+        }
+        self.line_has_content = false;
+        self.emit(b"\r\n", out);
+    }
+
+    /// A run of bare CRs inside a line (not followed by LF). In the header section it becomes
+    /// one space: a CR must not start a new field (`Subject: x\rBcc: y`). In the body each
+    /// CR is a line break, as old Mac text meant it.
+    fn bare_crs(&mut self, out: &mut Vec<u8>) {
+        if self.in_headers {
+            self.text(b" ", out);
+        } else {
+            for _ in 0..self.crs {
+                self.line_end(out);
+            }
+        }
+        self.crs = 0;
+    }
+
     /// Consume `input`, appending content to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Feed {
         let mut index = 0;
@@ -95,30 +139,38 @@ impl DataReceiver {
             match self.state {
                 State::MidLine => match memchr::memchr2(b'\r', b'\n', rest) {
                     None => {
-                        self.emit(rest, out);
+                        self.text(rest, out);
                         index = input.len();
                     }
                     Some(position) => {
-                        self.emit(rest.get(..position).unwrap_or(&[]), out);
+                        self.text(rest.get(..position).unwrap_or(&[]), out);
                         index += position + 1;
                         if rest.get(position) == Some(&b'\r') {
+                            self.crs = 1;
                             self.state = State::Cr;
                         } else {
-                            self.emit(b"\r\n", out);
+                            self.line_end(out);
                         }
                     }
                 },
-                State::Cr => {
-                    self.emit(b"\r\n", out);
-                    match byte {
-                        b'\n' => {
-                            index += 1;
-                            self.state = State::LineStart;
-                        }
-                        b'\r' => index += 1,
-                        _ => self.state = State::MidLine,
+                State::Cr => match byte {
+                    // CR LF, and CR CR LF from clients that convert line ends twice: one
+                    // line end.
+                    b'\n' => {
+                        index += 1;
+                        self.crs = 0;
+                        self.line_end(out);
+                        self.state = State::LineStart;
                     }
-                }
+                    b'\r' => {
+                        index += 1;
+                        self.crs = self.crs.saturating_add(1);
+                    }
+                    _ => {
+                        self.bare_crs(out);
+                        self.state = State::MidLine;
+                    }
+                },
                 State::LineStart => {
                     if byte == b'.' {
                         index += 1;
@@ -135,7 +187,8 @@ impl DataReceiver {
                     b'\n' => {
                         // ".\n": a dot line ended by a bare LF is content, not the end.
                         index += 1;
-                        self.emit(b".\r\n", out);
+                        self.text(b".", out);
+                        self.line_end(out);
                         self.state = State::MidLine;
                     }
                     // A transparency dot: drop it and read the rest of the line as it is.
@@ -148,7 +201,8 @@ impl DataReceiver {
                         };
                     }
                     // ".\r" followed by something else: a "." line ended by a bare CR.
-                    self.emit(b".", out);
+                    self.text(b".", out);
+                    self.crs = 1;
                     self.state = State::Cr;
                 }
             }
@@ -223,26 +277,61 @@ mod tests {
             (b"a\r.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
             (b"a\r\n.\rMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
             (b"a\r\n.\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
-            (b"a\r\n.\r\r\nMAIL\r\n.\r\n", b"a\r\n.\r\n\r\nMAIL\r\n"),
+            (b"a\r\n.\r\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+            (b"a\r\n.\r\rMAIL\r\n.\r\n", b"a\r\n.\r\n\r\nMAIL\r\n"),
             (b"a\n\n.\n\nb\r\n.\r\n", b"a\r\n\r\n.\r\n\r\nb\r\n"),
         ];
-        for (input, content) in cases {
-            let (out, consumed) = receive(input);
-            assert_eq!(out, *content, "{:?}", String::from_utf8_lossy(input));
+        for (vector, content) in cases {
+            // In the body (after a header section), where line ends are normalised.
+            let input = [b"S: x\r\n\r\n".as_slice(), vector].concat();
+            let content = [b"S: x\r\n\r\n".as_slice(), content].concat();
+            let (out, consumed) = receive(&input);
+            assert_eq!(out, content, "{:?}", String::from_utf8_lossy(&input));
             assert_eq!(
                 consumed,
                 Some(input.len()),
                 "{:?}",
-                String::from_utf8_lossy(input)
+                String::from_utf8_lossy(&input)
             );
         }
     }
 
     #[test]
     fn bare_line_endings_become_crlf() {
-        let (out, consumed) = receive(b"one\ntwo\rthree\r\r\nfour\r\n.\r\n");
-        assert_eq!(out, b"one\r\ntwo\r\nthree\r\n\r\nfour\r\n");
-        assert_eq!(consumed, Some(25));
+        // Body: bare LF and bare CR are line breaks; CR CR LF is one line end.
+        let (out, consumed) = receive(b"S: x\r\n\r\none\ntwo\rthree\r\r\nfour\r\n.\r\n");
+        assert_eq!(out, b"S: x\r\n\r\none\r\ntwo\r\nthree\r\nfour\r\n");
+        assert_eq!(consumed, Some(33));
+    }
+
+    #[test]
+    fn a_bare_cr_never_starts_a_header_field() {
+        let cases: &[(&[u8], &[u8])] = &[
+            // A CR in a header value (an app that put form input into Subject:).
+            (
+                b"Subject: X\rReply-To: attacker@evil.example\r\n\r\nbody\r\n",
+                b"Subject: X Reply-To: attacker@evil.example\r\n\r\nbody\r\n",
+            ),
+            // CR CR LF line ends keep the header section whole.
+            (
+                b"Subject: X\r\r\nFrom: a@contoso.com\r\r\n\r\r\nbody\r\r\n",
+                b"Subject: X\r\nFrom: a@contoso.com\r\n\r\nbody\r\n",
+            ),
+            // Bare LF line ends are still line ends in the header section.
+            (
+                b"Subject: X\nFrom: a@contoso.com\n\nbody\r\n",
+                b"Subject: X\r\nFrom: a@contoso.com\r\n\r\nbody\r\n",
+            ),
+        ];
+        for (input, content) in cases {
+            let input = [*input, b".\r\n"].concat();
+            let (out, consumed) = receive(&input);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(content)
+            );
+            assert_eq!(consumed, Some(input.len()));
+        }
     }
 
     #[test]
