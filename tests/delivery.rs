@@ -127,6 +127,49 @@ async fn reloads_in_quick_succession_never_make_exchange_see_a_fourth_session() 
 }
 
 #[tokio::test]
+async fn a_session_exchange_closed_while_idle_costs_no_retry_step() {
+    let mut options = TestkitOptions::default();
+    options.exchange.idle_timeout = Duration::from_millis(500);
+    // A deferral would wait an hour: the second message must go out on a new session at once.
+    // One session per account, so the second message meets the first one's idle session.
+    let chain = Chain::start_with(
+        options,
+        "retry_schedule = [\"1h\"]",
+        "max_connections = 1",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
+    let exchange = &chain.kit.exchange;
+    assert_eq!(
+        send(
+            chain.relay.address(0),
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            "first"
+        )
+        .await,
+        250
+    );
+    exchange.wait_for_messages(1, WAIT).await.unwrap();
+    // Exchange says 421 4.4.1 and closes the idle session; the relay still holds it.
+    assert!(eventually(WAIT, || exchange.current_sessions(chain.kit.mailbox()) == 0).await);
+    assert_eq!(
+        send(
+            chain.relay.address(0),
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            "second"
+        )
+        .await,
+        250
+    );
+    exchange.wait_for_messages(2, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    assert_eq!(exchange.connection_count(), 2);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

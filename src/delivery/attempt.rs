@@ -205,6 +205,18 @@ impl AttemptOutcome {
         }
     }
 
+    /// True when the attempt ended at its first MAIL FROM because the connection was gone
+    /// (closed, or `421`) and nothing was sent or refused: what a reused session looks like
+    /// after the server closed it while idle. Worth one immediate try on a new session.
+    pub fn lost_an_idle_session(&self) -> bool {
+        self.delivered.is_empty()
+            && self.failed.is_empty()
+            && self.deferred.is_empty()
+            && self.stop.as_ref().is_some_and(|stop| {
+                stop.stage == Stage::MailFrom.to_string() && matches!(stop.code, None | Some(421))
+            })
+    }
+
     /// The failure that decides when to retry: the stopping one, else the worst deferral.
     fn deciding_failure(&self) -> Option<&Failure> {
         self.stop
