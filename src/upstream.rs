@@ -122,7 +122,8 @@ impl UpstreamFailure {
                 },
             };
         }
-        let detail = error.to_string();
+        // Never raw server bytes in a log line: one line, bounded.
+        let detail = crate::text::one_line_excerpt(&error.to_string(), 1000);
         let failure = transport_failure(error);
         UpstreamFailure {
             stage: if error.is_tls() && stage == Stage::StartTls {
@@ -176,6 +177,8 @@ fn transport_failure(error: &lettre::transport::smtp::Error) -> TransportFailure
     }
     if error.is_tls() {
         TransportFailure::Tls(TlsFailure::HandshakeFailed)
+    } else if error.is_response() {
+        TransportFailure::NotSmtp
     } else if error.is_timeout() {
         TransportFailure::Timeout
     } else {
@@ -575,6 +578,14 @@ impl UpstreamSession {
             let rcpt = self.connection.command(Rcpt::new(address, vec![]));
             match timed(Stage::RcptTo, self.timeouts.command, rcpt).await {
                 Ok(_) => result.accepted.push(recipient.clone()),
+                // 421: the server is closing the session; that is about the session, not
+                // about this recipient (RFC 5321 §3.8).
+                Err(
+                    failure @ UpstreamFailure {
+                        kind: FailureKind::Reply { code: 421, .. },
+                        ..
+                    },
+                ) => return Err(failure),
                 Err(
                     failure @ UpstreamFailure {
                         kind: FailureKind::Reply { .. },
@@ -587,9 +598,7 @@ impl UpstreamSession {
             }
         }
         if result.accepted.is_empty() {
-            if !self.reset().await {
-                return Err(UpstreamFailure::timeout(Stage::Rset));
-            }
+            self.try_reset().await?;
             return Ok(result);
         }
         timed(
@@ -648,13 +657,18 @@ impl UpstreamSession {
 
     /// RSET after a failed transaction; false when the session is no longer usable.
     pub async fn reset(&mut self) -> bool {
+        self.try_reset().await.is_ok()
+    }
+
+    /// RSET, with the reason when it fails.
+    async fn try_reset(&mut self) -> Result<(), UpstreamFailure> {
         timed(
             Stage::Rset,
             self.timeouts.command,
             self.connection.command(Rset),
         )
         .await
-        .is_ok()
+        .map(|_| ())
     }
 
     /// Say goodbye politely (bounded in time).

@@ -170,6 +170,48 @@ async fn a_session_exchange_closed_while_idle_costs_no_retry_step() {
 }
 
 #[tokio::test]
+async fn a_421_at_rcpt_is_recorded_as_exchange_said_it_and_retried() {
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "retry_schedule = [\"1h\"]",
+        "",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
+    chain.kit.exchange.reject_recipient(
+        "a@fabrikam.example",
+        "421 4.3.2 Service not available, closing transmission channel",
+    );
+    assert_eq!(
+        send(
+            chain.relay.address(0),
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            "rcpt-421"
+        )
+        .await,
+        250
+    );
+    assert!(
+        eventually(WAIT, || chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.attempts == 1))
+        .await
+    );
+    let last = chain.relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .unwrap();
+    assert_eq!(last.stage, "rcpt", "{last:?}");
+    assert!(last.reply.starts_with("421 4.3.2"), "{last:?}");
+    assert_eq!(last.class, "transient", "{last:?}");
+    assert!(chain.relay.failed_envelopes().is_empty(), "never a bounce");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

@@ -255,6 +255,8 @@ pub enum TransportFailure {
     Reset,
     /// The server closed the connection (EOF) without a reply.
     Closed,
+    /// The server answered something that is not an SMTP reply.
+    NotSmtp,
     /// TLS failed.
     Tls(TlsFailure),
     /// The server's host name could not be resolved.
@@ -489,6 +491,11 @@ pub fn classify_transport(stage: Stage, kind: TransportFailure) -> Verdict {
         TransportFailure::Closed => {
             Verdict::transient("the server closed the connection without a reply", "")
         }
+        TransportFailure::NotSmtp => Verdict::transient(
+            "the server's answer is not an SMTP reply",
+            "check that smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\", and \
+             that no proxy or firewall answers in its place",
+        ),
         TransportFailure::Dns => Verdict::transient(
             "the smtp_server host name could not be resolved",
             "check the host name in smtp_server and the relay host's DNS resolver",

@@ -359,7 +359,8 @@ impl FakeExchange {
     }
 
     /// Answers RCPT TO for `address` with `reply` (a full reply line such as
-    /// `550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup`).
+    /// `550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup`);
+    /// a `421` reply closes the session after it, as Exchange does.
     pub fn reject_recipient(&self, address: &str, reply: &str) {
         let (address, reply) = (address.to_ascii_lowercase(), reply.to_owned());
         self.shared.with_runtime(|r| {

@@ -377,7 +377,12 @@ impl Session {
         }
         if let Some(reply) = rejection {
             self.send(conn, &reply).await?;
-            return Ok(Step::Continue);
+            // A 421 closes the session (RFC 5321 §3.8), as Exchange does.
+            return Ok(if reply.starts_with("421") {
+                Step::Close
+            } else {
+                Step::Continue
+            });
         }
         if let Some(transaction) = self.transaction.as_mut() {
             transaction.recipients.push(address);

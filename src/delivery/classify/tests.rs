@@ -184,7 +184,7 @@ fn follow_ups_and_duplicates() {
 #[test]
 fn transport_failures() {
     use TlsFailure::{CertificateInvalid, HandshakeFailed, ProtocolVersion};
-    use TransportFailure::{Closed, Dns, Refused, Reset, Timeout};
+    use TransportFailure::{Closed, Dns, NotSmtp, Refused, Reset, Timeout};
     let tls = TransportFailure::Tls;
     let cases: &[(Stage, TransportFailure, Class, bool)] = &[
         (Connect, Refused, T, false),
@@ -194,6 +194,7 @@ fn transport_failures() {
         (Data, Reset, T, false),
         (Data, Timeout, T, false),
         (RcptTo, Closed, T, false),
+        (MailFrom, NotSmtp, T, false),
         (DataEnd, Reset, T, true),
         (DataEnd, Closed, T, true),
         (DataEnd, Timeout, T, true),
