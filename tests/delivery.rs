@@ -550,6 +550,45 @@ async fn a_connection_lost_after_the_dot_is_retried_and_gives_at_most_one_duplic
 }
 
 #[tokio::test]
+async fn a_connection_lost_after_every_dot_ends_after_three_copies_without_a_bounce() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| PLAIN_TRUSTED.into()).await;
+    chain
+        .kit
+        .exchange
+        .set_fault(ExchangeFault::DropAfterDot)
+        .await
+        .unwrap();
+    assert_eq!(
+        send(
+            chain.relay.address(0),
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            "lost-dots"
+        )
+        .await,
+        250
+    );
+    chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    let failed = chain.relay.failed_envelopes();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].uncertain_attempts, 3);
+    assert_eq!(failed[0].failures[0].stage, "outcome-unknown");
+    assert!(failed[0].failures[0].hint.contains("queue requeue"));
+    // The retry schedule is one second: more copies would have arrived by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let messages = chain.kit.exchange.messages();
+    assert_eq!(messages.len(), 3, "at most three copies");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.recipients == ["a@fabrikam.example"]),
+        "and no bounce to the sender"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn a_restart_mid_schedule_keeps_attempts_and_the_next_attempt_time() {
     let mut chain = Chain::start_with(
         TestkitOptions::default(),

@@ -35,6 +35,12 @@ pub struct Failure {
     pub code: Option<u16>,
 }
 
+/// After this many attempts whose outcome was unknown (connection lost after the final dot),
+/// a message is not sent again: at most this many copies can reach Exchange.
+pub const MAX_UNCERTAIN_ATTEMPTS: u32 = 3;
+/// The stage recorded for recipients held back by [`MAX_UNCERTAIN_ATTEMPTS`].
+const OUTCOME_UNKNOWN_STAGE: &str = "outcome-unknown";
+
 impl Failure {
     pub fn from_upstream(failure: &UpstreamFailure) -> Failure {
         let verdict = match &failure.kind {
@@ -111,6 +117,27 @@ impl Failure {
     }
 
     /// The attempt used its share of transactions; the remaining recipients follow soon.
+    /// The end of re-sending after `attempts` uncertain outcomes (see
+    /// [`MAX_UNCERTAIN_ATTEMPTS`]).
+    pub fn outcome_unknown(attempts: u32) -> Failure {
+        Failure {
+            stage: OUTCOME_UNKNOWN_STAGE.into(),
+            verdict: Verdict {
+                class: Class::Permanent,
+                reason: "the connection was lost after the end of data again and again; Exchange probably has the message, so it is not sent again",
+                fix: "look the message up in Exchange's message trace; if it is not there, `smtp-oauth-relay queue requeue ID` sends it again",
+                duplicate_possible: false,
+                follow_up: FollowUp::None,
+            },
+            detail: format!(
+                "{attempts} attempts ended with the connection lost after the final dot"
+            ),
+            account_wide: false,
+            not_before: None,
+            code: None,
+        }
+    }
+
     pub fn more_to_send() -> Failure {
         Failure {
             stage: "split".into(),
@@ -205,6 +232,26 @@ impl AttemptOutcome {
         }
     }
 
+    /// Too many attempts ended with the connection lost after the final dot: Exchange
+    /// probably has the message already, so the recipients whose outcome is unknown stop
+    /// here (kept in `failed/`, no bounce) instead of getting a copy per retry.
+    fn stop_resending(&mut self, uncertain_attempts: u32) {
+        let held = Failure::outcome_unknown(uncertain_attempts);
+        let (unknown, known): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(_, f)| f.verdict.duplicate_possible);
+        self.deferred = known;
+        self.failed
+            .extend(unknown.into_iter().map(|(r, _)| (r, held.clone())));
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|f| f.verdict.duplicate_possible)
+        {
+            self.stop = None;
+        }
+    }
+
     /// True when the attempt ended at its first MAIL FROM because the connection was gone
     /// (closed, or `421`) and nothing was sent or refused: what a reused session looks like
     /// after the server closed it while idle. Worth one immediate try on a new session.
@@ -257,6 +304,9 @@ impl AccountDelivery {
                 .any(|(_, f)| f.verdict.duplicate_possible)
         {
             envelope.uncertain_attempts += 1;
+            if envelope.uncertain_attempts >= MAX_UNCERTAIN_ATTEMPTS {
+                outcome.stop_resending(envelope.uncertain_attempts);
+            }
         }
         for (recipient, failure) in &outcome.failed {
             self.log_failure(
@@ -507,6 +557,16 @@ impl AccountDelivery {
     /// Queue a DSN for `failures`, unless the policy, a null sender or the message being a
     /// DSN itself forbid it.
     async fn bounce(&self, original: &Envelope, head: &[u8], failures: &[RecipientFailure]) {
+        // A message that probably arrived is not reported as undelivered.
+        let failures: Vec<RecipientFailure> = failures
+            .iter()
+            .filter(|f| f.stage != OUTCOME_UNKNOWN_STAGE)
+            .cloned()
+            .collect();
+        if failures.is_empty() {
+            return;
+        }
+        let failures = failures.as_slice();
         let Some(to) = dsn::should_bounce(&self.shared.settings.bounce, original) else {
             tracing::info!(queue_id = %original.id, is_bounce = original.is_bounce, null_sender = original.sender.is_none(), "no delivery status notification for this failure");
             return;
