@@ -506,7 +506,14 @@ impl UpstreamSession {
         let info = self.connection.server_info();
         let size = usize::try_from(content.len()).unwrap_or(usize::MAX);
         let mut parameters = vec![MailParameter::Size(size)];
-        if envelope.eight_bit && info.supports_feature(Extension::EightBitMime) {
+        if envelope.eight_bit {
+            if !info.supports_feature(Extension::EightBitMime) {
+                // RFC 6152: 8-bit content only to a server that offers 8BITMIME.
+                return Err(UpstreamFailure::local(
+                    Stage::Data,
+                    "the message has 8-bit content and the server does not offer 8BITMIME",
+                ));
+            }
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         if envelope.smtputf8 {

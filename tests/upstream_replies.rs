@@ -61,13 +61,19 @@ async fn scripted_server(answer: &'static [u8]) -> std::net::SocketAddr {
     address
 }
 
-#[tokio::test]
-async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
+/// An authenticated session with a scripted server answering MAIL with `answer`, and an
+/// envelope for it.
+async fn session_with(
+    answer: &'static [u8],
+) -> (
+    smtp_oauth_relay::upstream::UpstreamSession,
+    Envelope,
+    Testkit,
+) {
     let kit = Testkit::start(TestkitOptions::default()).await.unwrap();
     let files = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let ca = kit.write_ca_pem(&files.path().join("ca.pem")).unwrap();
-    let server = scripted_server(b"hel\x01o this is not smtp\r\nand more\r\n").await;
+    let server = scripted_server(answer).await;
     let toml = chain_toml(
         &kit,
         &ca,
@@ -75,7 +81,7 @@ async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
         &format!("smtp_server = \"{server}\"\nsmtp_tls = \"none\""),
         PLAIN_TRUSTED,
     )
-    .replace("{state}", &state.path().display().to_string());
+    .replace("{state}", &files.path().display().to_string());
     let config = Config::from_toml(&toml, files.path()).unwrap();
     let account = &config.accounts[0];
     let token = TokenProvider::new(account, Arc::new(Metrics::new()))
@@ -84,7 +90,7 @@ async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
         .await
         .unwrap();
     let upstream = Upstream::new(account, &config.relay.hostname).unwrap();
-    let mut session = upstream.open(&token).await.unwrap();
+    let session = upstream.open(&token).await.unwrap();
     let envelope = Envelope::new(
         &account.name,
         Some(account.mailbox.clone()),
@@ -96,6 +102,13 @@ async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
         },
         smtp_oauth_relay::spool::unix_now(),
     );
+    (session, envelope, kit)
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
+    let (mut session, envelope, _kit) =
+        session_with(b"hel\x01o this is not smtp\r\nand more\r\n").await;
     let refusal = session
         .send(
             &envelope,
@@ -116,4 +129,22 @@ async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
     let verdict = Failure::from_upstream(&refusal).verdict;
     assert_eq!(verdict.class, Class::Transient);
     assert!(verdict.reason.contains("not an SMTP reply"), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn eight_bit_content_never_goes_to_a_server_without_8bitmime() {
+    let (mut session, mut envelope, _kit) = session_with(b"250 2.1.0 Sender OK\r\n").await;
+    envelope.eight_bit = true;
+    let refusal = session
+        .send(
+            &envelope,
+            &envelope.recipients,
+            &Content::in_memory("Subject: Grüße\r\n\r\nx\r\n".as_bytes().to_vec()),
+        )
+        .await
+        .expect_err("refused before MAIL FROM");
+    assert!(matches!(refusal.kind, FailureKind::Local(_)), "{refusal:?}");
+    let verdict = Failure::from_upstream(&refusal).verdict;
+    assert_eq!(verdict.class, Class::Configuration);
+    assert!(verdict.fix.contains("smtp_server"), "{verdict:?}");
 }
