@@ -212,6 +212,41 @@ async fn a_421_at_rcpt_is_recorded_as_exchange_said_it_and_retried() {
 }
 
 #[tokio::test]
+async fn an_account_that_stays_broken_costs_one_attempt_per_retry_step() {
+    let chain = Chain::start(TestkitOptions::default(), |_, _| PLAIN_TRUSTED.into()).await;
+    let exchange = &chain.kit.exchange;
+    exchange
+        .set_fault(ExchangeFault::AuthDisabled)
+        .await
+        .unwrap();
+    for n in 0..9 {
+        assert_eq!(
+            send(
+                chain.relay.address(0),
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &format!("outage-{n}")
+            )
+            .await,
+            250
+        );
+    }
+    // Let the first failures pause the account, then watch four one-second retry steps.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = exchange.auth_attempts().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = exchange.auth_attempts().len() - before;
+    assert!(
+        during <= 6,
+        "{during} AUTH attempts in 4 s of one-second retry steps: one worker probes, the others wait"
+    );
+    exchange.clear_faults().await.unwrap();
+    exchange.wait_for_messages(9, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

@@ -7,7 +7,9 @@
 //! message in turn.
 //!
 //! Invariants: an entry is either waiting or in flight, never both, and never handed to two
-//! workers; waiting is cancel-safe (dropping [`AccountQueue::next`] loses nothing).
+//! workers; waiting is cancel-safe (dropping [`AccountQueue::next`] loses nothing); after a
+//! pause, one message (the probe) is tried alone, so an account that is still broken costs
+//! one attempt per retry step, not one per worker.
 
 pub mod retry;
 
@@ -37,6 +39,11 @@ struct State {
     scheduled: HashMap<QueueId, u64>,
     in_flight: HashSet<QueueId>,
     paused_until: u64,
+    /// Set by a pause, cleared once the account is known to work again: when the pause ends,
+    /// one worker tries one message (the probe) while the others wait for its outcome.
+    probing: bool,
+    /// The entry being tried as the probe.
+    probe: Option<QueueId>,
 }
 
 /// How the first delivery attempt of a message ended, for a client that waits for it
@@ -79,36 +86,56 @@ impl AccountQueue {
 
     /// Schedule (or reschedule) an entry for `at` (unix seconds) and wake a worker.
     pub fn schedule(&self, id: &str, at: u64) {
-        {
+        let probe_ended = {
             let mut state = self.lock();
+            let probe_ended = end_probe(&mut state, id);
             if let Some(previous) = state.scheduled.remove(id) {
                 state.waiting.remove(&(previous, id.to_string()));
             }
             state.in_flight.remove(id);
             state.waiting.insert((at, id.to_string()));
             state.scheduled.insert(id.to_string(), at);
+            probe_ended
+        };
+        if probe_ended {
+            self.notify.notify_waiters();
+        } else {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     /// The entry left the queue (delivered, failed or quarantined).
     pub fn finish(&self, id: &str) {
-        let mut state = self.lock();
-        state.in_flight.remove(id);
-        if let Some(at) = state.scheduled.remove(id) {
-            state.waiting.remove(&(at, id.to_string()));
+        let probe_ended = {
+            let mut state = self.lock();
+            state.in_flight.remove(id);
+            if let Some(at) = state.scheduled.remove(id) {
+                state.waiting.remove(&(at, id.to_string()));
+            }
+            end_probe(&mut state, id)
+        };
+        if probe_ended {
+            self.notify.notify_waiters();
         }
     }
 
-    /// Let no worker take an entry before `at` (unix seconds): the account is failing.
+    /// Let no worker take an entry before `at` (unix seconds): the account is failing. When
+    /// the pause ends, one message goes first; the rest follow once it got through.
     pub fn pause_until(&self, at: u64) {
         let mut state = self.lock();
         state.paused_until = state.paused_until.max(at);
+        state.probing = true;
+        state.probe = None;
     }
 
     /// Lift a pause (e.g. after a delivery succeeded).
     pub fn resume(&self) {
-        self.lock().paused_until = 0;
+        {
+            let mut state = self.lock();
+            state.paused_until = 0;
+            state.probing = false;
+            state.probe = None;
+        }
         self.notify.notify_waiters();
     }
 
@@ -178,11 +205,18 @@ impl AccountQueue {
         if state.paused_until > now {
             return Err(Some(until(state.paused_until)));
         }
+        if state.probing && state.probe.is_some() {
+            // After a pause, one message at a time until one gets through.
+            return Err(None);
+        }
         match state.waiting.first().cloned() {
             Some((at, id)) if at <= now => {
                 state.waiting.remove(&(at, id.clone()));
                 state.scheduled.remove(&id);
                 state.in_flight.insert(id.clone());
+                if state.probing {
+                    state.probe = Some(id.clone());
+                }
                 Ok(id)
             }
             Some((at, _)) => Err(Some(until(at))),
@@ -221,6 +255,20 @@ impl AccountQueue {
             }
         }
     }
+}
+
+/// The probe `id` is settled (rescheduled or gone). Unless its attempt paused the account
+/// again (the pause is then in the future), the account works: the others may go. Returns
+/// true when waiting workers must be woken.
+fn end_probe(state: &mut State, id: &str) -> bool {
+    if state.probe.as_deref() != Some(id) {
+        return false;
+    }
+    state.probe = None;
+    if state.paused_until <= now_secs() {
+        state.probing = false;
+    }
+    true
 }
 
 /// All accounts' queues. Accounts can be added while the relay runs (configuration reload).
@@ -357,6 +405,43 @@ mod tests {
             queue.next(&cancel, Some(Duration::from_millis(30))).await,
             Next::Due("X".into())
         );
+    }
+
+    #[test]
+    fn after_a_pause_one_message_goes_first_and_the_rest_follow_once_it_gets_through() {
+        let queue = AccountQueue::default();
+        let now = now_secs();
+        for id in ["A", "B", "C", "D"] {
+            queue.schedule(id, now - 1);
+        }
+        // A pause that has already ended: the probe rule still applies.
+        queue.pause_until(now - 1);
+        assert_eq!(queue.take_due(), Ok("A".into()));
+        assert_eq!(queue.take_due(), Err(None), "the others wait for the probe");
+        // The probe failed for the whole account again: a new pause, a new probe after it.
+        queue.pause_until(now + 3600);
+        queue.schedule("A", now + 3600);
+        assert!(matches!(queue.take_due(), Err(Some(_))));
+        // Fixed: a delivery succeeds (resume) and everyone goes.
+        queue.resume();
+        assert_eq!(queue.take_due(), Ok("B".into()));
+        assert_eq!(queue.take_due(), Ok("C".into()));
+
+        // A probe that fails only for itself (not the account) also releases the others.
+        queue.pause_until(now - 1);
+        queue.schedule("E", now - 1);
+        assert_eq!(queue.take_due(), Ok("D".into()));
+        assert_eq!(queue.take_due(), Err(None));
+        queue.schedule("D", now + 60);
+        assert_eq!(queue.take_due(), Ok("E".into()));
+        // And one that left the queue (delivered or failed) too.
+        queue.pause_until(now - 1);
+        queue.schedule("F", now - 1);
+        queue.schedule("G", now - 1);
+        assert_eq!(queue.take_due(), Ok("F".into()));
+        assert_eq!(queue.take_due(), Err(None));
+        queue.finish("F");
+        assert_eq!(queue.take_due(), Ok("G".into()));
     }
 
     #[tokio::test]
