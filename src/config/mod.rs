@@ -139,7 +139,7 @@ impl Default for Limits {
             max_auth_failures: 3,
             max_auth_failures_per_address: 5,
             auth_failure_window: Duration::from_secs(10 * 60),
-            max_header_size: 1024 * 1024,
+            max_header_size: 256 * 1024,
         }
     }
 }

@@ -216,7 +216,11 @@ impl MessageAssembler {
 fn header_end(buffer: &[u8], scanned: &mut usize) -> Option<usize> {
     loop {
         let rest = buffer.get(*scanned..)?;
-        let newline = memchr::memchr(b'\n', rest)?;
+        let Some(newline) = memchr::memchr(b'\n', rest) else {
+            // An unfinished line that can no longer become a field already ends the section
+            // (a body-only message with a long first line is not "a huge header").
+            return (!may_start_header_line(rest, *scanned == 0)).then_some(*scanned);
+        };
         let line = rest.get(..newline).unwrap_or(&[]);
         if !is_header_line(line, *scanned == 0) {
             return Some(*scanned);
@@ -231,6 +235,25 @@ fn is_header_line(line: &[u8], first_line: bool) -> bool {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let is_continuation = matches!(line.first(), Some(b' ' | b'\t')) && !first_line;
     !line.is_empty() && (is_continuation || is_field_line(line))
+}
+
+/// Whether the beginning of a line (no LF yet) may still turn out to be part of the header
+/// section: a continuation, or a field name (printable, no space) possibly followed by white
+/// space, then a colon or nothing yet.
+fn may_start_header_line(partial: &[u8], first_line: bool) -> bool {
+    if partial.is_empty() || (!first_line && matches!(partial.first(), Some(b' ' | b'\t'))) {
+        return true;
+    }
+    if memchr::memchr(b':', partial).is_some() {
+        return is_field_line(partial);
+    }
+    let partial = partial.strip_suffix(b"\r").unwrap_or(partial);
+    let name_end = partial
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(partial.len());
+    let (name, gap) = partial.split_at(name_end);
+    name.iter().all(|&b| (33..=126).contains(&b)) && gap.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
 /// `name: value` with a printable, space-free name; white space between the name and the
@@ -341,6 +364,38 @@ mod tests {
         // A large body is fine: only headers are buffered.
         let big_body = format!("Subject: a\r\n\r\n{}\r\n", "y".repeat(10_000));
         assert!(assemble(big_body.as_bytes(), 100).is_ok());
+        // So is a body-only message whose first line is longer than the limit, and a header
+        // line cut anywhere is still waited for.
+        for first_line in ["just text, no header", "word", "From  x"] {
+            let body_only = format!("{first_line}{}\r\n", " y".repeat(5_000));
+            for chunk in [1, 7, 100, 20_000] {
+                let out = text(assemble(body_only.as_bytes(), chunk).unwrap());
+                assert!(out.ends_with(&format!("\r\n\r\n{body_only}")), "{chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_line_ends_the_header_section_only_when_it_cannot_be_a_field() {
+        for (partial, first, may) in [
+            (&b""[..], true, true),
+            (b"\r", true, true),
+            (b"Subj", true, true),
+            (b"From  ", true, true),
+            (b"From : x", true, true),
+            (b" folded", false, true),
+            (b" folded", true, false),
+            (b"From x", true, false),
+            (b"just text", true, false),
+            (b"Bad\x01name", true, false),
+        ] {
+            assert_eq!(
+                may_start_header_line(partial, first),
+                may,
+                "{:?}",
+                String::from_utf8_lossy(partial)
+            );
+        }
     }
 
     /// Found by `fuzz/fuzz_targets/message.rs`: when the header section and its end arrived in
