@@ -165,17 +165,26 @@ fn parse_mail(rest: &str) -> Result<MailFrom, CommandError> {
         eight_bit_mime: false,
         smtputf8: false,
     };
+    let mut seen: Vec<String> = Vec::new();
     for param in params.split([' ', '\t']).filter(|p| !p.is_empty()) {
         let (key, value) = match param.split_once('=') {
             Some((key, value)) => (key, Some(value)),
             None => (param, None),
         };
-        match (key.to_ascii_uppercase().as_str(), value) {
-            ("SIZE", Some(value)) => {
-                let size = value
-                    .parse::<u64>()
-                    .map_err(|_| CommandError::Syntax("SIZE takes a number of octets"))?;
-                mail.declared_size = Some(size);
+        let key = key.to_ascii_uppercase();
+        if seen.contains(&key) {
+            return Err(CommandError::Syntax("a MAIL parameter is given twice"));
+        }
+        seen.push(key.clone());
+        match (key.as_str(), value) {
+            // All digits but more than 64 bits hold is simply too large (552 at MAIL).
+            ("SIZE", Some(value))
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                mail.declared_size = Some(value.parse::<u64>().unwrap_or(u64::MAX));
+            }
+            ("SIZE", Some(_)) => {
+                return Err(CommandError::Syntax("SIZE takes a number of octets"));
             }
             ("BODY", Some(value)) if value.eq_ignore_ascii_case("8BITMIME") => {
                 mail.eight_bit_mime = true
@@ -267,6 +276,27 @@ mod tests {
             ),
             (
                 b"MAIL FROM:<a@b.example> SIZE=x",
+                Err(CommandError::Syntax("SIZE takes a number of octets")),
+            ),
+            (
+                b"MAIL FROM:<a@b.example> SIZE=99999999999999999999",
+                Ok(Command::Mail(MailFrom {
+                    sender: Some(Address::parse("a@b.example").unwrap()),
+                    declared_size: Some(u64::MAX),
+                    eight_bit_mime: false,
+                    smtputf8: false,
+                })),
+            ),
+            (
+                b"MAIL FROM:<a@b.example> SIZE=1 size=2",
+                Err(CommandError::Syntax("a MAIL parameter is given twice")),
+            ),
+            (
+                b"MAIL FROM:<a@b.example> BODY=8BITMIME BODY=7BIT",
+                Err(CommandError::Syntax("a MAIL parameter is given twice")),
+            ),
+            (
+                b"MAIL FROM:<a@b.example> SIZE=-1",
                 Err(CommandError::Syntax("SIZE takes a number of octets")),
             ),
             (

@@ -169,11 +169,7 @@ impl Session {
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
             Command::Expn => self.error(Reply::new(502, "5.5.1", "EXPN is not available")),
-            Command::Help => Step::reply(Reply::new(
-                214,
-                "2.0.0",
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-            )),
+            Command::Help => self.help(),
             Command::StartTls => self.starttls(),
             Command::Auth {
                 mechanism,
@@ -188,6 +184,19 @@ impl Session {
                 Action::Close,
             ),
         }
+    }
+
+    /// The commands this session would take, like EHLO's list.
+    fn help(&self) -> Step {
+        let mut commands =
+            String::from("Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+        if self.settings.tls_mode == TlsMode::Starttls && !self.tls_active {
+            commands.push_str(" STARTTLS");
+        }
+        if self.auth_offered() {
+            commands.push_str(" AUTH");
+        }
+        Step::reply(Reply::new(214, "2.0.0", commands))
     }
 
     fn auth_offered(&self) -> bool {
@@ -311,6 +320,18 @@ impl Session {
         let Some(transaction) = self.transaction.as_mut() else {
             return self.error(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
+        // The same mailbox twice gets the message once (and counts once against the limits).
+        if transaction
+            .recipients
+            .iter()
+            .any(|r| r.as_str().eq_ignore_ascii_case(recipient.as_str()))
+        {
+            return Step::reply(Reply::new(
+                250,
+                "2.1.5",
+                format!("Recipient <{recipient}> ok (duplicate, delivered once)"),
+            ));
+        }
         if transaction.recipients.len() >= max {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }

@@ -327,3 +327,51 @@ fn protocol_names_follow_rfc3848() {
     };
     assert_eq!(request.protocol, "SMTP");
 }
+
+#[test]
+fn a_recipient_named_twice_is_kept_once() {
+    let mut session = network_session();
+    assert_eq!(
+        codes(
+            &mut session,
+            &[
+                "EHLO printer",
+                "MAIL FROM:<scan@contoso.com>",
+                "RCPT TO:<a@x.example>",
+                "RCPT TO:<A@X.example>",
+                "RCPT TO:<b@x.example>",
+                "RCPT TO:<a@x.example>",
+            ]
+        ),
+        vec![250, 250, 250, 250, 250, 250]
+    );
+    let Action::ReceiveData(request) = session.handle_line(b"DATA").action else {
+        panic!("expected ReceiveData")
+    };
+    let recipients: Vec<&str> = request.recipients.iter().map(|r| r.as_str()).collect();
+    assert_eq!(recipients, ["a@x.example", "b@x.example"]);
+}
+
+#[test]
+fn help_lists_only_what_this_listener_offers() {
+    let help = |mut session: Session| {
+        session
+            .handle_line(b"HELP")
+            .reply
+            .unwrap()
+            .text()
+            .to_string()
+    };
+    let plain = help(anonymous_session(TlsMode::None, false));
+    assert!(
+        !plain.contains("STARTTLS") && !plain.contains("AUTH"),
+        "{plain}"
+    );
+    let starttls = help(anonymous_session(TlsMode::Starttls, false));
+    assert!(
+        starttls.contains("STARTTLS") && !starttls.contains("AUTH"),
+        "{starttls}"
+    );
+    let clear_auth = help(anonymous_session(TlsMode::None, true));
+    assert!(clear_auth.contains("AUTH"), "{clear_auth}");
+}
