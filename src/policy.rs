@@ -39,6 +39,11 @@ impl SenderPattern {
                 .ok()
                 .map(|_| SenderPattern::Domain(domain.to_lowercase()));
         }
+        // A `*` anywhere else would be taken literally (it is legal in a local part) and
+        // never match what the admin meant (`rel*@contoso.com`): not a pattern.
+        if pattern.contains('*') {
+            return None;
+        }
         Address::parse(pattern)
             .ok()
             .map(|address| SenderPattern::Exact(address.as_str().to_lowercase()))
@@ -363,7 +368,17 @@ mod tests {
             let parsed = SenderPattern::parse(pattern).unwrap();
             assert_eq!(parsed.matches(address), expected, "{pattern} vs {address}");
         }
-        for bad in ["", "@", "a@", "*@", "*@-x", "a b@c.example"] {
+        for bad in [
+            "",
+            "@",
+            "a@",
+            "*@",
+            "*@-x",
+            "a b@c.example",
+            "rel*@contoso.com",
+            "*@*.contoso.com",
+            "**",
+        ] {
             assert!(
                 SenderPattern::parse(bad).is_none(),
                 "{bad:?} must be refused"

@@ -186,6 +186,10 @@ fn every_key_of_the_schema_is_documented_in_the_example() {
             serde_json::to_value(raw::RawRelay::default()).unwrap(),
         ),
         (
+            "admin",
+            serde_json::to_value(raw::RawAdmin::default()).unwrap(),
+        ),
+        (
             "limits",
             serde_json::to_value(raw::RawLimits::default()).unwrap(),
         ),
@@ -210,12 +214,24 @@ fn every_key_of_the_schema_is_documented_in_the_example() {
             serde_json::to_value(raw::RawNetwork::default()).unwrap(),
         ),
     ];
+    // The example's lines under each section header ("[name]", "[[name]]", or commented).
+    let mut lines_of: std::collections::HashMap<String, Vec<&str>> = Default::default();
+    let mut current = String::new();
+    for line in example.lines() {
+        let bare = line.trim_start_matches(['#', ' ']);
+        if bare.starts_with('[') {
+            current = bare.trim_matches(['[', ']']).to_string();
+            continue;
+        }
+        lines_of.entry(current.clone()).or_default().push(bare);
+    }
     let mut missing = Vec::new();
     for (section, value) in sections {
         for key in value.as_object().unwrap().keys() {
-            let documented = example.lines().any(|line| {
-                let line = line.trim_start_matches(['#', ' ']);
-                line.starts_with(&format!("{key} =")) || line.starts_with(&format!("{key}="))
+            let documented = lines_of.get(section).is_some_and(|lines| {
+                lines.iter().any(|line| {
+                    line.starts_with(&format!("{key} =")) || line.starts_with(&format!("{key}="))
+                })
             });
             if !documented {
                 missing.push(format!("{section}.{key}"));
@@ -384,4 +400,79 @@ fn a_world_readable_config_with_secrets_in_it_is_flagged() {
             "password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$0nWfEnTf7TXXq3uF2g4cWlnd+BZ2H/E9Mcpw/HdAlhk\"",
         );
     assert!(!flagged(&no_secrets, 0o644));
+}
+
+#[test]
+fn white_space_around_a_secret_is_removed_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(
+        &VALID.replace("\"abc~DEF.secret-value\"", "\" abc~DEF.secret-value \""),
+        dir.path(),
+    )
+    .unwrap();
+    let ClientCredential::Secret(secret) = &config.accounts[0].credential else {
+        panic!("a secret credential")
+    };
+    assert_eq!(secret.expose(), "abc~DEF.secret-value");
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("white space around the secret"))
+    );
+    let config = Config::from_toml(
+        &VALID.replace("\"abc~DEF.secret-value\"", "\"abc~DEF secret-value\""),
+        dir.path(),
+    )
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("contains white space"))
+    );
+}
+
+#[test]
+fn listeners_and_the_admin_endpoint_must_not_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace(
+        "[[listener]]\naddress = \"127.0.0.1:2525\"\n",
+        "[[listener]]\naddress = \"127.0.0.1:2525\"\n[[listener]]\naddress = \"0.0.0.0:2525\"\n[admin]\naddress = \"127.0.0.1:2525\"\n",
+    );
+    let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"listener[1].address"), "{errors:?}");
+    assert!(paths.contains(&"admin.address"), "{errors:?}");
+}
+
+#[test]
+fn a_wildcard_inside_an_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace("[\"*@contoso.com\"]", "[\"rel*@contoso.com\"]");
+    let errors = Config::from_toml(&text, dir.path()).unwrap_err().0;
+    assert_eq!(errors[0].path, "network[0].allowed_senders[0]");
+}
+
+#[test]
+fn two_accounts_on_one_mailbox_are_warned_about_the_session_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = VALID
+        .split("[[account]]")
+        .nth(1)
+        .unwrap()
+        .split("[[user]]")
+        .next()
+        .unwrap()
+        .replace("name = \"m365\"", "name = \"second\"");
+    let text = VALID.replace("[[user]]", &format!("[[account]]{second}[[user]]"));
+    let config = Config::from_toml(&text, dir.path()).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("up to 6 sessions")),
+        "{:?}",
+        config.warnings
+    );
 }

@@ -113,12 +113,22 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         .enumerate()
         .filter_map(|(index, listener)| self::listener(&mut checker, index, listener))
         .collect();
-    let mut addresses = HashSet::new();
     for (index, listener) in listeners.iter().enumerate() {
-        if listener.address.port() != 0 && !addresses.insert(listener.address) {
+        if let Some(other) = listeners
+            .get(..index)
+            .unwrap_or_default()
+            .iter()
+            .position(|earlier| same_socket(earlier.address, listener.address))
+        {
             checker.error(
                 format!("listener[{index}].address"),
-                "is used by another listener",
+                format!(
+                    "{} overlaps listener[{other}] ({}): the second cannot bind",
+                    listener.address,
+                    listeners
+                        .get(other)
+                        .map_or(String::new(), |l| l.address.to_string())
+                ),
             );
         }
     }
@@ -139,6 +149,23 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
                 format!("account[{index}].name"),
                 format!("\"{}\" is used by another account", account.name),
             );
+        }
+    }
+    // Exchange counts sessions per mailbox, not per account of ours.
+    let mut sessions_per_mailbox: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+    for account in &accounts {
+        let entry = sessions_per_mailbox
+            .entry(account.mailbox.as_str().to_ascii_lowercase())
+            .or_default();
+        entry.0 += account.max_connections;
+        entry.1.push(account.name.clone());
+    }
+    for (mailbox, (sessions, names)) in &sessions_per_mailbox {
+        if names.len() > 1 && *sessions > 3 {
+            checker.warnings.push(format!(
+                "accounts {} all send as {mailbox}: together up to {sessions} sessions, and Exchange refuses a 4th per mailbox (432 4.3.2); lower their max_connections so the sum is at most 3",
+                names.join(", ")
+            ));
         }
     }
     let account_mailboxes: HashMap<String, Option<Address>> = raw
@@ -215,6 +242,14 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             }
         },
     };
+    if let Some(admin) = admin_address
+        && let Some(index) = listeners.iter().position(|l| same_socket(l.address, admin))
+    {
+        checker.error(
+            "admin.address",
+            format!("{admin} overlaps listener[{index}]: give the admin endpoint its own port"),
+        );
+    }
     let admin = AdminSettings {
         address: admin_address,
         ready_failing_after: raw
@@ -761,6 +796,20 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
             "{path}.{key}: the secret looks like a GUID, which is usually the secret's ID; Entra wants its Value (AADSTS7000215 otherwise)"
         ));
     }
+    // Entra secret values never contain white space: around it, it is a paste mistake.
+    let secret = if secret.trim() != secret {
+        checker.warnings.push(format!(
+            "{path}.{key}: white space around the secret was removed (Entra secret values have none)"
+        ));
+        secret.trim().to_string()
+    } else {
+        secret
+    };
+    if secret.contains(char::is_whitespace) {
+        checker.warnings.push(format!(
+            "{path}.{key}: the secret contains white space; Entra secret values have none, so it was probably pasted wrongly (AADSTS7000215 otherwise)"
+        ));
+    }
     Some(ClientCredential::Secret(Secret::new(secret)))
 }
 
@@ -785,7 +834,7 @@ fn senders(checker: &mut Checker<'_>, path: &str, raw: &Option<Vec<String>>) -> 
             if parsed.is_none() {
                 checker.error(
                     format!("{path}.allowed_senders[{index}]"),
-                    format!("\"{pattern}\" must be an address, *@domain, or *"),
+                    format!("\"{pattern}\" must be an address, *@domain, or * (no other wildcards: *@sub.domain for a subdomain)"),
                 );
             }
             parsed
@@ -939,4 +988,13 @@ fn network(
     if let (Some(net), Some(access)) = (cidr, access) {
         policy.add_network(net, access);
     }
+}
+
+/// True when two bind addresses would collide: the same port, and the same IP or one of
+/// them the unspecified address of the same family (0.0.0.0 or ::). Port 0 never collides.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
