@@ -316,6 +316,7 @@ impl Relay {
             };
             let old = accounts.remove(&account.name);
             let (queue, new_account) = self.shared.queue.add_account(&account.name);
+            let queue_for_retry = Arc::clone(&queue);
             let mut delivery = AccountDelivery::new(
                 Arc::new(account.clone()),
                 queue,
@@ -363,6 +364,12 @@ impl Relay {
             });
             if new_account {
                 self.schedule_orphans(&account.name).await;
+            } else {
+                // The reload may be the fix the account was waiting for: try its backlog now.
+                let retried = queue_for_retry.retry_now();
+                if retried > 0 {
+                    tracing::info!(account = %account.name, retried, "queued messages are retried now with the new configuration");
+                }
             }
             next.insert(account.name.clone(), runtime);
         }

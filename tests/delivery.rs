@@ -247,6 +247,46 @@ async fn an_account_that_stays_broken_costs_one_attempt_per_retry_step() {
 }
 
 #[tokio::test]
+async fn a_reload_that_fixes_the_secret_releases_the_backlog_at_once() {
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "retry_schedule = [\"1h\"]",
+        "client_secret = \"Xyz8Q~the-wrong-secret\"",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
+    for n in 0..3 {
+        assert_eq!(
+            send(
+                chain.relay.address(0),
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &format!("backlog-{n}")
+            )
+            .await,
+            250
+        );
+    }
+    assert!(
+        eventually(WAIT, || chain
+            .relay
+            .queued_envelopes()
+            .iter()
+            .any(|e| e.attempts >= 1))
+        .await
+    );
+    assert_eq!(chain.kit.exchange.message_count(), 0);
+    // The admin pastes the right secret and reloads: no waiting for the hour-long retry.
+    let fixed = chain
+        .toml
+        .replace("Xyz8Q~the-wrong-secret", chain.kit.client_secret());
+    chain.relay.reload(&fixed).await.unwrap();
+    chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

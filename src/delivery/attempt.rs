@@ -486,7 +486,7 @@ impl AccountDelivery {
                 &envelope,
                 failure,
                 None,
-                "delivery blocked by configuration; the message stays queued until it is fixed",
+                "delivery blocked by configuration; the message stays queued until it is fixed (or until max_age), and a reload after the fix retries it at once",
             );
         } else {
             self.log_failure(&envelope, failure, None, "delivery deferred");

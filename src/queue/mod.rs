@@ -139,6 +139,25 @@ impl AccountQueue {
         self.notify.notify_waiters();
     }
 
+    /// Make every waiting entry due now and lift a pause (after a configuration reload, which
+    /// may have fixed what the account was failing on). Returns how many entries were waiting.
+    pub fn retry_now(&self) -> usize {
+        let count = {
+            let mut state = self.lock();
+            let now = now_secs();
+            let waiting = std::mem::take(&mut state.waiting);
+            let count = waiting.len();
+            for (_, id) in waiting {
+                state.scheduled.insert(id.clone(), now);
+                state.waiting.insert((now, id));
+            }
+            state.paused_until = 0;
+            count
+        };
+        self.notify.notify_waiters();
+        count
+    }
+
     /// Ask to hear how the first attempt of `id` ends. Register before scheduling the entry.
     pub fn watch(&self, id: &str) -> oneshot::Receiver<FirstOutcome> {
         let (sender, receiver) = oneshot::channel();
@@ -229,6 +248,11 @@ impl AccountQueue {
     pub async fn next(&self, cancel: &CancellationToken, idle: Option<Duration>) -> Next {
         let idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
         loop {
+            // A worker of a replaced generation takes nothing more (it would use the old
+            // configuration).
+            if cancel.is_cancelled() {
+                return Next::Shutdown;
+            }
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -442,6 +466,23 @@ mod tests {
         assert_eq!(queue.take_due(), Err(None));
         queue.finish("F");
         assert_eq!(queue.take_due(), Ok("G".into()));
+    }
+
+    #[test]
+    fn retry_now_makes_everything_due_and_lifts_the_pause() {
+        let queue = AccountQueue::default();
+        let now = now_secs();
+        queue.schedule("A", now + 900);
+        queue.schedule("B", now + 3600);
+        queue.pause_until(now + 900);
+        assert!(matches!(queue.take_due(), Err(Some(_))));
+        assert_eq!(queue.retry_now(), 2);
+        assert_eq!(queue.take_due(), Ok("A".into()));
+        // A pause still means one message goes first.
+        assert_eq!(queue.take_due(), Err(None));
+        queue.resume();
+        assert_eq!(queue.take_due(), Ok("B".into()));
+        assert_eq!(queue.len(), 2);
     }
 
     #[tokio::test]
