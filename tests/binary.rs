@@ -226,3 +226,58 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
     let pw = smtp_oauth_relay::secret::Secret::new("s3cret-pw");
     assert!(policy.verify_password("u", &pw).is_some());
 }
+
+/// A TLS 1.0 ClientHello (one cipher suite, no extensions), as an old printer sends it.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01];
+    body.extend_from_slice(&[0x42; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x00, 0x2f]);
+    body.extend_from_slice(&[0x01, 0x00]);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test]
+async fn a_tls_1_0_device_is_explained_in_the_log() {
+    let kit = Testkit::start(TestkitOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::Chain::listener_tls_files(&kit, dir.path());
+    let port = free_port();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\naddress = \"off\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"state\"\n{}\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\ntls = \"starttls\"\n{tls}\
+             [[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n",
+            common::UNREACHABLE_ACCOUNT
+        ),
+    )
+    .unwrap();
+    let relay = RelayProcess::serve(&config);
+    assert!(
+        wait_until_listening(port, Duration::from_secs(30)).await,
+        "{:?}",
+        relay.log()
+    );
+    let mut client = RawClient::connect_greeted(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    client.expect("EHLO printer", 250).await;
+    client.expect("STARTTLS", 220).await;
+    client.send_raw(&tls10_client_hello()).await;
+    let line = relay
+        .wait_for_log("TLS 1.0/1.1", Duration::from_secs(10))
+        .await;
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.contains("WARN") && l.contains("README")),
+        "{:?}",
+        relay.log()
+    );
+    relay.kill().await;
+}

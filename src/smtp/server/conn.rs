@@ -299,7 +299,20 @@ impl Connection {
         let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
             .map_err(|_| ConnError::Timeout)?
-            .map_err(|e| ConnError::Tls(e.to_string()))?;
+            .map_err(|e| {
+                let incompatible = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|tls| matches!(tls, rustls::Error::PeerIncompatible(_)));
+                if incompatible {
+                    // Old printers: say what it is and what to do, once per connection.
+                    tracing::warn!(
+                        error = %e,
+                        "a client could not agree on TLS: it most likely offers only TLS 1.0/1.1, which the relay does not speak; see README \"TLS 1.0/1.1 devices\" for a plaintext listener limited to that device's address"
+                    );
+                }
+                ConnError::Tls(e.to_string())
+            })?;
         self.stream = ClientStream::Tls(Box::new(tls));
         tracing::debug!(
             tls = self.stream.tls_description().unwrap_or_default(),
