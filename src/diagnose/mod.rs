@@ -339,7 +339,7 @@ fn auth_failure(
         vec![
             format!("Set-CASMailbox -Identity {} -SmtpClientAuthenticationDisabled $false", account.mailbox),
             "if SMTP AUTH is off for the whole tenant and you want it on for all: Set-TransportConfig -SmtpClientAuthenticationDisabled $false".into(),
-            "then wait up to an hour for it to apply".into(),
+            "then wait: changes take 15 to 60 minutes to apply, sometimes up to two hours".into(),
         ]
     } else if text.contains("5.7.3") {
         checklist(account, decoded)
