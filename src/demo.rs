@@ -118,6 +118,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .copied()
         .context("the relay has no listener")?;
 
+    // The admin endpoint took a free port: write it into relay.toml, so that `queue`,
+    // `healthcheck` and `check` run against this config find the running demo.
+    if let Some(admin) = relay.admin_address() {
+        let toml = toml.replace(
+            "[admin]\naddress = \"127.0.0.1:0\"",
+            &format!("[admin]\naddress = \"{admin}\""),
+        );
+        std::fs::write(dir.join("relay.toml"), toml).context("cannot write relay.toml")?;
+    }
     let code = if args.once {
         once(&kit, address).await
     } else {
@@ -126,7 +135,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "Subject: hello through smtp-oauth-relay\r\nFrom: relay@contoso.com\r\n\r\nHello!\r\n",
         )
         .context("cannot write message.txt")?;
-        print_instructions(address, &dir, &delivered);
+        print_instructions(address, relay.admin_address(), &dir, &delivered);
         crate::cli::wait_for_signal().await;
         println!(
             "\nstopping; delivered messages stay in {}",
@@ -176,9 +185,18 @@ allowed_senders = ["*@contoso.com"]
     )
 }
 
-fn print_instructions(address: SocketAddr, dir: &Path, delivered: &Path) {
+fn print_instructions(
+    address: SocketAddr,
+    admin: Option<SocketAddr>,
+    dir: &Path,
+    delivered: &Path,
+) {
     let host = address.ip();
     let port = address.port();
+    let admin = admin.map_or_else(
+        || "off".to_string(),
+        |a| format!("http://{a}/metrics, /healthz, /readyz"),
+    );
     println!(
         r#"
 smtp-oauth-relay demo is running.
@@ -190,6 +208,8 @@ smtp-oauth-relay demo is running.
                        (STARTTLS, AUTH XOAUTH2, Microsoft's reply codes) on 127.0.0.1.
   Delivered messages:  {delivered}/  (one .eml file per message Exchange accepted)
   Relay config:        {dir}/relay.toml
+  Admin endpoint:      {admin}
+    smtp-oauth-relay queue --config {dir}/relay.toml list    (and check, healthcheck)
 
 Try one of:
   swaks --server {host}:{port} --from {SENDER} --to anyone@example.com

@@ -281,3 +281,45 @@ async fn a_tls_1_0_device_is_explained_in_the_log() {
     );
     relay.kill().await;
 }
+
+#[tokio::test]
+async fn the_running_demo_can_be_inspected_with_its_own_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut demo = tokio::process::Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(wait_until_listening(port, Duration::from_secs(30)).await);
+    let config = dir.path().join("relay.toml");
+    let queue = Command::new(binary())
+        .args(["queue", "--config"])
+        .arg(&config)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(
+        queue.status.success()
+            && String::from_utf8_lossy(&queue.stdout).contains("the queue is empty"),
+        "{}{}",
+        String::from_utf8_lossy(&queue.stdout),
+        String::from_utf8_lossy(&queue.stderr)
+    );
+    let health = Command::new(binary())
+        .args(["healthcheck", "--config"])
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(health.success());
+    demo.start_kill().unwrap();
+    let output = demo.wait_with_output().await.unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("Admin endpoint:      http://127.0.0.1:"),
+        "{printed}"
+    );
+}
