@@ -85,6 +85,12 @@ fn systemd_unit_agrees_with_the_code() {
     // StateDirectory=X is /var/lib/X: the default spool location.
     assert_eq!(DEFAULT_STATE_DIR, "/var/lib/smtp-oauth-relay");
     assert!(unit.contains("StateDirectory=smtp-oauth-relay"));
+    // The dynamic user cannot read a root-only file: the secret comes as a credential, at the
+    // path the comment tells the admin to put in client_secret_file.
+    assert!(unit.contains("LoadCredential=client-secret:/etc/smtp-oauth-relay/client-secret"));
+    assert!(unit.contains(
+        "client_secret_file = \"/run/credentials/smtp-oauth-relay.service/client-secret\""
+    ));
     for hardening in [
         "DynamicUser=yes",
         "ProtectSystem=strict",

@@ -294,7 +294,7 @@ fn checklist(account: &AccountSettings, decoded: Option<&claims::TokenClaims>) -
             account.client_id
         ),
         format!("the app must have FullAccess on the mailbox: Add-MailboxPermission -Identity {mailbox} -User {oid} -AccessRights FullAccess"),
-        format!("SMTP AUTH must be on for the mailbox: Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false"),
+        format!("mailbox = \"{mailbox}\" must be the mailbox those permissions name (its primary address, no typo)"),
         "changes take 15 to 60 minutes (sometimes 2 hours) to apply; the relay keeps mail queued meanwhile".into(),
     ]
 }

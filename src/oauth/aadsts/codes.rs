@@ -131,7 +131,8 @@ pub(super) static EXPLANATIONS: &[AadstsExplanation] = &[
          not registered on the app",
         "upload the certificate from client_certificate in Entra admin center → App registrations \
          → <app> → Certificates & secrets → Certificates; if it is already there, the assertion's \
-         thumbprint header or signing algorithm does not match it (x5t#S256 with PS256 by default)",
+         thumbprint header or signing algorithm does not match it (x5t#S256 with PS256 by default; \
+         try client_assertion_algorithm = \"rs256\")",
     ),
     never(
         50012,
