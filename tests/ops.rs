@@ -311,8 +311,15 @@ async fn queue_commands_on_a_live_relay_and_on_a_stopped_one() {
         table.contains("transient at connect"),
         "the last reply and its class are shown: {table}"
     );
-    let (ok, shown, _) = queue_command(&config, &["show", &keep_id]);
+    let (ok, shown, _) = queue_command(&config, &["--json", "show", &keep_id]);
     assert!(ok && shown.contains("\"attempts\": 1"), "{shown}");
+    let (ok, shown, _) = queue_command(&config, &["show", &keep_id]);
+    assert!(
+        ok && shown.contains("attempts:      1")
+            && shown.contains("last attempt:  transient at connect")
+            && shown.contains("what to do:"),
+        "{shown}"
+    );
     // Export writes the stored message; it is compared with what Exchange gets below.
     let (ok, exported, stderr) = queue_command(&config, &["export", &keep_id]);
     assert!(

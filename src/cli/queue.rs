@@ -129,7 +129,12 @@ pub async fn run(config: Config, command: QueueCommand, json: bool) -> ExitCode 
 /// The same operations straight on the spool, when no relay is running.
 async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, String> {
     let state_dir = &config.relay.state_dir;
-    let lock = lock(state_dir)?;
+    let lock = lock(state_dir).map_err(|busy| match config.admin.address {
+        Some(address) => format!("{busy}; its admin endpoint {address} does not answer"),
+        None => format!(
+            "{busy} with [admin] address = \"off\": the queue commands need the admin endpoint (or a stopped relay)"
+        ),
+    })?;
     let (spool, _) = Spool::open(state_dir).map_err(|e| e.to_string())?;
     let entries = |list: Vec<crate::spool::Envelope>| -> Value {
         serde_json::json!(list.iter().map(offline_summary).collect::<Vec<_>>())
@@ -284,12 +289,8 @@ fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
         .write(true)
         .open(state_dir.join("relay.lock"))
         .map_err(|e| format!("cannot open the spool in {}: {e}", state_dir.display()))?;
-    file.try_lock().map_err(|_| {
-        format!(
-            "a relay is running on {} but its admin endpoint does not answer; check [admin] address",
-            state_dir.display()
-        )
-    })?;
+    file.try_lock()
+        .map_err(|_| format!("a relay is running on {}", state_dir.display()))?;
     Ok(file)
 }
 
@@ -345,10 +346,7 @@ fn print(command: &QueueCommand, value: &Value, json: bool) {
             }
             println!("{} message(s)", entries.len());
         }
-        QueueCommand::Show { .. } => println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
+        QueueCommand::Show { .. } => print_details(value),
         QueueCommand::Retry { .. } => println!(
             "retry scheduled for {} message(s)",
             value["retried"].as_u64().unwrap_or(0)
@@ -365,6 +363,63 @@ fn print(command: &QueueCommand, value: &Value, json: bool) {
         }
         // Written by `export` itself.
         QueueCommand::Export { .. } => {}
+    }
+}
+
+/// `queue show`: one message, a field per line.
+fn print_details(entry: &Value) {
+    let text = |pointer: &str| {
+        entry
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let number = |pointer: &str| entry.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let list = |key: &str| {
+        entry[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let sender = text("/sender");
+    let next = if entry["in_flight"].as_bool() == Some(true) {
+        "being delivered now".to_string()
+    } else {
+        match number("/next_attempt_in_s") {
+            0 => "now".to_string(),
+            s => format!("in {}", human_duration(s)),
+        }
+    };
+    println!("id:            {}", text("/id"));
+    println!("account:       {}", text("/account"));
+    println!("client:        {}", text("/client"));
+    println!("sender:        <{sender}>");
+    println!("recipients:    {}", list("recipients"));
+    if !list("delivered").is_empty() {
+        println!("delivered to:  {}", list("delivered"));
+    }
+    println!("size:          {}", human_size(number("/size")));
+    println!("age:           {}", human_duration(number("/age_s")));
+    println!("attempts:      {}", number("/attempts"));
+    println!("next attempt:  {next}");
+    if entry["last_attempt"].is_object() {
+        println!(
+            "last attempt:  {} at {}: {}",
+            text("/last_attempt/class"),
+            text("/last_attempt/stage"),
+            text("/last_attempt/reply")
+        );
+        let hint = text("/last_attempt/hint");
+        if !hint.is_empty() {
+            println!("what to do:    {hint}");
+        }
     }
 }
 
@@ -388,10 +443,10 @@ fn print_entry(entry: &Value, failed: bool) {
     } else if entry["in_flight"].as_bool() == Some(true) {
         "sending".to_string()
     } else {
-        format!(
-            "in {}",
-            human_duration(entry["next_attempt_in_s"].as_u64().unwrap_or(0))
-        )
+        match entry["next_attempt_in_s"].as_u64().unwrap_or(0) {
+            0 => "now".to_string(),
+            s => format!("in {}", human_duration(s)),
+        }
     };
     println!(
         "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  {} -> {first}{more}",
