@@ -109,6 +109,7 @@ fn built(u: &mut Unstructured<'_>) -> Option<Envelope> {
         failures: Vec::new(),
         is_bounce: bool::arbitrary(u).ok()?,
         uncertain_attempts: u32::arbitrary(u).ok()?,
+        requeued_at: Option::<u64>::arbitrary(u).ok()?,
     })
 }
 
