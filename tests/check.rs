@@ -258,6 +258,24 @@ async fn each_misconfiguration_gets_its_verdict_and_fix() {
     assert_eq!(connection["status"], "failed");
     assert!(fixes(connection).contains("smtp_server"));
 
+    // smtp_tls = "implicit" against a STARTTLS server: says which mode to use.
+    let (code, report, _) = check(&kit, |a| format!("{a}\nsmtp_tls = \"implicit\""));
+    assert_eq!(code, 1);
+    let tls = step(&report, "tls");
+    assert_eq!(tls["status"], "failed", "{report:#}");
+    assert!(fixes(tls).contains("smtp_tls = \"starttls\""), "{tls}");
+
+    // smtp_tls = "none": a readable verdict, not empty TLS fields.
+    let (code, report, text) = check(&kit, |a| format!("{a}\nsmtp_tls = \"none\""));
+    assert_eq!(code, 1);
+    let tls = step(&report, "tls");
+    assert_eq!(tls["status"], "failed", "{report:#}");
+    assert!(
+        tls["detail"].as_str().unwrap().contains("in clear"),
+        "{tls}"
+    );
+    assert!(!text.contains("certificate  valid"), "{text}");
+
     // All fixed again.
     let (code, report, _) = check(&kit, |a| a);
     assert_eq!(code, 0, "{report:#}");

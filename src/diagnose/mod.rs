@@ -228,13 +228,27 @@ fn connection_steps(
             false
         }
         Err(error) => {
+            let detail = error.to_string();
+            let plain_server = account.smtp_tls == crate::config::UpstreamTls::Implicit
+                && (detail.contains("InvalidContentType") || detail.contains("corrupt message"));
+            if plain_server {
+                steps.push(Step::ok("connection", format!("{server} answers")));
+                steps.push(Step::failed(
+                    "tls",
+                    detail,
+                    vec![format!(
+                        "smtp_tls = \"implicit\" starts TLS at once (port 465 style), but {server} speaks plain SMTP first: use smtp_tls = \"starttls\" (Exchange Online: smtp.office365.com:587)"
+                    )],
+                ));
+                return false;
+            }
             steps.push(Step::ok(
                 "connection",
                 format!("{server} answers and offers STARTTLS"),
             ));
             steps.push(Step::failed(
                 "tls",
-                error.to_string(),
+                detail,
                 vec![
                     format!(
                         "check that smtp_server names the host the certificate is for ({})",
@@ -245,6 +259,22 @@ fn connection_steps(
                 ],
             ));
             false
+        }
+        Ok(report) if account.smtp_tls == crate::config::UpstreamTls::None => {
+            steps.push(Step::ok(
+                "connection",
+                format!(
+                    "{server}: {}",
+                    crate::text::one_line_excerpt(&report.greeting, 120)
+                ),
+            ));
+            steps.push(Step::failed(
+                "tls",
+                "smtp_tls = \"none\": no TLS, so the access token would cross the network in clear",
+                vec!["set smtp_tls = \"starttls\": Exchange Online requires it (\"none\" is for local tests only)".into()],
+            ));
+            // AUTH is still tried, to tell the rest of the story.
+            true
         }
         Ok(report) => {
             steps.push(Step::ok(
