@@ -178,6 +178,28 @@ pub fn data_model(raw: &[u8]) -> (Vec<u8>, Option<usize>) {
 }
 
 fn data_model_content(content: &[u8]) -> Vec<u8> {
+    // Split at strict CRLF; unstuff a leading dot followed by anything but CR or LF; CRs just
+    // before a CRLF merge into it; inside a line a bare LF, or CRs followed by LF, is a line
+    // end; other CR runs are one space in the header section (before the first empty line)
+    // and one line end per CR in the body.
+    struct Out {
+        bytes: Vec<u8>,
+        in_headers: bool,
+        line_has_content: bool,
+    }
+    impl Out {
+        fn text(&mut self, byte: u8) {
+            self.bytes.push(byte);
+            self.line_has_content = true;
+        }
+        fn line_end(&mut self) {
+            if !self.line_has_content {
+                self.in_headers = false;
+            }
+            self.line_has_content = false;
+            self.bytes.extend_from_slice(b"\r\n");
+        }
+    }
     let mut lines: Vec<&[u8]> = Vec::new();
     let mut start = 0;
     let mut index = 0;
@@ -191,24 +213,61 @@ fn data_model_content(content: &[u8]) -> Vec<u8> {
         }
     }
     lines.push(&content[start..]);
-    let mut out = Vec::new();
+    let mut out = Out {
+        bytes: Vec::new(),
+        in_headers: true,
+        line_has_content: false,
+    };
+    let last = lines.len() - 1;
     for (number, line) in lines.iter().enumerate() {
         if number > 0 {
-            out.extend_from_slice(b"\r\n");
+            out.line_end();
         }
-        let line = match (line.first(), line.get(1)) {
+        let mut line = match (line.first(), line.get(1)) {
             (Some(b'.'), Some(next)) if *next != b'\r' && *next != b'\n' => &line[1..],
-            _ => line,
+            _ => *line,
         };
-        for &byte in line {
-            if byte == b'\r' || byte == b'\n' {
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.push(byte);
+        if number < last {
+            while let Some(rest) = line.strip_suffix(b"\r") {
+                line = rest;
+            }
+        }
+        let mut i = 0;
+        while i < line.len() {
+            match line[i] {
+                b'\n' => {
+                    out.line_end();
+                    i += 1;
+                }
+                b'\r' => {
+                    let run = line[i..].iter().take_while(|&&b| b == b'\r').count();
+                    let after = i + run;
+                    match line.get(after) {
+                        Some(b'\n') => {
+                            out.line_end();
+                            i = after + 1;
+                        }
+                        None => i = after,
+                        Some(_) => {
+                            if out.in_headers {
+                                out.text(b' ');
+                            } else {
+                                for _ in 0..run {
+                                    out.line_end();
+                                }
+                            }
+                            i = after;
+                        }
+                    }
+                }
+                byte => {
+                    out.text(byte);
+                    i += 1;
+                }
             }
         }
     }
-    out
+    out.bytes
 }
 
 /// One framed command line as the reference model sees it.
@@ -246,9 +305,19 @@ pub fn header_end_model(content: &[u8]) -> usize {
         }
         let line = piece.strip_suffix(b"\r").unwrap_or(piece);
         let continuation = number > 0 && matches!(line.first(), Some(b' ' | b'\t'));
+        // A printable name, optionally followed by white space, then the colon.
         let field = match line.iter().position(|&b| b == b':') {
-            Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
-            _ => false,
+            Some(colon) => {
+                let name = &line[..colon];
+                let trimmed = name.len()
+                    - name
+                        .iter()
+                        .rev()
+                        .take_while(|&&b| b == b' ' || b == b'\t')
+                        .count();
+                trimmed > 0 && name[..trimmed].iter().all(|&b| (33..=126).contains(&b))
+            }
+            None => false,
         };
         if line.is_empty() || !(continuation || field) {
             return offset;
@@ -258,11 +327,15 @@ pub fn header_end_model(content: &[u8]) -> usize {
     content.len()
 }
 
-/// Whether the header section has the field `name` (case-insensitive, no space before `:`).
+/// Whether the header section has the field `name` (case-insensitive; white space may come
+/// before the `:`).
 pub fn has_field(headers: &[u8], name: &str) -> bool {
     headers.split(|&b| b == b'\n').any(|line| {
         line.len() > name.len()
             && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-            && line[name.len()] == b':'
+            && line[name.len()..]
+                .iter()
+                .find(|&&b| b != b' ' && b != b'\t')
+                == Some(&b':')
     })
 }
