@@ -299,6 +299,21 @@ mod tests {
         }
     }
 
+    /// The DSN for `original()` with `content` and `failures`, at a fixed time.
+    fn dsn_for(content: &[u8], failures: &[RecipientFailure]) -> Vec<u8> {
+        build(&DsnInput {
+            reporting_host: "relay.test",
+            from_mailbox: "relay@contoso.com",
+            to: "scanner@contoso.com",
+            original: &original(),
+            original_content: content,
+            failures,
+            remote_mta: "smtp.office365.com:587",
+            now: OffsetDateTime::from_unix_timestamp(1_795_900_200).unwrap(),
+            unique: "abc123",
+        })
+    }
+
     #[test]
     fn a_dsn_is_a_well_formed_multipart_report() {
         let content = b"Received: x\r\nFrom: scanner@contoso.com\r\nSubject: Scan 0042\r\n\r\nsecret body text\r\n";
@@ -314,18 +329,7 @@ mod tests {
                 "expired",
             ),
         ];
-        let original = original();
-        let bytes = build(&DsnInput {
-            reporting_host: "relay.test",
-            from_mailbox: "relay@contoso.com",
-            to: "scanner@contoso.com",
-            original: &original,
-            original_content: content,
-            failures: &failures,
-            remote_mta: "smtp.office365.com:587",
-            now: OffsetDateTime::from_unix_timestamp(1_795_900_200).unwrap(),
-            unique: "abc123",
-        });
+        let bytes = dsn_for(content, &failures);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(!text.replace("\r\n", "").contains('\n'), "bare LF");
         assert!(text.lines().all(|l| l.len() < 998));
@@ -390,18 +394,7 @@ mod tests {
             .iter()
             .map(|reply| failure("a@x.example", reply, "data-end"))
             .collect();
-        let original = original();
-        let bytes = build(&DsnInput {
-            reporting_host: "relay.test",
-            from_mailbox: "relay@contoso.com",
-            to: "scanner@contoso.com",
-            original: &original,
-            original_content: b"Subject: s\r\n\r\n",
-            failures: &failures,
-            remote_mta: "smtp.office365.com:587",
-            now: OffsetDateTime::from_unix_timestamp(1_795_900_200).unwrap(),
-            unique: "abc123",
-        });
+        let bytes = dsn_for(b"Subject: s\r\n\r\n", &failures);
         let message = MessageParser::default().parse(&bytes).unwrap();
         let status = String::from_utf8_lossy(message.parts[2].contents()).into_owned();
         const FIELDS: [&str; 9] = [

@@ -198,29 +198,13 @@ impl AccountDelivery {
             return self.expire(envelope, body.head()).await;
         }
         let reused = session.is_some();
-        if let Err(failure) = self.ensure_session(session).await {
-            let outcome = AttemptOutcome {
-                untried: envelope.recipients.clone(),
-                stop: Some(failure),
-                ..AttemptOutcome::default()
-            };
-            return self.settle(envelope, body.head(), outcome).await;
-        }
-        let mut outcome = self.transactions(&envelope, &body, session).await;
+        let mut outcome = self.send_on_session(&envelope, &body, session).await;
         if reused && outcome.lost_an_idle_session() {
             // Exchange closes idle sessions on its own schedule; that is no reason to make
             // this message wait a whole retry step.
             tracing::info!(reply = ?outcome.stop.as_ref().map(|f| &f.detail), "the reused upstream session was gone; sending on a new one");
             *session = None;
-            if let Err(failure) = self.ensure_session(session).await {
-                let outcome = AttemptOutcome {
-                    untried: envelope.recipients.clone(),
-                    stop: Some(failure),
-                    ..AttemptOutcome::default()
-                };
-                return self.settle(envelope, body.head(), outcome).await;
-            }
-            outcome = self.transactions(&envelope, &body, session).await;
+            outcome = self.send_on_session(&envelope, &body, session).await;
         }
         outcome.started = Some(started);
         if !outcome.delivered.is_empty() {
@@ -231,12 +215,27 @@ impl AccountDelivery {
         self.settle(envelope, body.head(), outcome).await;
     }
 
-    /// Open a session unless one is open.
-    async fn ensure_session(&self, session: &mut Option<UpstreamSession>) -> Result<(), Failure> {
+    /// Open a session unless one is open, then send: a session that cannot be opened ends
+    /// the attempt with every recipient untried.
+    async fn send_on_session(
+        &self,
+        envelope: &Envelope,
+        body: &Content,
+        session: &mut Option<UpstreamSession>,
+    ) -> AttemptOutcome {
         if session.is_none() {
-            *session = Some(self.open_session().await?);
+            match self.open_session().await {
+                Ok(open) => *session = Some(open),
+                Err(failure) => {
+                    return AttemptOutcome {
+                        untried: envelope.recipients.clone(),
+                        stop: Some(failure),
+                        ..AttemptOutcome::default()
+                    };
+                }
+            }
         }
-        Ok(())
+        self.transactions(envelope, body, session).await
     }
 
     /// Send `envelope` in as many transactions as its recipients need.
