@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod delivery;
 pub mod process;
 pub mod smtp_client;
 
