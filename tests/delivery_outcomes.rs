@@ -454,4 +454,3 @@ async fn a_listener_can_acknowledge_only_once_exchange_has_answered() {
     assert_eq!(exchange.message_count(), 3, "each message exactly once");
     chain.relay.stop().await;
 }
-
