@@ -5,5 +5,6 @@ pub mod budget;
 pub mod classify;
 pub mod dsn;
 pub mod escalation;
+pub mod failure;
 pub mod pacer;
 pub mod worker;

@@ -1,0 +1,192 @@
+//! One classified failure ([`Failure`]) and the ways to make one: from an upstream reply or
+//! transport error, from the token endpoint, from the relay's own limits (the recipient
+//! budget, recipients left for another transaction, outcomes too often unknown).
+//!
+//! Invariant: every failure carries its class, the reason in words and the administrator's fix
+//! (from `classify`), so the log line, the queue listing and the DSN all say the same thing.
+
+use super::classify::{self, Class, FollowUp, Stage, Verdict};
+use crate::oauth::token::TokenError;
+use crate::smtp::proto::address::Address;
+use crate::spool::RecipientFailure;
+use crate::upstream::{FailureKind, UpstreamFailure};
+
+/// One failure, classified.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub stage: String,
+    pub verdict: Verdict,
+    /// The server's reply or what went wrong.
+    pub detail: String,
+    /// The whole account is failing, not just this message: pause its queue.
+    pub account_wide: bool,
+    /// Do not retry before this unix second (e.g. the recipient budget).
+    pub not_before: Option<u64>,
+    /// The SMTP reply code, when the server answered.
+    pub code: Option<u16>,
+}
+
+/// After this many attempts whose outcome was unknown (connection lost after the final dot),
+/// a message is not sent again: at most this many copies can reach Exchange.
+pub const MAX_UNCERTAIN_ATTEMPTS: u32 = 3;
+/// The stage recorded for recipients held back by [`MAX_UNCERTAIN_ATTEMPTS`].
+pub(super) const OUTCOME_UNKNOWN_STAGE: &str = "outcome-unknown";
+
+impl Failure {
+    pub fn from_upstream(failure: &UpstreamFailure) -> Failure {
+        let verdict = match &failure.kind {
+            FailureKind::Reply { code, text } => {
+                classify::classify_reply(failure.stage, *code, text)
+            }
+            FailureKind::Transport { failure: kind, .. } => {
+                classify::classify_transport(failure.stage, *kind)
+            }
+            FailureKind::Local(_) => local_verdict(failure.stage),
+            FailureKind::Spool(_) => SPOOL_READ_VERDICT,
+        };
+        let code = match &failure.kind {
+            FailureKind::Reply { code, .. } => Some(*code),
+            _ => None,
+        };
+        Failure {
+            code,
+            stage: failure.stage.to_string(),
+            detail: failure.to_string(),
+            account_wide: matches!(
+                failure.stage,
+                Stage::Connect
+                    | Stage::Greeting
+                    | Stage::Ehlo
+                    | Stage::StartTls
+                    | Stage::Tls
+                    | Stage::Auth
+            ) || verdict.follow_up == FollowUp::LongBackoff,
+            verdict,
+            not_before: None,
+        }
+    }
+
+    pub fn from_token(error: &TokenError) -> Failure {
+        let class = if error.is_configuration() {
+            Class::Configuration
+        } else {
+            Class::Transient
+        };
+        let fix = error.fix();
+        Failure {
+            stage: "token".into(),
+            verdict: Verdict {
+                class,
+                reason: "the token endpoint did not issue an access token",
+                fix,
+                duplicate_possible: false,
+                follow_up: FollowUp::None,
+            },
+            detail: error.to_string(),
+            account_wide: true,
+            not_before: None,
+            code: None,
+        }
+    }
+
+    /// The mailbox's rolling 24-hour recipient budget is spent until `until`.
+    pub fn budget_spent(used: u64, limit: u64, until: u64) -> Failure {
+        Failure {
+            stage: "budget".into(),
+            verdict: Verdict {
+                class: Class::Transient,
+                reason: "the mailbox's 24-hour recipient budget is spent (Exchange Online refuses more with 554 5.2.0 SubmissionQuotaExceeded)",
+                fix: "wait for the window to slide, spread the traffic over several mailboxes, or use HVE / Azure Communication Services for bulk mail",
+                duplicate_possible: false,
+                follow_up: FollowUp::LongBackoff,
+            },
+            detail: format!("{used} of {limit} recipients used in the last 24 hours"),
+            account_wide: true,
+            not_before: Some(until),
+            code: None,
+        }
+    }
+
+    /// The attempt used its share of transactions; the remaining recipients follow soon.
+    /// The end of re-sending after `attempts` uncertain outcomes (see
+    /// [`MAX_UNCERTAIN_ATTEMPTS`]).
+    pub fn outcome_unknown(attempts: u32) -> Failure {
+        Failure {
+            stage: OUTCOME_UNKNOWN_STAGE.into(),
+            verdict: Verdict {
+                class: Class::Permanent,
+                reason: "the connection was lost after the end of data again and again; Exchange probably has the message, so it is not sent again",
+                fix: "look the message up in Exchange's message trace; if it is not there, `smtp-oauth-relay queue requeue ID` sends it again",
+                duplicate_possible: false,
+                follow_up: FollowUp::None,
+            },
+            detail: format!(
+                "{attempts} attempts ended with the connection lost after the final dot"
+            ),
+            account_wide: false,
+            not_before: None,
+            code: None,
+        }
+    }
+
+    pub fn more_to_send() -> Failure {
+        Failure {
+            stage: "split".into(),
+            verdict: Verdict {
+                class: Class::Transient,
+                reason: "the envelope needs more transactions than one attempt may use",
+                fix: "",
+                duplicate_possible: false,
+                follow_up: FollowUp::SplitRecipients,
+            },
+            detail: "more recipients to send in the next attempt".into(),
+            account_wide: false,
+            not_before: None,
+            code: None,
+        }
+    }
+
+    pub(super) fn record(&self, recipient: &Address, at: u64) -> RecipientFailure {
+        RecipientFailure {
+            recipient: recipient.clone(),
+            at,
+            class: self.verdict.class.to_string(),
+            stage: self.stage.clone(),
+            reply: self.detail.clone(),
+            hint: self.verdict.fix.to_string(),
+        }
+    }
+}
+
+/// The relay could not read its own copy: transient, and the entry is verified again (and
+/// quarantined if it really is damaged) when it is next loaded.
+const SPOOL_READ_VERDICT: Verdict = Verdict {
+    class: Class::Transient,
+    reason: "the relay could not read its spooled copy of the message",
+    fix: "check the disk and the permissions of the state directory",
+    duplicate_possible: false,
+    follow_up: FollowUp::None,
+};
+
+/// A failure the relay itself detected (e.g. no STARTTLS offered).
+fn local_verdict(stage: Stage) -> Verdict {
+    let (class, reason, fix) = match stage {
+        Stage::MailFrom | Stage::RcptTo => (
+            Class::Permanent,
+            "the message cannot be expressed for this server",
+            "check the sender and recipient addresses of the message",
+        ),
+        _ => (
+            Class::Configuration,
+            "the upstream server does not offer what Exchange Online offers",
+            "check smtp_server and smtp_tls of the account (smtp.office365.com:587 with STARTTLS)",
+        ),
+    };
+    Verdict {
+        class,
+        reason,
+        fix,
+        duplicate_possible: false,
+        follow_up: FollowUp::None,
+    }
+}
