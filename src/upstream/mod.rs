@@ -24,10 +24,17 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tokio::net::TcpStream;
 
 use crate::config::{AccountSettings, UpstreamTls};
-use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
+use crate::delivery::classify::{Stage, TransportFailure};
 use crate::oauth::token::AccessToken;
 use crate::smtp::proto::address::Address;
 use crate::spool::{Content, Envelope};
+
+mod failure;
+mod stream;
+
+use failure::tls_failure;
+pub use failure::{FailureKind, UpstreamFailure};
+use stream::{BreakHandle, ImplicitTls};
 
 /// Time limits for each step of the upstream conversation.
 #[derive(Debug, Clone)]
@@ -49,148 +56,6 @@ impl Default for Timeouts {
     }
 }
 
-/// What went wrong, at which stage.
-#[derive(Debug, Clone)]
-pub struct UpstreamFailure {
-    pub stage: Stage,
-    pub kind: FailureKind,
-}
-
-/// The nature of an upstream failure.
-#[derive(Debug, Clone)]
-pub enum FailureKind {
-    /// The server answered with a negative reply.
-    Reply { code: u16, text: String },
-    /// The conversation broke below SMTP.
-    Transport {
-        failure: TransportFailure,
-        detail: String,
-    },
-    /// The relay itself could not go on (e.g. an address lettre cannot encode).
-    Local(String),
-    /// The relay could not read its own spooled copy of the message; nothing was delivered
-    /// and the entry is verified again on the next attempt.
-    Spool(String),
-}
-
-impl std::fmt::Display for UpstreamFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.kind {
-            FailureKind::Reply { code, text } => write!(f, "{code} {text}"),
-            FailureKind::Transport { detail, .. } => f.write_str(detail),
-            FailureKind::Local(detail) | FailureKind::Spool(detail) => f.write_str(detail),
-        }
-    }
-}
-
-impl UpstreamFailure {
-    fn local(stage: Stage, detail: impl Into<String>) -> UpstreamFailure {
-        UpstreamFailure {
-            stage,
-            kind: FailureKind::Local(detail.into()),
-        }
-    }
-
-    fn spool(stage: Stage, detail: impl Into<String>) -> UpstreamFailure {
-        UpstreamFailure {
-            stage,
-            kind: FailureKind::Spool(detail.into()),
-        }
-    }
-
-    fn timeout(stage: Stage) -> UpstreamFailure {
-        UpstreamFailure {
-            stage,
-            kind: FailureKind::Transport {
-                failure: TransportFailure::Timeout,
-                detail: format!("timed out during {stage}"),
-            },
-        }
-    }
-
-    /// Map a lettre error at `stage`.
-    fn from_lettre(stage: Stage, error: &lettre::transport::smtp::Error) -> UpstreamFailure {
-        if let Some(code) = error.status() {
-            let text = std::error::Error::source(error)
-                .map(|source| crate::text::one_line_excerpt(&source.to_string(), 1000))
-                .unwrap_or_default();
-            return UpstreamFailure {
-                stage,
-                kind: FailureKind::Reply {
-                    code: u16::from(code),
-                    text,
-                },
-            };
-        }
-        // Never raw server bytes in a log line: one line, bounded.
-        let detail = crate::text::one_line_excerpt(&error.to_string(), 1000);
-        let failure = transport_failure(error);
-        UpstreamFailure {
-            stage: if error.is_tls() && stage == Stage::StartTls {
-                Stage::Tls
-            } else {
-                stage
-            },
-            kind: FailureKind::Transport { failure, detail },
-        }
-    }
-}
-
-fn transport_failure(error: &lettre::transport::smtp::Error) -> TransportFailure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return TransportFailure::Tls(match tls {
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-                    TlsFailure::CertificateInvalid
-                }
-                rustls::Error::PeerIncompatible(_) => TlsFailure::ProtocolVersion,
-                _ => TlsFailure::HandshakeFailed,
-            });
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind;
-            let kind = match io.kind() {
-                ErrorKind::ConnectionRefused => Some(TransportFailure::Refused),
-                ErrorKind::TimedOut => Some(TransportFailure::Timeout),
-                ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe => Some(TransportFailure::Reset),
-                ErrorKind::UnexpectedEof => Some(TransportFailure::Closed),
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                return kind;
-            }
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return TransportFailure::Tls(match tls {
-                    rustls::Error::InvalidCertificate(_) => TlsFailure::CertificateInvalid,
-                    rustls::Error::PeerIncompatible(_) => TlsFailure::ProtocolVersion,
-                    _ => TlsFailure::HandshakeFailed,
-                });
-            }
-        }
-        source = current.source();
-    }
-    if error.is_tls() {
-        TransportFailure::Tls(TlsFailure::HandshakeFailed)
-    } else if error.is_response() {
-        TransportFailure::NotSmtp
-    } else if error.is_timeout() {
-        TransportFailure::Timeout
-    } else {
-        let text = error.to_string();
-        if text.contains("failed to lookup") || text.contains("resolve") {
-            TransportFailure::Dns
-        } else {
-            TransportFailure::Closed
-        }
-    }
-}
-
 /// What one transaction achieved.
 #[derive(Debug, Default)]
 pub struct TransactionResult {
@@ -200,92 +65,6 @@ pub struct TransactionResult {
     pub rejected: Vec<(Address, UpstreamFailure)>,
     /// The server's reply to the content; `None` when no recipient was accepted.
     pub reply: Option<String>,
-}
-
-/// The TLS failure behind an I/O error from a handshake.
-fn tls_failure(error: &std::io::Error) -> TransportFailure {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::InvalidCertificate(_)) => {
-            TransportFailure::Tls(TlsFailure::CertificateInvalid)
-        }
-        Some(rustls::Error::PeerIncompatible(_)) => {
-            TransportFailure::Tls(TlsFailure::ProtocolVersion)
-        }
-        _ => TransportFailure::Tls(TlsFailure::HandshakeFailed),
-    }
-}
-
-/// An implicit-TLS stream lettre can drive.
-#[derive(Debug)]
-struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl AsyncTokioStream for ImplicitTls {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for ImplicitTls {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for ImplicitTls {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-/// A second handle on the upstream TCP socket, to break the connection off (both directions)
-/// from inside the DATA write loop, where lettre's connection cannot be reached. Used when
-/// streamed content fails verification: the server then sees the connection drop before the
-/// final dot and discards the message (RFC 5321 §4.1.1.4).
-#[derive(Clone)]
-struct BreakHandle(std::sync::Arc<std::net::TcpStream>);
-
-impl BreakHandle {
-    fn of(tcp: &TcpStream) -> Option<BreakHandle> {
-        use std::os::fd::AsFd;
-        match tcp.as_fd().try_clone_to_owned() {
-            Ok(fd) => Some(BreakHandle(std::sync::Arc::new(std::net::TcpStream::from(
-                fd,
-            )))),
-            Err(error) => {
-                tracing::warn!(%error, "cannot duplicate the upstream socket; large messages wait for another session");
-                None
-            }
-        }
-    }
-
-    fn break_off(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
 }
 
 /// How to reach one account's SMTP server; built once per account.
