@@ -132,6 +132,8 @@ fn kubernetes_example_agrees_with_the_code() {
     assert!(manifest.contains(&format!("targetPort: {smtp_port}")));
     assert!(manifest.contains(&format!("containerPort: {admin_port}")));
     assert!(manifest.contains(&format!("path: /readyz\n              port: {admin_port}")));
+    // A failing tenant makes /readyz fail, but mail must still be accepted and queued.
+    assert!(manifest.contains("publishNotReadyAddresses: true"));
     assert!(manifest.contains(&format!("path: /healthz\n              port: {admin_port}")));
     assert!(manifest.contains(&format!("mountPath: {DEFAULT_STATE_DIR}")));
     assert!(manifest.contains("mountPath: /etc/smtp-oauth-relay"));
