@@ -223,6 +223,58 @@ async fn a_reload_that_fixes_the_secret_releases_the_backlog_at_once() {
 }
 
 #[tokio::test]
+async fn a_535_5_7_3_that_persists_is_diagnosed_from_the_token_in_the_log() {
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "retry_schedule = [\"1h\"]",
+        "",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
+    // The token is right, but the mailbox was never granted to the app.
+    chain
+        .kit
+        .directory
+        .remove_mailbox_permission(chain.kit.mailbox(), chain.kit.client_id())
+        .unwrap();
+    assert_eq!(
+        send(
+            chain.relay.address(0),
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            "not-granted"
+        )
+        .await,
+        250
+    );
+    assert!(
+        eventually(WAIT, || chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.attempts == 1))
+        .await
+    );
+    let last = chain.relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .unwrap();
+    assert!(last.reply.starts_with("535 5.7.3"), "{last:?}");
+    assert!(
+        last.reply.contains(&format!(
+            "Add-MailboxPermission -Identity {} -User",
+            chain.kit.mailbox()
+        )) && last.reply.contains(&format!(
+            "New-ServicePrincipal -AppId {}",
+            chain.kit.client_id()
+        )),
+        "the diagnosis names the steps with this app's ids: {last:?}"
+    );
+    assert_eq!(last.class, "configuration");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

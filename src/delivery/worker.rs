@@ -347,10 +347,23 @@ impl AccountDelivery {
                     .token()
                     .await
                     .map_err(|e| Failure::from_token(&e))?;
-                self.upstream
-                    .open(&fresh)
-                    .await
-                    .map_err(|failure| Failure::from_upstream(&failure))
+                self.upstream.open(&fresh).await.map_err(|failure| {
+                    let mut refused = Failure::from_upstream(&failure);
+                    // Refused twice: say what the token carries, or what Exchange lacks.
+                    if refused.verdict.follow_up == FollowUp::RefreshTokenOnce
+                        && let Some(claims) = crate::oauth::claims::decode(fresh.secret().expose())
+                    {
+                        let diagnosis = crate::oauth::claims::refusal_diagnosis(
+                            &claims,
+                            &self.account.client_id,
+                            &self.account.tenant_id,
+                            &self.account.scope,
+                            self.account.mailbox.as_str(),
+                        );
+                        refused.detail = format!("{} (diagnosis: {diagnosis})", refused.detail);
+                    }
+                    refused
+                })
             }
         }
     }

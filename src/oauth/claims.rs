@@ -124,6 +124,33 @@ pub fn problems(
     problems
 }
 
+/// Why Exchange may have refused a token (`535 5.7.3`), in one line for the delivery log: what
+/// is wrong with the token if anything, else the Exchange-side steps with this app's object id
+/// filled in. Claims are identifiers, not secrets; the token itself is never included.
+pub fn refusal_diagnosis(
+    claims: &TokenClaims,
+    client_id: &str,
+    tenant_id: &str,
+    scope: &str,
+    mailbox: &str,
+) -> String {
+    let problems = problems(claims, client_id, tenant_id, scope);
+    if problems.is_empty() {
+        let oid = claims
+            .oid
+            .as_deref()
+            .unwrap_or("<Enterprise application object id>");
+        return format!(
+            "the token itself is right (audience Exchange Online, role SMTP.SendAsApp), so Exchange does not know the app or it may not use the mailbox: New-ServicePrincipal -AppId {client_id} -ObjectId {oid}; Add-MailboxPermission -Identity {mailbox} -User {oid} -AccessRights FullAccess; then wait up to an hour"
+        );
+    }
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.what, p.fix))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Exchange Online's resource in any cloud (`outlook.office365.com`, `outlook.office365.us`,
 /// `outlook-dod.office365.us`, `partner.outlook.cn`), or its application id.
 fn is_exchange_audience(aud: &str) -> bool {
@@ -168,6 +195,35 @@ mod tests {
 
     fn good() -> serde_json::Value {
         serde_json::json!({"aud":"https://outlook.office365.com","roles":["SMTP.SendAsApp"],"tid":TENANT,"appid":CLIENT,"oid":"o","appidacr":"1","exp":1})
+    }
+
+    #[test]
+    fn a_refusal_is_explained_from_the_token() {
+        let mailbox = "relay@contoso.com";
+        let right = decode(&token(&good())).unwrap();
+        let line = refusal_diagnosis(&right, CLIENT, TENANT, SCOPE, mailbox);
+        assert!(
+            line.contains(&format!("New-ServicePrincipal -AppId {CLIENT} -ObjectId o")),
+            "{line}"
+        );
+        assert!(
+            line.contains("Add-MailboxPermission -Identity relay@contoso.com -User o"),
+            "{line}"
+        );
+        let mut no_role = good();
+        no_role["roles"] = serde_json::json!([]);
+        let line = refusal_diagnosis(
+            &decode(&token(&no_role)).unwrap(),
+            CLIENT,
+            TENANT,
+            SCOPE,
+            mailbox,
+        );
+        assert!(
+            line.contains("not SMTP.SendAsApp") && line.contains("admin consent"),
+            "{line}"
+        );
+        assert!(!line.contains("New-ServicePrincipal"), "{line}");
     }
 
     #[test]
