@@ -493,11 +493,41 @@ fn listener(
     })
 }
 
-/// True when two bind addresses would collide: the same port, and the same IP or one of
-/// them the unspecified address of the same family (0.0.0.0 or ::). Port 0 never collides.
+/// True when two bind addresses would collide: the same port, and the same IP, or one of
+/// them the unspecified address of the same family (0.0.0.0 or ::), or `[::]` (dual-stack on
+/// Linux, so it takes the IPv4 port too) with any address. Port 0 never collides.
 fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    let v6_any = |s: SocketAddr| s.is_ipv6() && s.ip().is_unspecified();
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip()
+            || v6_any(a)
+            || v6_any(b)
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_socket;
+
+    #[test]
+    fn colliding_bind_addresses() {
+        let cases = [
+            ("127.0.0.1:25", "127.0.0.1:25", true),
+            ("0.0.0.0:25", "127.0.0.1:25", true),
+            ("[::]:25", "0.0.0.0:25", true),
+            ("[::]:25", "127.0.0.1:25", true),
+            ("[::1]:25", "127.0.0.1:25", false),
+            ("127.0.0.1:25", "127.0.0.2:25", false),
+            ("0.0.0.0:25", "0.0.0.0:587", false),
+            ("127.0.0.1:0", "127.0.0.1:0", false),
+        ];
+        for (a, b, collide) in cases {
+            assert_eq!(
+                same_socket(a.parse().unwrap(), b.parse().unwrap()),
+                collide,
+                "{a} {b}"
+            );
+        }
+    }
 }
