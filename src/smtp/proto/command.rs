@@ -15,6 +15,9 @@ pub enum Command {
     Helo(String),
     Mail(MailFrom),
     Rcpt(Address),
+    /// `RCPT TO:<Postmaster>` without a domain, which RFC 5321 §4.5.1 says a server MUST
+    /// accept; the session decides which postmaster it means.
+    RcptPostmaster,
     Data,
     Rset,
     Noop,
@@ -109,7 +112,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "EHLO" => Ok(Command::Ehlo(hello_argument(rest)?)),
         "HELO" => Ok(Command::Helo(hello_argument(rest)?)),
         "MAIL" => parse_mail(rest).map(Command::Mail),
-        "RCPT" => parse_rcpt(rest).map(Command::Rcpt),
+        "RCPT" => parse_rcpt(rest),
         "DATA" => no_argument(rest, Command::Data),
         "RSET" => no_argument(rest, Command::Rset),
         "QUIT" => no_argument(rest, Command::Quit),
@@ -198,14 +201,19 @@ fn parse_mail(rest: &str) -> Result<MailFrom, CommandError> {
     Ok(mail)
 }
 
-fn parse_rcpt(rest: &str) -> Result<Address, CommandError> {
+fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
     let path =
         strip_keyword(rest, "TO").ok_or(CommandError::Syntax("expected RCPT TO:<address>"))?;
+    if path.trim().eq_ignore_ascii_case("<postmaster>") {
+        return Ok(Command::RcptPostmaster);
+    }
     let (recipient, params) = parse_path(path, false).map_err(CommandError::BadRecipient)?;
     if let Some(param) = params.split([' ', '\t']).find(|p| !p.is_empty()) {
         return Err(CommandError::UnsupportedParameter(param.to_string()));
     }
-    recipient.ok_or(CommandError::BadRecipient(AddressError::Empty))
+    recipient
+        .map(Command::Rcpt)
+        .ok_or(CommandError::BadRecipient(AddressError::Empty))
 }
 
 fn parse_auth(rest: &str) -> Result<Command, CommandError> {
@@ -319,6 +327,8 @@ mod tests {
                 b"MAIL FROM:<a b@c.example>",
                 Err(CommandError::BadSender(AddressError::BadCharacter)),
             ),
+            (b"RCPT TO:<Postmaster>", Ok(Command::RcptPostmaster)),
+            (b"rcpt to: <postmaster>", Ok(Command::RcptPostmaster)),
             (
                 b"RCPT TO:<c@d.example>",
                 Ok(Command::Rcpt(Address::parse("c@d.example").unwrap())),

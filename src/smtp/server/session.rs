@@ -149,6 +149,7 @@ impl Session {
             Command::Helo(name) => self.hello(name, false),
             Command::Mail(mail) => self.mail(mail),
             Command::Rcpt(recipient) => self.rcpt(recipient),
+            Command::RcptPostmaster => self.rcpt_postmaster(),
             Command::Data => self.data(),
             Command::Rset => {
                 self.transaction = None;
@@ -313,6 +314,21 @@ impl Session {
             recipients: Vec::new(),
         });
         Step::reply(Reply::new(250, "2.1.0", text))
+    }
+
+    /// The unqualified postmaster is the postmaster of the account mailbox's domain.
+    fn rcpt_postmaster(&mut self) -> Step {
+        let domain = self.grant().and_then(|g| {
+            g.account_mailbox
+                .as_str()
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_string())
+        });
+        match domain.and_then(|d| Address::parse(&format!("postmaster@{d}")).ok()) {
+            Some(postmaster) => self.rcpt(postmaster),
+            // No grant means no MAIL either: the usual sequencing answer.
+            None => self.error(Reply::new(503, "5.5.1", "Need MAIL command first")),
+        }
     }
 
     fn rcpt(&mut self, recipient: Address) -> Step {

@@ -375,3 +375,29 @@ fn help_lists_only_what_this_listener_offers() {
     let clear_auth = help(anonymous_session(TlsMode::None, true));
     assert!(clear_auth.contains("AUTH"), "{clear_auth}");
 }
+
+#[test]
+fn the_unqualified_postmaster_is_the_postmaster_of_the_account_domain() {
+    let mut session = network_session();
+    assert_eq!(
+        codes(
+            &mut session,
+            &[
+                "EHLO printer",
+                "MAIL FROM:<scan@contoso.com>",
+                "RCPT TO:<Postmaster>",
+            ]
+        ),
+        vec![250, 250, 250]
+    );
+    let Action::ReceiveData(request) = session.handle_line(b"DATA").action else {
+        panic!("expected ReceiveData")
+    };
+    assert_eq!(request.recipients[0].as_str(), "postmaster@contoso.com");
+    // Without MAIL it is the usual sequencing error.
+    let mut fresh = network_session();
+    assert_eq!(
+        codes(&mut fresh, &["EHLO x", "RCPT TO:<postmaster>"]),
+        vec![250, 503]
+    );
+}
