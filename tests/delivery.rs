@@ -275,6 +275,45 @@ async fn a_535_5_7_3_that_persists_is_diagnosed_from_the_token_in_the_log() {
 }
 
 #[tokio::test]
+async fn a_432_from_a_shared_mailbox_makes_the_relay_use_fewer_sessions() {
+    // Another client holds one of the mailbox's sessions: Exchange allows this relay only 2.
+    let mut options = TestkitOptions::default();
+    options.exchange.max_concurrent_sessions_per_mailbox = 2;
+    let chain = Chain::start(options, |_, _| PLAIN_TRUSTED.into()).await;
+    let exchange = &chain.kit.exchange;
+    exchange
+        .set_fault(ExchangeFault::StallAfterDot(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let address = chain.relay.address(0);
+    let clients: Vec<_> = (0..12)
+        .map(|n| {
+            tokio::spawn(async move {
+                send(
+                    address,
+                    "relay@contoso.com",
+                    &["a@fabrikam.example"],
+                    &format!("shared-{n}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.unwrap(), 250);
+    }
+    exchange.wait_for_messages(12, WAIT).await.unwrap();
+    assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
+    // One refusal teaches the relay; it does not keep knocking at every retry step.
+    assert!(
+        exchange.throttled_count() <= 1,
+        "{} refusals with 432",
+        exchange.throttled_count()
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn pacing_holds_the_per_minute_limit() {
     let chain = Chain::start_with(
         TestkitOptions::default(),

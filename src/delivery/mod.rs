@@ -7,4 +7,5 @@ pub mod dsn;
 pub mod escalation;
 pub mod failure;
 pub mod pacer;
+pub mod share;
 pub mod worker;

@@ -14,6 +14,7 @@
 //! - A `430 4.2.0` mailbox logon failure that lasts more than an hour is a configuration fault.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,7 @@ use super::budget::RecipientBudget;
 use super::classify::{Class, FollowUp};
 use super::escalation::PersistentFailure;
 use super::pacer::Pacer;
+use super::share::SessionShare;
 use crate::config::{AccountSettings, QueueSettings};
 use crate::oauth::token::TokenProvider;
 use crate::ops::metrics::Metrics;
@@ -53,6 +55,8 @@ pub struct AccountDelivery {
     pub upstream: Upstream,
     pub shared: Arc<DeliveryShared>,
     pub pacer: Pacer,
+    /// How many workers may hold a session now (fewer for a while after a 432 4.3.2).
+    pub share: SessionShare,
     pub budget: Arc<RecipientBudget>,
     /// Since when the mailbox has answered `430 4.2.0` without a success.
     logon_failures: PersistentFailure,
@@ -74,6 +78,7 @@ impl AccountDelivery {
         let saved = shared.spool.read_state(&budget_file(&account.name));
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
+            share: SessionShare::new(account.max_connections),
             budget: Arc::new(RecipientBudget::new(
                 account.max_recipients_per_day,
                 saved.as_deref(),
@@ -119,14 +124,24 @@ pub fn spawn_workers(
         let cancel = cancel.clone();
         let span =
             tracing::info_span!("delivery", account = %delivery.account.name, worker = index);
-        tracker.spawn(async move { delivery.run(cancel).await }.instrument(span));
+        tracker.spawn(async move { delivery.run(index, cancel).await }.instrument(span));
     }
 }
 
 impl AccountDelivery {
-    async fn run(&self, cancel: CancellationToken) {
+    async fn run(&self, index: usize, cancel: CancellationToken) {
         let mut session: Option<UpstreamSession> = None;
         loop {
+            // Outside the account's current share of sessions: hold none, take nothing.
+            if index >= self.share.allowed(unix_now()) {
+                if let Some(open) = session.take() {
+                    open.quit().await;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
             let idle = session
                 .as_ref()
                 .map(|_| self.shared.settings.connection_idle_timeout);
@@ -207,6 +222,19 @@ impl AccountDelivery {
             outcome = self.send_on_session(&envelope, &body, session).await;
         }
         outcome.started = Some(started);
+        let refused_for_concurrency = outcome
+            .stop
+            .iter()
+            .chain(outcome.deferred.iter().map(|(_, f)| f))
+            .any(|f| f.verdict.follow_up == FollowUp::ReduceConcurrency);
+        if refused_for_concurrency {
+            let share = self.share.back_off(unix_now());
+            tracing::warn!(
+                sessions = share,
+                minutes = super::share::SHARE_RESTORED_AFTER_SECS / 60,
+                "Exchange refused a session for the mailbox (432 4.3.2): another client is using it; the relay uses fewer sessions for a while"
+            );
+        }
         if !outcome.delivered.is_empty() {
             self.queue.resume();
             self.logon_failures.clear();
