@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::delivery::{WAIT, message, send, subject_of};
+use common::delivery::{WAIT, first_attempt, message, send, send_all, send_one, subject_of};
 use common::smtp_client::RawClient;
 use common::{Chain, PLAIN_TRUSTED, eventually, without_trace};
 use smtp_oauth_relay::testkit::{ExchangeFault, TestkitOptions};
@@ -74,18 +74,7 @@ async fn reloads_in_quick_succession_never_make_exchange_see_a_fourth_session() 
         .set_fault(ExchangeFault::StallAfterDot(Duration::from_millis(1500)))
         .await
         .unwrap();
-    for n in 0..12 {
-        assert_eq!(
-            send(
-                chain.relay.address(0),
-                "relay@contoso.com",
-                &["a@fabrikam.example"],
-                &format!("reload-{n}")
-            )
-            .await,
-            250
-        );
-    }
+    send_all(chain.relay.address(0), "reload", 12).await;
     assert!(eventually(WAIT, || exchange.current_sessions(&mailbox) == 3).await);
     for _ in 0..3 {
         chain.relay.reload(&chain.toml).await.unwrap();
@@ -118,29 +107,11 @@ async fn a_session_exchange_closed_while_idle_costs_no_retry_step() {
     )
     .await;
     let exchange = &chain.kit.exchange;
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "first"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "first").await;
     exchange.wait_for_messages(1, WAIT).await.unwrap();
     // Exchange says 421 4.4.1 and closes the idle session; the relay still holds it.
     assert!(eventually(WAIT, || exchange.current_sessions(chain.kit.mailbox()) == 0).await);
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "second"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "second").await;
     exchange.wait_for_messages(2, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
     assert_eq!(exchange.connection_count(), 2);
@@ -155,18 +126,7 @@ async fn an_account_that_stays_broken_costs_one_attempt_per_retry_step() {
         .set_fault(ExchangeFault::AuthDisabled)
         .await
         .unwrap();
-    for n in 0..9 {
-        assert_eq!(
-            send(
-                chain.relay.address(0),
-                "relay@contoso.com",
-                &["a@fabrikam.example"],
-                &format!("outage-{n}")
-            )
-            .await,
-            250
-        );
-    }
+    send_all(chain.relay.address(0), "outage", 9).await;
     // Let the first failures pause the account, then watch four one-second retry steps.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = exchange.auth_attempts().len();
@@ -191,18 +151,7 @@ async fn a_reload_that_fixes_the_secret_releases_the_backlog_at_once() {
         |_, _| PLAIN_TRUSTED.into(),
     )
     .await;
-    for n in 0..3 {
-        assert_eq!(
-            send(
-                chain.relay.address(0),
-                "relay@contoso.com",
-                &["a@fabrikam.example"],
-                &format!("backlog-{n}")
-            )
-            .await,
-            250
-        );
-    }
+    send_all(chain.relay.address(0), "backlog", 3).await;
     assert!(
         eventually(WAIT, || chain
             .relay
@@ -237,28 +186,8 @@ async fn a_535_5_7_3_that_persists_is_diagnosed_from_the_token_in_the_log() {
         .directory
         .remove_mailbox_permission(chain.kit.mailbox(), chain.kit.client_id())
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "not-granted"
-        )
-        .await,
-        250
-    );
-    assert!(
-        eventually(WAIT, || chain
-            .relay
-            .queued_envelopes()
-            .first()
-            .is_some_and(|e| e.attempts == 1))
-        .await
-    );
-    let last = chain.relay.queued_envelopes()[0]
-        .last_attempt
-        .clone()
-        .unwrap();
+    send_one(chain.relay.address(0), "not-granted").await;
+    let last = first_attempt(&chain.relay).await;
     assert!(last.reply.starts_with("535 5.7.3"), "{last:?}");
     assert!(
         last.reply.contains(&format!(
@@ -322,18 +251,7 @@ async fn pacing_holds_the_per_minute_limit() {
         |_, _| PLAIN_TRUSTED.into(),
     )
     .await;
-    for n in 0..6 {
-        assert_eq!(
-            send(
-                chain.relay.address(0),
-                "relay@contoso.com",
-                &["a@fabrikam.example"],
-                &format!("paced-{n}")
-            )
-            .await,
-            250
-        );
-    }
+    send_all(chain.relay.address(0), "paced", 6).await;
     chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
     // The other three must wait for the minute to pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -362,28 +280,10 @@ async fn a_token_that_expires_between_messages_is_renewed() {
         |_, _| PLAIN_TRUSTED.into(),
     )
     .await;
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "before-expiry"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "before-expiry").await;
     chain.kit.exchange.wait_for_messages(1, WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "after-expiry"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "after-expiry").await;
     chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
     assert_eq!(
         chain.kit.entra.token_requests(),
@@ -419,16 +319,7 @@ async fn a_535_5_7_3_on_a_cached_token_is_followed_by_one_refresh_then_success()
         .directory
         .revoke_admin_consent(&client_id)
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "consent"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "consent").await;
     assert!(
         eventually(WAIT, || chain
             .relay

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::delivery::{WAIT, message, send, subject_of};
+use common::delivery::{WAIT, first_attempt, message, send, send_one, subject_of};
 use common::smtp_client::RawClient;
 use common::{Chain, PLAIN_TRUSTED, eventually, without_trace};
 use smtp_oauth_relay::testkit::{ExchangeFault, TestkitOptions};
@@ -31,28 +31,8 @@ async fn a_421_at_rcpt_is_recorded_as_exchange_said_it_and_retried() {
         "a@fabrikam.example",
         "421 4.3.2 Service not available, closing transmission channel",
     );
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "rcpt-421"
-        )
-        .await,
-        250
-    );
-    assert!(
-        eventually(WAIT, || chain
-            .relay
-            .queued_envelopes()
-            .first()
-            .is_some_and(|e| e.attempts == 1))
-        .await
-    );
-    let last = chain.relay.queued_envelopes()[0]
-        .last_attempt
-        .clone()
-        .unwrap();
+    send_one(chain.relay.address(0), "rcpt-421").await;
+    let last = first_attempt(&chain.relay).await;
     assert_eq!(last.stage, "rcpt", "{last:?}");
     assert!(last.reply.starts_with("421 4.3.2"), "{last:?}");
     assert_eq!(last.class, "transient", "{last:?}");
@@ -222,16 +202,7 @@ async fn a_connection_lost_after_the_dot_is_retried_and_gives_at_most_one_duplic
         .exchange
         .fail_next(1, ExchangeFault::DropAfterDot)
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "uncertain"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "uncertain").await;
     chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -252,16 +223,7 @@ async fn a_connection_lost_after_every_dot_ends_after_three_copies_without_a_bou
         .set_fault(ExchangeFault::DropAfterDot)
         .await
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "lost-dots"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "lost-dots").await;
     chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
     let failed = chain.relay.failed_envelopes();
@@ -297,16 +259,7 @@ async fn a_restart_mid_schedule_keeps_attempts_and_the_next_attempt_time() {
         .set_fault(ExchangeFault::RefuseConnections)
         .await
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "restart"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "restart").await;
     assert!(
         eventually(WAIT, || chain
             .relay
@@ -347,16 +300,7 @@ async fn max_age_expiry_fails_the_message_and_bounces_it() {
         .set_fault(ExchangeFault::RefuseConnections)
         .await
         .unwrap();
-    assert_eq!(
-        send(
-            chain.relay.address(0),
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            "too-old"
-        )
-        .await,
-        250
-    );
+    send_one(chain.relay.address(0), "too-old").await;
     assert!(eventually(WAIT, || chain.relay.failed_envelopes().len() == 1).await);
     let failed = &chain.relay.failed_envelopes()[0];
     assert_eq!(failed.failures[0].stage, "expired");

@@ -32,3 +32,55 @@ pub fn subject_of(body: &[u8]) -> String {
         .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
         .unwrap_or_default()
 }
+
+/// Send `count` messages from relay@contoso.com to a@fabrikam.example, with subjects
+/// `{prefix}-0`, `{prefix}-1`, …; each must be accepted.
+pub async fn send_all(address: std::net::SocketAddr, prefix: &str, count: usize) {
+    for n in 0..count {
+        let subject = format!("{prefix}-{n}");
+        assert_eq!(
+            send(
+                address,
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &subject
+            )
+            .await,
+            250,
+            "{subject}"
+        );
+    }
+}
+
+/// Send one standard message from relay@contoso.com to a@fabrikam.example; it must be accepted.
+pub async fn send_one(address: std::net::SocketAddr, subject: &str) {
+    assert_eq!(
+        send(
+            address,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            subject
+        )
+        .await,
+        250,
+        "{subject}"
+    );
+}
+
+/// Wait until the first queued message has had one attempt; what that attempt recorded.
+pub async fn first_attempt(relay: &super::TestRelay) -> smtp_oauth_relay::spool::LastAttempt {
+    let attempted = || {
+        relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.attempts == 1)
+    };
+    assert!(
+        super::eventually(WAIT, attempted).await,
+        "no attempt recorded"
+    );
+    relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .expect("an attempt was recorded")
+}
