@@ -233,9 +233,10 @@ async fn a_432_from_a_shared_mailbox_makes_the_relay_use_fewer_sessions() {
     }
     exchange.wait_for_messages(12, WAIT).await.unwrap();
     assert!(eventually(WAIT, || chain.relay.relay.queue_depth() == 0).await);
-    // One refusal teaches the relay; it does not keep knocking at every retry step.
+    // One refusal teaches the relay; it does not keep knocking at every retry step (a second
+    // one can race with the session being closed for the reduction).
     assert!(
-        exchange.throttled_count() <= 1,
+        exchange.throttled_count() <= 2,
         "{} refusals with 432",
         exchange.throttled_count()
     );

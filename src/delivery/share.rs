@@ -3,18 +3,23 @@
 //! is using the mailbox's 3 sessions) one fewer, for a while, so the relay stops competing for
 //! a slot it cannot have and retrying into the same refusal.
 //!
-//! Invariants: never fewer than one session; the full share comes back by itself once
-//! [`SHARE_RESTORED_AFTER_SECS`] pass without another refusal.
+//! Invariants: never fewer than one session; at most one session fewer per 30 seconds of
+//! refusals; the full share comes back by itself once [`SHARE_RESTORED_AFTER_SECS`] pass
+//! without another refusal.
 
 use std::sync::Mutex;
 
 /// How long a reduced share lasts after the last `432`.
 pub const SHARE_RESTORED_AFTER_SECS: u64 = 600;
+/// Refusals this soon after a reduction are echoes of the same crowding (a session being
+/// closed for the reduction still counts at Exchange): they do not reduce again.
+const SETTLE_SECS: u64 = 30;
 
 #[derive(Debug)]
 struct State {
     allowed: usize,
     restore_at: Option<u64>,
+    reduced_at: Option<u64>,
 }
 
 /// The account's share of the mailbox's sessions.
@@ -32,6 +37,7 @@ impl SessionShare {
             state: Mutex::new(State {
                 allowed: configured.max(1),
                 restore_at: None,
+                reduced_at: None,
             }),
         }
     }
@@ -50,7 +56,13 @@ impl SessionShare {
     /// `now` + [`SHARE_RESTORED_AFTER_SECS`]. Returns the new share.
     pub fn back_off(&self, now: u64) -> usize {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.allowed = state.allowed.saturating_sub(1).max(1);
+        let settling = state
+            .reduced_at
+            .is_some_and(|at| now.saturating_sub(at) < SETTLE_SECS);
+        if !settling {
+            state.allowed = state.allowed.saturating_sub(1).max(1);
+            state.reduced_at = Some(now);
+        }
         state.restore_at = Some(now + SHARE_RESTORED_AFTER_SECS);
         state.allowed
     }
@@ -66,6 +78,7 @@ mod tests {
         assert_eq!(share.allowed(1000), 3);
         assert_eq!(share.back_off(1000), 2);
         assert_eq!(share.allowed(1001), 2);
+        assert_eq!(share.back_off(1005), 2, "an echo of the same crowding");
         assert_eq!(share.back_off(1100), 1);
         assert_eq!(share.back_off(1200), 1, "never below one");
         // Restored a full period after the last refusal, not the first.
