@@ -60,7 +60,11 @@ impl Failure {
                     | Stage::StartTls
                     | Stage::Tls
                     | Stage::Auth
-            ) || verdict.follow_up == FollowUp::LongBackoff,
+            ) || matches!(
+                // The mailbox's quota or its session limit: about the mailbox, not the message.
+                verdict.follow_up,
+                FollowUp::LongBackoff | FollowUp::ReduceConcurrency
+            ),
             verdict,
             not_before: None,
         }

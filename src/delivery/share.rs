@@ -27,6 +27,7 @@ struct State {
 pub struct SessionShare {
     configured: usize,
     state: Mutex<State>,
+    shrunk: tokio::sync::Notify,
 }
 
 impl SessionShare {
@@ -39,6 +40,7 @@ impl SessionShare {
                 restore_at: None,
                 reduced_at: None,
             }),
+            shrunk: tokio::sync::Notify::new(),
         }
     }
 
@@ -62,9 +64,15 @@ impl SessionShare {
         if !settling {
             state.allowed = state.allowed.saturating_sub(1).max(1);
             state.reduced_at = Some(now);
+            self.shrunk.notify_waiters();
         }
         state.restore_at = Some(now + SHARE_RESTORED_AFTER_SECS);
         state.allowed
+    }
+
+    /// Completes when the share shrinks (for workers waiting idle with a session).
+    pub fn shrunk(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shrunk.notified()
     }
 }
 

@@ -132,6 +132,10 @@ impl AccountDelivery {
     async fn run(&self, index: usize, cancel: CancellationToken) {
         let mut session: Option<UpstreamSession> = None;
         loop {
+            // Registered before the share is read, so a reduction in between is not missed.
+            let shrunk = self.share.shrunk();
+            tokio::pin!(shrunk);
+            shrunk.as_mut().enable();
             // Outside the account's current share of sessions: hold none, take nothing.
             if index >= self.share.allowed(unix_now()) {
                 if let Some(open) = session.take() {
@@ -145,7 +149,12 @@ impl AccountDelivery {
             let idle = session
                 .as_ref()
                 .map(|_| self.shared.settings.connection_idle_timeout);
-            match self.queue.next(&cancel, idle).await {
+            // An idle worker must give its session up as soon as the share shrinks.
+            let next = tokio::select! {
+                next = self.queue.next(&cancel, idle) => next,
+                _ = &mut shrunk => continue,
+            };
+            match next {
                 Next::Shutdown => break,
                 Next::Idle => {
                     if let Some(open) = session.take() {
