@@ -27,11 +27,12 @@ use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::oauth::token::TokenProvider;
 use crate::ops::admin::AdminState;
 use crate::ops::metrics::Metrics;
+use crate::policy::PasswordChecker;
 use crate::queue::Queue;
 use crate::smtp::server::conn::InboundContext;
 use crate::smtp::server::listener::{ConnectionLimits, run_listener};
 use crate::smtp::server::session::{SessionSettings, TlsMode};
-use crate::smtp::server::throttle::{AuthThrottle, password_check_concurrency};
+use crate::smtp::server::throttle::{AuthThrottle, ThrottleSettings};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
 
@@ -78,7 +79,7 @@ struct Shared {
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     auth_throttle: Arc<AuthThrottle>,
-    password_checks: Arc<tokio::sync::Semaphore>,
+    password_checker: Arc<PasswordChecker>,
     connection_limits: Arc<ConnectionLimits>,
     deliveries: Arc<ArcSwap<Vec<Arc<AccountDelivery>>>>,
 }
@@ -94,6 +95,17 @@ pub struct Relay {
     admin_configured: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     _lock: std::fs::File,
+}
+
+/// The AUTH throttle's settings from `[limits]`.
+fn throttle_settings(limits: &crate::config::Limits) -> ThrottleSettings {
+    ThrottleSettings {
+        failure_window: limits.auth_failure_window,
+        penalty_max: limits.auth_penalty_max,
+        parallel_per_address: limits.auth_parallel_per_address,
+        parallel_per_user: limits.auth_parallel_per_user,
+        lockout_after: limits.auth_lockout_after,
+    }
 }
 
 fn inbound_context(
@@ -118,7 +130,7 @@ fn inbound_context(
         queue: Arc::clone(&shared.queue),
         acknowledge_delivered: listener.acknowledge_delivered,
         auth_throttle: Arc::clone(&shared.auth_throttle),
-        password_checks: Arc::clone(&shared.password_checks),
+        password_checker: Arc::clone(&shared.password_checker),
         metrics: Arc::clone(&shared.metrics),
     }
 }
@@ -162,11 +174,10 @@ impl Relay {
             spool: Arc::clone(&spool),
             queue: Arc::clone(&queue),
             metrics: Arc::new(Metrics::new()),
-            auth_throttle: Arc::new(AuthThrottle::new(
-                config.limits.max_auth_failures_per_address,
-                config.limits.auth_failure_window,
+            auth_throttle: Arc::new(AuthThrottle::new(throttle_settings(&config.limits))),
+            password_checker: Arc::new(PasswordChecker::start(
+                crate::policy::checker::default_workers(),
             )),
-            password_checks: Arc::new(tokio::sync::Semaphore::new(password_check_concurrency())),
             connection_limits: ConnectionLimits::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -289,10 +300,9 @@ impl Relay {
             tracing::warn!("{warning}");
         }
         // Inbound: new sessions get the new users, networks, certificates and limits.
-        self.shared.auth_throttle.reconfigure(
-            config.limits.max_auth_failures_per_address,
-            config.limits.auth_failure_window,
-        );
+        self.shared
+            .auth_throttle
+            .reconfigure(throttle_settings(&config.limits));
         self.shared.connection_limits.resize(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,

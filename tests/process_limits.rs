@@ -13,21 +13,9 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::process::{RelayProcess, free_port, wait_until_listening};
+use common::process::{RelayProcess, free_port, rss_kib, wait_until_listening};
 use common::smtp_client::RawClient;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn config(kit: &Testkit, dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
     let ca = kit.write_ca_pem(&dir.join("ca.pem")).unwrap();

@@ -117,10 +117,19 @@ pub struct Limits {
     pub session_timeout: Duration,
     pub max_errors: u32,
     pub max_auth_failures: u32,
-    /// Failed AUTH attempts from one address within `auth_failure_window` before the address
-    /// is refused (until the window has passed); 0 disables.
-    pub max_auth_failures_per_address: u32,
+    /// How long a failed AUTH counts toward the penalties of its address and username.
     pub auth_failure_window: Duration,
+    /// The longest an AUTH attempt waits because of recent failures (0 disables the penalty).
+    pub auth_penalty_max: Duration,
+    /// AUTH attempts in progress at once from one address (IPv6: one /64).
+    pub auth_parallel_per_address: usize,
+    /// AUTH attempts in progress at once for one username, from anywhere.
+    pub auth_parallel_per_user: usize,
+    /// Opt-in: failures of one username from one address before that pair is refused for the
+    /// rest of the window; 0 (default) never refuses.
+    pub auth_lockout_after: u32,
+    /// How long a credential proven correct is remembered (no argon2, no wait); 0 disables.
+    pub auth_cache_ttl: Duration,
     pub max_header_size: usize,
 }
 
@@ -137,8 +146,12 @@ impl Default for Limits {
             session_timeout: Duration::from_secs(60 * 60),
             max_errors: 20,
             max_auth_failures: 3,
-            max_auth_failures_per_address: 5,
             auth_failure_window: Duration::from_secs(10 * 60),
+            auth_penalty_max: Duration::from_secs(10),
+            auth_parallel_per_address: 2,
+            auth_parallel_per_user: 2,
+            auth_lockout_after: 0,
+            auth_cache_ttl: Duration::from_secs(60 * 60),
             max_header_size: 256 * 1024,
         }
     }

@@ -62,9 +62,17 @@ pub struct RawLimits {
     pub session_timeout: Option<Duration>,
     pub max_errors: Option<u32>,
     pub max_auth_failures: Option<u32>,
+    /// No longer used (it locked out every client sharing an address); warned about.
     pub max_auth_failures_per_address: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub auth_failure_window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub auth_penalty_max: Option<Duration>,
+    pub auth_parallel_per_address: Option<usize>,
+    pub auth_parallel_per_user: Option<usize>,
+    pub auth_lockout_after: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub auth_cache_ttl: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
 }
 

@@ -59,6 +59,11 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub auth_failures: Counter,
     pub auth_successes: Counter,
+    /// AUTH attempts that waited for their turn (recent failures from the address or for the
+    /// username, or the parallel cap).
+    pub auth_delayed: Counter,
+    /// AUTH attempts answered from the memory of recently proven credentials.
+    pub auth_cache_hits: Counter,
     pub messages_refused: Family<ReasonLabel, Counter>,
     pub up: Gauge,
 }
@@ -84,6 +89,8 @@ impl Metrics {
             connections_refused: Family::default(),
             auth_failures: Counter::default(),
             auth_successes: Counter::default(),
+            auth_delayed: Counter::default(),
+            auth_cache_hits: Counter::default(),
             messages_refused: Family::default(),
             up: Gauge::default(),
             registry: Registry::default(),
@@ -172,6 +179,16 @@ impl Metrics {
             "auth_successes",
             "Successful AUTH attempts from clients",
             metrics.auth_successes.clone(),
+        );
+        registry.register(
+            "auth_delayed",
+            "AUTH attempts that waited for their turn after recent failures from their address or for their username",
+            metrics.auth_delayed.clone(),
+        );
+        registry.register(
+            "auth_cache_hits",
+            "AUTH attempts accepted from the memory of recently proven credentials (no password hash computed)",
+            metrics.auth_cache_hits.clone(),
         );
         registry.register(
             "messages_refused",

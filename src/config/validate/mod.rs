@@ -186,6 +186,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         .collect();
 
     let mut policy = Policy::new();
+    policy.set_credential_cache_ttl(limits.auth_cache_ttl);
     if raw.user.is_empty() && raw.network.is_empty() {
         checker.error(
             "user",
@@ -299,12 +300,18 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
             .max_auth_failures
             .unwrap_or(defaults.max_auth_failures)
             .max(1),
-        max_auth_failures_per_address: l
-            .max_auth_failures_per_address
-            .unwrap_or(defaults.max_auth_failures_per_address),
         auth_failure_window: l
             .auth_failure_window
             .unwrap_or(defaults.auth_failure_window),
+        auth_penalty_max: l.auth_penalty_max.unwrap_or(defaults.auth_penalty_max),
+        auth_parallel_per_address: l
+            .auth_parallel_per_address
+            .unwrap_or(defaults.auth_parallel_per_address),
+        auth_parallel_per_user: l
+            .auth_parallel_per_user
+            .unwrap_or(defaults.auth_parallel_per_user),
+        auth_lockout_after: l.auth_lockout_after.unwrap_or(defaults.auth_lockout_after),
+        auth_cache_ttl: l.auth_cache_ttl.unwrap_or(defaults.auth_cache_ttl),
         max_header_size: l.max_header_size.map_or(defaults.max_header_size, |s| {
             usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
         }),
@@ -325,6 +332,27 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
         checker.error(
             "limits.max_line_length",
             "must be between 512 and 65536 (RFC 5321 requires 512)",
+        );
+    }
+    if l.max_auth_failures_per_address.is_some() {
+        checker.warnings.push(
+            "limits.max_auth_failures_per_address is no longer used: an address is never locked \
+             out (it refused every client sharing it); failed logins are slowed down instead \
+             (auth_penalty_max), and auth_lockout_after opts in to a lockout per address and \
+             username"
+                .to_string(),
+        );
+    }
+    if limits.auth_parallel_per_address == 0 || limits.auth_parallel_per_user == 0 {
+        checker.error(
+            "limits.auth_parallel_per_address",
+            "auth_parallel_per_address and auth_parallel_per_user must be at least 1",
+        );
+    }
+    if limits.auth_penalty_max > Duration::from_secs(60) {
+        checker.error(
+            "limits.auth_penalty_max",
+            "must be at most 60s (a rightful client waits up to this long after someone else's failures)",
         );
     }
     if limits.max_connections == 0 || limits.max_connections_per_ip == 0 {

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{AuthVerdict, authenticate};
 use super::session::{Action, DataOutcome, DataRequest, Session, SessionSettings, Step};
 use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
@@ -52,10 +53,10 @@ pub struct InboundContext {
     pub queue: Arc<Queue>,
     /// Wait up to this long for Exchange's verdict before answering DATA.
     pub acknowledge_delivered: Option<Duration>,
-    /// Failed AUTH attempts per client address (shared by all listeners).
+    /// Failed AUTH attempts per client address and username (shared by all listeners).
     pub auth_throttle: Arc<AuthThrottle>,
-    /// Bounds the argon2 checks running at once (shared by all listeners).
-    pub password_checks: Arc<tokio::sync::Semaphore>,
+    /// The argon2 workers (shared by all listeners).
+    pub password_checker: Arc<crate::policy::PasswordChecker>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -119,21 +120,6 @@ impl Connection {
         if implicit {
             self.start_tls().await?;
         }
-        if let Some(remaining) = self.ctx.auth_throttle.blocked(self.peer.ip()) {
-            tracing::warn!(
-                retry_in_s = remaining.as_secs(),
-                "refused: too many failed logins from this address"
-            );
-            self.ctx
-                .metrics
-                .connections_refused
-                .get_or_create(&Metrics::reason("too many failed logins"))
-                .inc();
-            let hostname = self.ctx.settings.hostname.clone();
-            self.goodbye(too_many_failed_logins(&hostname, remaining))
-                .await;
-            return Ok(());
-        }
         let network_grant = self.ctx.policy.network_grant(self.peer.ip());
         let mut session = Session::new(
             Arc::clone(&self.ctx.settings),
@@ -189,32 +175,22 @@ impl Connection {
                 }
                 Action::VerifyPassword { username, password } => {
                     self.flush().await?;
-                    let grant = self.verify_password(&username, password).await;
-                    if grant.is_some() {
-                        self.ctx.metrics.auth_successes.inc();
-                        tracing::info!(user = %username, "client authenticated");
-                        session.auth_finished(grant)
-                    } else {
-                        self.ctx.metrics.auth_failures.inc();
-                        tracing::warn!(user = %username, "authentication failed");
-                        let step = session.auth_finished(None);
-                        if self.ctx.auth_throttle.record_failure(self.peer.ip()) {
-                            let window = self.ctx.limits.auth_failure_window;
-                            tracing::warn!(
-                                window_s = window.as_secs(),
-                                "too many failed logins from this address; refusing it for the window"
-                            );
-                            Step {
-                                reply: Some(too_many_failed_logins(
-                                    &self.ctx.settings.hostname,
-                                    window,
-                                )),
-                                action: Action::Close,
-                                refusal: None,
-                            }
-                        } else {
-                            step
+                    let deadline = (Instant::now() + self.ctx.limits.command_timeout)
+                        .min(self.session_deadline);
+                    let ctx = Arc::clone(&self.ctx);
+                    let attempt = authenticate(&ctx, self.peer, &username, password, deadline);
+                    // A client that hangs up while its attempt waits for its turn gives the
+                    // turn up (an attacker cannot queue attempts and leave).
+                    let verdict = tokio::select! {
+                        verdict = attempt => verdict,
+                        () = client_gone(&mut self.stream, &mut self.input, self.ctx.limits.max_line_length) => {
+                            return Err(ConnError::Closed);
                         }
+                    };
+                    match verdict {
+                        AuthVerdict::Granted(grant) => session.auth_finished(Some(grant)),
+                        AuthVerdict::Denied => session.auth_finished(None),
+                        AuthVerdict::TryLater(reply) => session.auth_deferred(reply),
                     }
                 }
                 Action::ReceiveData(request) => {
@@ -224,21 +200,6 @@ impl Connection {
                 }
             };
         }
-    }
-
-    /// Check a password with argon2 on the blocking pool, at most a few at once.
-    async fn verify_password(
-        &self,
-        username: &str,
-        password: crate::secret::Secret,
-    ) -> Option<Arc<crate::policy::Grant>> {
-        let _permit = self.ctx.password_checks.acquire().await.ok()?;
-        let policy = Arc::clone(&self.ctx.policy);
-        let user = username.to_string();
-        tokio::task::spawn_blocking(move || policy.verify_password(&user, &password))
-            .await
-            .ok()
-            .flatten()
     }
 
     async fn flush(&mut self) -> Result<(), ConnError> {
@@ -534,23 +495,27 @@ impl Connection {
     }
 }
 
+/// Completes when the client closes the connection (or it fails); bytes it pipelines
+/// meanwhile are kept in `input`, up to one line's worth, after which reading pauses.
+async fn client_gone(stream: &mut ClientStream, input: &mut BytesMut, max_line: usize) {
+    loop {
+        if input.len() > max_line + READ_CHUNK {
+            return std::future::pending().await;
+        }
+        input.reserve(READ_CHUNK);
+        match stream.read_buf(input).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 fn spool_failure(error: &crate::spool::SpoolError) -> DataOutcome {
     if error.is_storage_full() {
         DataOutcome::StorageFull
     } else {
         DataOutcome::StorageFailed
     }
-}
-
-fn too_many_failed_logins(hostname: &str, wait: Duration) -> Reply {
-    let minutes = wait.as_secs().div_ceil(60).max(1);
-    Reply::new(
-        421,
-        "4.7.0",
-        format!(
-            "{hostname} Too many failed logins from your address; try again in {minutes} minute(s)"
-        ),
-    )
 }
 
 fn assembly_failure(error: AssemblyError) -> DataOutcome {

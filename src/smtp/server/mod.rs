@@ -2,6 +2,7 @@
 //! machine. It accepts mail from trusted clients and hands it to the spool; it never talks to
 //! Exchange.
 
+pub mod auth;
 pub mod conn;
 pub mod listener;
 pub mod sasl;

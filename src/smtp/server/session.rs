@@ -555,6 +555,13 @@ impl Session {
         }
     }
 
+    /// The password check could not run in time (the client's address or username is being
+    /// slowed down after failures): a temporary refusal that does not count as a failure.
+    pub fn auth_deferred(&mut self, reply: Reply) -> Step {
+        self.auth = AuthPhase::Idle;
+        Step::reply(reply)
+    }
+
     /// The password check finished: `Some(grant)` on success.
     pub fn auth_finished(&mut self, grant: Option<Arc<Grant>>) -> Step {
         self.auth = AuthPhase::Idle;

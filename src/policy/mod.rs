@@ -4,16 +4,28 @@
 //! Invariants: a client is trusted only through a [`Grant`] (never an open relay); a password
 //! is checked against an argon2 PHC hash (or a clear `password` from the config) and an unknown
 //! user costs the same hash work as a known one; this module knows nothing of sockets or disk.
-//! Password checks are CPU-bound: callers run [`Policy::verify_password`] off the async reactor.
+//! Password checks are CPU-bound: they run on the [`checker`] workers, each reusing one argon2
+//! work area ([`password`]); correct credentials are remembered for a while
+//! ([`credential_cache`]) so that clients reconnecting for every message do not pay argon2 each
+//! time.
+
+pub mod checker;
+pub mod credential_cache;
+pub mod password;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::PasswordHash;
 use ipnet::IpNet;
+
+pub use checker::{CheckResult, PasswordChecker};
+pub use credential_cache::CredentialCache;
+pub use password::hash_password;
+use password::{Argon2Scratch, decoy_hash, verify_phc};
 
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
@@ -188,6 +200,9 @@ impl Grant {
     }
 }
 
+/// How long a proven credential is remembered unless `[limits] auth_cache_ttl` says otherwise.
+pub const DEFAULT_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
+
 /// How a `[[user]]` proves who it is.
 #[derive(Clone)]
 pub enum Credential {
@@ -218,6 +233,8 @@ pub struct Policy {
     users: HashMap<String, UserEntry>,
     networks: Vec<(IpNet, Arc<Grant>)>,
     decoy_hash: String,
+    /// Credentials proven correct recently; new (empty) with every policy, so with every reload.
+    credential_cache: CredentialCache,
 }
 
 /// Errors while building the policy.
@@ -234,7 +251,32 @@ impl Policy {
             users: HashMap::new(),
             networks: Vec::new(),
             decoy_hash: decoy_hash(),
+            credential_cache: CredentialCache::new(DEFAULT_CREDENTIAL_CACHE_TTL),
         }
+    }
+
+    /// How long a proven credential is remembered (`[limits] auth_cache_ttl`); zero disables.
+    pub fn set_credential_cache_ttl(&mut self, ttl: Duration) {
+        self.credential_cache = CredentialCache::new(ttl);
+    }
+
+    /// The memory of recently proven credentials.
+    pub fn credential_cache(&self) -> &CredentialCache {
+        &self.credential_cache
+    }
+
+    /// True when `username` names a configured `[[user]]` (exactly or ignoring ASCII case).
+    pub fn is_user(&self, username: &str) -> bool {
+        self.user_entry(username).is_some()
+    }
+
+    fn user_entry(&self, username: &str) -> Option<&UserEntry> {
+        self.users.get(username).or_else(|| {
+            self.users
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(username))
+                .map(|(_, entry)| entry)
+        })
     }
 
     /// Add a `[[user]]`.
@@ -246,6 +288,7 @@ impl Policy {
     ) -> Result<(), PolicyError> {
         if let Credential::Hash(phc) = &credential {
             PasswordHash::new(phc).map_err(|e| PolicyError::BadHash(e.to_string()))?;
+            password::hash_parameters_acceptable(phc).map_err(PolicyError::BadHash)?;
         }
         let grant = Arc::new(Grant::new(Principal::User(username.to_string()), access));
         self.users
@@ -269,22 +312,32 @@ impl Policy {
             .map(|(_, grant)| Arc::clone(grant))
     }
 
-    /// Check a username and password. CPU-bound (argon2): run it with `spawn_blocking`.
-    /// Usernames match exactly, or case-insensitively when no exact entry exists.
+    /// Check a username and password with a fresh argon2 work area (tools and tests; the
+    /// server uses [`PasswordChecker`]).
     pub fn verify_password(&self, username: &str, password: &Secret) -> Option<Arc<Grant>> {
-        let entry = self.users.get(username).or_else(|| {
-            self.users
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(username))
-                .map(|(_, entry)| entry)
-        });
-        let Some(entry) = entry else {
+        self.check_password(username, password, &mut Argon2Scratch::default())
+            .grant
+    }
+
+    /// Check a username and password in `scratch`. CPU-bound (argon2): run it off the async
+    /// runtime. Usernames match exactly, or case-insensitively when no exact entry exists; an
+    /// unknown user costs the same hash work as a known one.
+    pub fn check_password(
+        &self,
+        username: &str,
+        password: &Secret,
+        scratch: &mut Argon2Scratch,
+    ) -> CheckResult {
+        let Some(entry) = self.user_entry(username) else {
             // Spend the same work as for a real user so timing does not reveal user names.
-            let _ = verify_phc(&self.decoy_hash, password);
-            return None;
+            let _ = verify_phc(&self.decoy_hash, password, scratch);
+            return CheckResult {
+                grant: None,
+                known_user: false,
+            };
         };
         let ok = match &entry.credential {
-            Credential::Hash(phc) => verify_phc(phc, password),
+            Credential::Hash(phc) => verify_phc(phc, password, scratch),
             Credential::Clear(clear) => {
                 let expected =
                     ring::digest::digest(&ring::digest::SHA256, clear.expose().as_bytes());
@@ -293,7 +346,10 @@ impl Policy {
                 expected.as_ref() == given.as_ref()
             }
         };
-        ok.then(|| Arc::clone(&entry.grant))
+        CheckResult {
+            grant: ok.then(|| Arc::clone(&entry.grant)),
+            known_user: true,
+        }
     }
 
     /// Number of users and networks (for the startup summary).
@@ -306,39 +362,6 @@ impl Default for Policy {
     fn default() -> Self {
         Policy::new()
     }
-}
-
-fn verify_phc(phc: &str, password: &Secret) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.expose().as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-fn decoy_hash() -> String {
-    let mut salt = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
-    hash_password(&Secret::new(base64_no_pad(&salt))).unwrap_or_default()
-}
-
-fn base64_no_pad(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
-}
-
-/// Hash a password into an argon2id PHC string with a random salt (for `hash-password`).
-pub fn hash_password(password: &Secret) -> Result<String, PolicyError> {
-    let mut salt_bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt_bytes)
-        .map_err(|_| PolicyError::BadHash("no randomness available".into()))?;
-    let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|e| PolicyError::BadHash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.expose().as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| PolicyError::BadHash(e.to_string()))
 }
 
 #[cfg(test)]
