@@ -6,6 +6,7 @@
 //! from the file or environment named in the config at load time and held as [`Secret`]s;
 //! relative paths are resolved against the config file's directory. Knows nothing of sockets.
 
+pub mod free_space;
 pub mod raw;
 pub mod validate;
 
@@ -122,6 +123,8 @@ pub struct Limits {
     pub max_auth_failures_per_address: u32,
     pub auth_failure_window: Duration,
     pub max_header_size: usize,
+    /// The disk reserve on the spool's filesystem: below it new mail gets `452 4.3.1`.
+    pub min_free_space: free_space::MinFreeSpace,
 }
 
 impl Default for Limits {
@@ -140,6 +143,7 @@ impl Default for Limits {
             max_auth_failures_per_address: 5,
             auth_failure_window: Duration::from_secs(10 * 60),
             max_header_size: 256 * 1024,
+            min_free_space: free_space::MinFreeSpace::Default,
         }
     }
 }

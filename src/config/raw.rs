@@ -66,6 +66,7 @@ pub struct RawLimits {
     #[serde(default, with = "humantime_serde")]
     pub auth_failure_window: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
+    pub min_free_space: Option<super::free_space::RawFreeSpace>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
