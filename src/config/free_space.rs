@@ -111,7 +111,7 @@ impl fmt::Display for MinFreeSpace {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
     use super::*;
 
@@ -154,7 +154,10 @@ mod tests {
             assert_eq!(MinFreeSpace::parse(text), Ok(expected), "{text:?}");
         }
         for raw in [RawFreeSpace::Bytes(0), RawFreeSpace::Text("0".into())] {
-            assert!(MinFreeSpace::from_raw(&raw).unwrap().is_disabled(), "{raw:?}");
+            assert!(
+                MinFreeSpace::from_raw(&raw).unwrap().is_disabled(),
+                "{raw:?}"
+            );
         }
         assert_eq!(
             MinFreeSpace::from_raw(&RawFreeSpace::Bytes(123)),
@@ -165,7 +168,9 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_with_the_accepted_forms() {
-        for text in ["lots", "", "-5%", "100%", "150%", "five%", "1 GiB%", "-1 GiB"] {
+        for text in [
+            "lots", "", "-5%", "100%", "150%", "five%", "1 GiB%", "-1 GiB",
+        ] {
             let error = MinFreeSpace::parse(text).unwrap_err();
             assert!(
                 error.contains("1 GiB") || error.contains("below 100%"),
@@ -176,13 +181,54 @@ mod tests {
 
     #[test]
     fn percentages_and_sizes_resolve_against_the_filesystem() {
-        assert_eq!(MinFreeSpace::Percent(500).required_bytes(100 * GIB), 5 * GIB);
-        assert_eq!(MinFreeSpace::Percent(250).required_bytes(8 * MIB), 8 * MIB / 40);
+        assert_eq!(
+            MinFreeSpace::Percent(500).required_bytes(100 * GIB),
+            5 * GIB
+        );
+        assert_eq!(
+            MinFreeSpace::Percent(250).required_bytes(8 * MIB),
+            8 * MIB / 40
+        );
         assert_eq!(MinFreeSpace::Percent(0).required_bytes(100 * GIB), 0);
-        assert_eq!(MinFreeSpace::Bytes(4 * MIB).required_bytes(8 * MIB), 4 * MIB);
+        assert_eq!(
+            MinFreeSpace::Bytes(4 * MIB).required_bytes(8 * MIB),
+            4 * MIB
+        );
         // No overflow on the largest filesystem.
         let huge = MinFreeSpace::Percent(9999).required_bytes(u64::MAX);
         assert!(huge < u64::MAX && huge > u64::MAX / 100 * 99, "{huge}");
+    }
+
+    /// The key through the whole configuration: TOML value → validated `Limits`.
+    #[test]
+    fn the_key_in_a_config_file() {
+        let config = |limits: &str| {
+            let text = format!(
+                "[relay]\nstate_dir = \"/tmp/x\"\n[limits]\n{limits}\n[[listener]]\naddress = \"127.0.0.1:2525\"\n\
+                 [[account]]\nname = \"m365\"\nmailbox = \"scanner@contoso.com\"\ntenant_id = \"contoso.onmicrosoft.com\"\n\
+                 client_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret = \"abc~DEF.secret-value\"\n\
+                 [[network]]\ncidr = \"192.168.10.0/24\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n"
+            );
+            crate::config::Config::from_toml(&text, std::path::Path::new("/"))
+        };
+        for (line, expected) in [
+            ("", MinFreeSpace::Default),
+            ("min_free_space = \"1 GiB\"", MinFreeSpace::Bytes(GIB)),
+            ("min_free_space = \"5%\"", MinFreeSpace::Percent(500)),
+            ("min_free_space = 0", MinFreeSpace::Bytes(0)),
+            ("min_free_space = \"0\"", MinFreeSpace::Bytes(0)),
+            ("min_free_space = 1048576", MinFreeSpace::Bytes(MIB)),
+        ] {
+            let limits = config(line)
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+                .limits;
+            assert_eq!(limits.min_free_space, expected, "{line}");
+        }
+        for line in ["min_free_space = \"lots\"", "min_free_space = \"100%\""] {
+            let errors = config(line).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{line}: {errors:?}");
+            assert_eq!(errors[0].path, "limits.min_free_space", "{line}");
+        }
     }
 
     #[test]

@@ -298,9 +298,18 @@ mod tests {
             reached: true,
         });
         let text = metrics.encode();
-        assert!(text.contains("smtp_oauth_relay_spool_free_bytes 3145728"), "{text}");
-        assert!(text.contains("smtp_oauth_relay_spool_reserve_bytes 4194304"), "{text}");
-        assert!(text.contains("smtp_oauth_relay_spool_reserve_reached 1"), "{text}");
+        assert!(
+            text.contains("smtp_oauth_relay_spool_free_bytes 3145728"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_oauth_relay_spool_reserve_bytes 4194304"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_oauth_relay_spool_reserve_reached 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

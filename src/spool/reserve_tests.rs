@@ -92,7 +92,10 @@ fn committed_bytes_count_before_the_next_sample() {
     reserve.consume(MIB);
     assert!(!reserve.is_reached());
     assert_eq!(reserve.status().free_bytes, Some(5 * MIB));
-    assert!(!reserve.admits(2 * MIB), "5 MiB free - 2 MiB is below 4 MiB");
+    assert!(
+        !reserve.admits(2 * MIB),
+        "5 MiB free - 2 MiB is below 4 MiB"
+    );
     reserve.consume(MIB + 1);
     assert!(reserve.is_reached());
 }
@@ -105,7 +108,11 @@ fn sampling_a_real_filesystem_gives_plausible_numbers() {
     let status = reserve.status();
     let (free, total) = (status.free_bytes.unwrap(), status.total_bytes.unwrap());
     assert!(total > 0 && free <= total, "{status:?}");
-    assert!(DiskReserve::new(dir.path().join("missing")).sample().is_err());
+    assert!(
+        DiskReserve::new(dir.path().join("missing"))
+            .sample()
+            .is_err()
+    );
 }
 
 fn envelope() -> Envelope {
@@ -136,7 +143,12 @@ async fn below_the_reserve_client_mail_is_refused_as_storage_full_and_bounces_ar
     let error = late.commit(envelope()).await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");
     assert!(error.to_string().contains("disk reserve"), "{error}");
-    assert_eq!(std::fs::read_dir(dir.path().join("spool/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     let error = spool.create().await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");

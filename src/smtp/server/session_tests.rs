@@ -438,18 +438,30 @@ fn mail_gets_452_4_3_1_below_the_disk_reserve_and_again_250_once_space_returns()
         text.starts_with("452 4.3.1 Insufficient system storage"),
         "{text}"
     );
-    assert!(step.refusal.is_none(), "logged once by the reserve, not per MAIL");
+    assert!(
+        step.refusal.is_none(),
+        "logged once by the reserve, not per MAIL"
+    );
     // No transaction was started, and a stranger still learns nothing but 530.
     assert_eq!(codes(&mut session, &["RCPT TO:<b@x.example>"]), vec![503]);
-    assert_eq!(codes(&mut stranger, &["MAIL FROM:<a@contoso.com>"]), vec![530]);
+    assert_eq!(
+        codes(&mut stranger, &["MAIL FROM:<a@contoso.com>"]),
+        vec![530]
+    );
 
     // 452s are not errors: many of them never close the session (max_errors is 10).
     for _ in 0..20 {
-        assert_eq!(codes(&mut session, &["MAIL FROM:<a@contoso.com>"]), vec![452]);
+        assert_eq!(
+            codes(&mut session, &["MAIL FROM:<a@contoso.com>"]),
+            vec![452]
+        );
     }
     reserve.record(8 * MIB, 100 * MIB);
     assert_eq!(
-        codes(&mut session, &["MAIL FROM:<a@contoso.com>", "RCPT TO:<b@x.example>"]),
+        codes(
+            &mut session,
+            &["MAIL FROM:<a@contoso.com>", "RCPT TO:<b@x.example>"]
+        ),
         vec![250, 250]
     );
 }
