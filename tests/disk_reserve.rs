@@ -247,6 +247,16 @@ async fn below_the_disk_reserve_new_mail_waits_while_queued_mail_is_delivered_an
     client.expect("QUIT", 221).await;
     kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
 
+    // A reload applies a new reserve at once: the whole filesystem is more than is free.
+    relay
+        .reload(&toml.replace("\"4 MiB\"", "\"8 MiB\""))
+        .await
+        .unwrap();
+    let body = wait_ready(admin, false).await;
+    assert!(body.contains("min_free_space = 8.0 MiB"), "{body}");
+    relay.reload(&toml).await.unwrap();
+    wait_ready(admin, true).await;
+
     relay.stop().await;
     drop(small);
 }
