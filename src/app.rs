@@ -122,6 +122,7 @@ fn inbound_context(
             max_recipients: config.limits.max_recipients,
             max_errors: config.limits.max_errors,
             max_auth_failures: config.limits.max_auth_failures,
+            disk_reserve: Arc::clone(shared.spool.reserve()),
         }),
         tls_config: listener.tls_config.clone(),
         policy: Arc::clone(&config.policy),
@@ -170,6 +171,13 @@ impl Relay {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // Sampled once before the listeners open, then every second.
+        spool.reserve().set_setting(config.limits.min_free_space);
+        spool.reserve().refresh().await;
+        tracker.spawn(crate::spool::reserve::watch(
+            Arc::clone(spool.reserve()),
+            cancel.clone(),
+        ));
         let shared = Shared {
             spool: Arc::clone(&spool),
             queue: Arc::clone(&queue),
@@ -307,6 +315,10 @@ impl Relay {
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         );
+        self.shared
+            .spool
+            .reserve()
+            .set_setting(config.limits.min_free_space);
         for runtime in &self.listeners {
             if let Some(listener) = config
                 .listeners

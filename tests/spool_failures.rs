@@ -17,10 +17,14 @@ use common::process::{binary, free_port, wait_until_listening};
 use common::smtp_client::RawClient;
 use common::{TestRelay, UNREACHABLE_ACCOUNT};
 
+/// The disk reserve is off here: these tests are about what happens when a write fails
+/// (tests/disk_reserve.rs covers the reserve; with it on, the free-space sampler could catch
+/// the 1 MiB tmpfs full during the oversized message and refuse the next one for a second).
 fn config(state: &str, port: u16) -> String {
     format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n[relay]\nhostname = \"relay.test\"\nstate_dir = \"{state}\"\n{UNREACHABLE_ACCOUNT}\n\
-         [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n"
+         [[listener]]\naddress = \"127.0.0.1:{port}\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n\
+         [limits]\nmin_free_space = 0\n"
     )
 }
 

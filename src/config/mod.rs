@@ -6,6 +6,7 @@
 //! from the file or environment named in the config at load time and held as [`Secret`]s;
 //! relative paths are resolved against the config file's directory. Knows nothing of sockets.
 
+pub mod free_space;
 pub mod raw;
 pub mod validate;
 
@@ -131,6 +132,8 @@ pub struct Limits {
     /// How long a credential proven correct is remembered (no argon2, no wait); 0 disables.
     pub auth_cache_ttl: Duration,
     pub max_header_size: usize,
+    /// The disk reserve on the spool's filesystem: below it new mail gets `452 4.3.1`.
+    pub min_free_space: free_space::MinFreeSpace,
 }
 
 impl Default for Limits {
@@ -153,6 +156,7 @@ impl Default for Limits {
             auth_lockout_after: 0,
             auth_cache_ttl: Duration::from_secs(60 * 60),
             max_header_size: 256 * 1024,
+            min_free_space: free_space::MinFreeSpace::Default,
         }
     }
 }

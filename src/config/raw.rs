@@ -74,6 +74,7 @@ pub struct RawLimits {
     #[serde(default, with = "humantime_serde")]
     pub auth_cache_ttl: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
+    pub min_free_space: Option<super::free_space::RawFreeSpace>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -426,7 +426,7 @@ impl AccountDelivery {
         envelope.is_bounce = true;
         envelope.eight_bit = !content.is_ascii();
         let stored = async {
-            let mut writer = self.shared.spool.create().await?;
+            let mut writer = self.shared.spool.create_bounce().await?;
             writer.write(&content).await?;
             writer.commit(envelope).await
         };

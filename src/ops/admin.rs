@@ -238,6 +238,9 @@ fn metrics(state: &AdminState) -> Reply {
             .get_or_create(&label)
             .set(i64::try_from(age).unwrap_or(i64::MAX));
     }
+    state
+        .metrics
+        .record_spool_reserve(&state.spool.reserve().status());
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(
         "content-type",
@@ -253,6 +256,7 @@ async fn readiness(state: &AdminState) -> Reply {
     if let Err(error) = state.spool.probe_writable().await {
         problems.push(format!("the spool is not writable: {error}"));
     }
+    problems.extend(state.spool.reserve().problem());
     let now = unix_now();
     for delivery in state.deliveries.load().iter() {
         if let Some(since) = delivery.failing_since()

@@ -2,14 +2,16 @@
 //!
 //! Invariants: labels are bounded sets (account names from the config, listener addresses,
 //! delivery classes, three-digit reply codes, fixed refusal reasons), never message data;
-//! nothing here ever sees a secret. Queue depth and age are read from the queue at scrape
-//! time, so they cannot drift.
+//! nothing here ever sees a secret. Queue depth and age, and the spool's free space, are read
+//! at scrape time, so they cannot drift.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::spool::reserve::ReserveStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AccountLabel {
@@ -65,6 +67,9 @@ pub struct Metrics {
     /// AUTH attempts answered from the memory of recently proven credentials.
     pub auth_cache_hits: Counter,
     pub messages_refused: Family<ReasonLabel, Counter>,
+    pub spool_free_bytes: Gauge,
+    pub spool_reserve_bytes: Gauge,
+    pub spool_reserve_reached: Gauge,
     pub up: Gauge,
 }
 
@@ -92,6 +97,9 @@ impl Metrics {
             auth_delayed: Counter::default(),
             auth_cache_hits: Counter::default(),
             messages_refused: Family::default(),
+            spool_free_bytes: Gauge::default(),
+            spool_reserve_bytes: Gauge::default(),
+            spool_reserve_reached: Gauge::default(),
             up: Gauge::default(),
             registry: Registry::default(),
         };
@@ -195,6 +203,21 @@ impl Metrics {
             "Transactions refused by policy or at DATA, by reason: not authenticated, sender not allowed, From header not allowed, too large, storage",
             metrics.messages_refused.clone(),
         );
+        registry.register(
+            "spool_free_bytes",
+            "Free space on the spool's filesystem available to the relay (0 until first read)",
+            metrics.spool_free_bytes.clone(),
+        );
+        registry.register(
+            "spool_reserve_bytes",
+            "The disk reserve ([limits] min_free_space) in bytes; 0 when disabled",
+            metrics.spool_reserve_bytes.clone(),
+        );
+        registry.register(
+            "spool_reserve_reached",
+            "1 while the spool's free space is below the reserve and new mail gets 452 4.3.1",
+            metrics.spool_reserve_reached.clone(),
+        );
         registry.register("up", "1 while the relay runs", metrics.up.clone());
         metrics.up.set(1);
         Metrics {
@@ -208,6 +231,15 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Set the spool gauges from the disk reserve's state.
+    pub fn record_spool_reserve(&self, status: &ReserveStatus) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.spool_free_bytes
+            .set(gauge(status.free_bytes.unwrap_or(0)));
+        self.spool_reserve_bytes.set(gauge(status.required_bytes));
+        self.spool_reserve_reached.set(i64::from(status.reached));
     }
 
     pub fn account(account: &str) -> AccountLabel {
@@ -276,6 +308,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("smtp_oauth_relay_up 1"), "{text}");
+        metrics.record_spool_reserve(&ReserveStatus {
+            free_bytes: Some(3 << 20),
+            total_bytes: Some(8 << 20),
+            required_bytes: 4 << 20,
+            reached: true,
+        });
+        let text = metrics.encode();
+        assert!(
+            text.contains("smtp_oauth_relay_spool_free_bytes 3145728"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_oauth_relay_spool_reserve_bytes 4194304"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_oauth_relay_spool_reserve_reached 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -14,6 +14,9 @@
 //! - An envelope rewritten later replaces `<ID>.env` atomically; a crash leaves the old or the
 //!   new one, never a torn one.
 //! - Every read is verified: the envelope by its checksum, the content by length and SHA-256.
+//! - New mail from clients ([`Spool::create`]) is refused while the filesystem is below its
+//!   disk reserve ([`reserve`]); nothing else the spool writes is (DSNs use
+//!   [`Spool::create_bounce`]).
 
 pub mod content;
 mod dirsync;
@@ -22,6 +25,7 @@ pub mod format;
 pub mod fsio;
 mod recover;
 mod requeue;
+pub mod reserve;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ pub use content::Content;
 pub use entry::{StoredIn, read_stored_entry};
 pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
+pub use reserve::DiskReserve;
 
 /// A spool failure, mapped to `451 4.3.0` (or `452 4.3.1` when the disk is full).
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,8 @@ pub struct Spool {
     failed: PathBuf,
     corrupt: PathBuf,
     sequence: AtomicU32,
+    /// Free space on the spool's filesystem, sampled by [`reserve::watch`].
+    reserve: Arc<DiskReserve>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -117,6 +124,7 @@ impl Spool {
             failed: root.join(FAILED_DIR),
             corrupt: root.join("corrupt"),
             sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
+            reserve: Arc::new(DiskReserve::new(&root)),
         };
         for dir in [
             &root,
@@ -130,6 +138,11 @@ impl Spool {
         }
         let recovery = recover::recover(&spool)?;
         Ok((spool, recovery))
+    }
+
+    /// The disk reserve of the spool's filesystem.
+    pub fn reserve(&self) -> &Arc<DiskReserve> {
+        &self.reserve
     }
 
     /// The `queue/` directory.
@@ -153,13 +166,30 @@ impl Spool {
         format!("{:011X}{:05X}", millis & 0x0FFF_FFFF_FFFF, sequence)
     }
 
-    /// Start a new entry with a fresh queue id. Content is kept in memory up to
-    /// [`SPILL_THRESHOLD`] and then streamed to a file in `tmp/`; either way nothing reaches
-    /// `queue/` before [`SpoolWriter::commit`].
+    /// Start a new entry for a message from a client, with a fresh queue id. Content is kept
+    /// in memory up to [`SPILL_THRESHOLD`] and then streamed to a file in `tmp/`; either way
+    /// nothing reaches `queue/` before [`SpoolWriter::commit`].
+    ///
+    /// # Errors
+    /// When no free queue id can be found, or the filesystem is below its disk reserve (then
+    /// [`SpoolError::is_storage_full`] is true; the commit checks the reserve again).
+    pub async fn create(&self) -> Result<SpoolWriter, SpoolError> {
+        if self.reserve.is_reached() {
+            return Err(below_reserve());
+        }
+        self.create_entry(true).await
+    }
+
+    /// Start an entry the relay writes itself (a delivery status notification): like
+    /// [`create`](Self::create), but it may use the disk reserve.
     ///
     /// # Errors
     /// When no free queue id can be found.
-    pub async fn create(&self) -> Result<SpoolWriter, SpoolError> {
+    pub async fn create_bounce(&self) -> Result<SpoolWriter, SpoolError> {
+        self.create_entry(false).await
+    }
+
+    async fn create_entry(&self, keeps_reserve: bool) -> Result<SpoolWriter, SpoolError> {
         for _ in 0..8 {
             let id = self.new_id();
             if self.envelope_path(&id).exists() || self.body_path(&id).exists() {
@@ -175,6 +205,8 @@ impl Spool {
                 file_created: false,
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
                 len: 0,
+                reserve: Arc::clone(&self.reserve),
+                keeps_reserve,
             });
         }
         Err(SpoolError::Io {
@@ -479,6 +511,17 @@ async fn list_envelopes(dir: PathBuf) -> Result<Vec<Envelope>, SpoolError> {
     .await
 }
 
+/// The error of new mail below the disk reserve: "storage full", so it answers `452 4.3.1`.
+fn below_reserve() -> SpoolError {
+    SpoolError::Io {
+        operation: "store new mail",
+        source: io::Error::new(
+            io::ErrorKind::StorageFull,
+            "the spool's filesystem is below its disk reserve ([limits] min_free_space)",
+        ),
+    }
+}
+
 fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
@@ -502,6 +545,9 @@ pub struct SpoolWriter {
     file_created: bool,
     digest: ring::digest::Context,
     len: u64,
+    reserve: Arc<DiskReserve>,
+    /// True for mail from clients: refused at commit if the disk reserve was reached meanwhile.
+    keeps_reserve: bool,
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -564,8 +610,12 @@ impl SpoolWriter {
     /// committed at the same moment).
     ///
     /// # Errors
-    /// I/O errors; the entry is then not committed and its temporary files are removed.
+    /// I/O errors, or (for mail from clients) the disk reserve reached meanwhile; the entry is
+    /// then not committed and its temporary files are removed.
     pub async fn commit(mut self, mut envelope: Envelope) -> Result<Envelope, SpoolError> {
+        if self.keeps_reserve && self.reserve.is_reached() {
+            return Err(below_reserve());
+        }
         let spilled = match self.file.take() {
             Some(mut file) => {
                 file.flush().await.map_err(SpoolError::io("flush body"))?;
@@ -580,6 +630,7 @@ impl SpoolWriter {
             id: self.id.clone(),
             reason: e.to_string(),
         })?;
+        let entry_len = self.len + trailer.len() as u64;
         let mut memory = std::mem::take(&mut self.memory);
         let tmp_body = self.tmp_body.clone();
         let body = self.queue_dir.join(format!("{}.msg", self.id));
@@ -599,6 +650,7 @@ impl SpoolWriter {
         .await?;
         // Renamed: nothing left in tmp/ for Drop to clean.
         self.file_created = false;
+        self.reserve.consume(entry_len);
         if let Err(e) = self.queue_sync.sync().await {
             // Not durable: take the entry back out rather than acknowledge it.
             let body = self.queue_dir.join(format!("{}.msg", self.id));

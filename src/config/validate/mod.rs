@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::free_space::MinFreeSpace;
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
     AccountSettings, AdminSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
@@ -315,6 +316,14 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
         max_header_size: l.max_header_size.map_or(defaults.max_header_size, |s| {
             usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
         }),
+        min_free_space: match l.min_free_space.as_ref().map(MinFreeSpace::from_raw) {
+            None => defaults.min_free_space,
+            Some(Ok(reserve)) => reserve,
+            Some(Err(message)) => {
+                checker.error("limits.min_free_space", message);
+                defaults.min_free_space
+            }
+        },
     };
     if limits.max_message_size < 1024 {
         checker.error("limits.max_message_size", "must be at least 1 KiB");

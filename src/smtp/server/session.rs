@@ -12,6 +12,8 @@
 //! - Every reply of class 2, 4 or 5 carries an enhanced status code (RFC 2034), except the
 //!   greeting and the EHLO/HELO answers, which RFC 2034 excludes.
 //! - After STARTTLS the session forgets everything it was told in clear (RFC 3207 §4.2).
+//! - While the spool's filesystem is below its disk reserve, MAIL gets `452 4.3.1` (RFC 5321
+//!   §4.2.3, RFC 1870 §6.1), after the access checks, so it tells nothing to strangers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -294,6 +296,17 @@ impl Session {
                     "Message size exceeds fixed maximum message size of {} bytes",
                     self.settings.max_message_size
                 ),
+            ));
+        }
+        if !self
+            .settings
+            .disk_reserve
+            .admits(mail.declared_size.unwrap_or(0))
+        {
+            return Step::reply(Reply::new(
+                452,
+                "4.3.1",
+                "Insufficient system storage: the relay's disk is nearly full, please try again later",
             ));
         }
         let sender = mail

@@ -12,6 +12,7 @@ use crate::policy::{Grant, Principal};
 use crate::secret::Secret;
 use crate::smtp::proto::address::Address;
 use crate::smtp::proto::reply::Reply;
+use crate::spool::DiskReserve;
 
 /// How a listener does TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -34,6 +35,8 @@ pub struct SessionSettings {
     pub max_errors: u32,
     /// Failed AUTH attempts tolerated in one session before it is closed.
     pub max_auth_failures: u32,
+    /// The spool's disk reserve: below it MAIL gets `452 4.3.1` (an atomic read, no I/O).
+    pub disk_reserve: Arc<DiskReserve>,
 }
 
 /// What the driver must do after sending [`Step::reply`].

@@ -13,6 +13,7 @@ fn settings(tls_mode: TlsMode, allow_auth_without_tls: bool) -> Arc<SessionSetti
         max_recipients: 3,
         max_errors: 10,
         max_auth_failures: 3,
+        disk_reserve: Arc::new(crate::spool::DiskReserve::new("/never-sampled")),
     })
 }
 
@@ -399,5 +400,68 @@ fn the_unqualified_postmaster_is_the_postmaster_of_the_account_domain() {
     assert_eq!(
         codes(&mut fresh, &["EHLO x", "RCPT TO:<postmaster>"]),
         vec![250, 503]
+    );
+}
+
+#[test]
+fn mail_gets_452_4_3_1_below_the_disk_reserve_and_again_250_once_space_returns() {
+    use crate::config::free_space::MinFreeSpace;
+    const MIB: u64 = 1024 * 1024;
+    let reserve = Arc::new(crate::spool::DiskReserve::new("/spool"));
+    reserve.set_setting(MinFreeSpace::Bytes(4 * MIB));
+    let mut with_reserve = (*settings(TlsMode::None, false)).clone();
+    with_reserve.disk_reserve = Arc::clone(&reserve);
+    with_reserve.max_message_size = 10 * MIB;
+    let with_reserve = Arc::new(with_reserve);
+    let net = grant(Principal::Network("192.0.2.0/24".parse().unwrap()));
+    let mut session = Session::new(Arc::clone(&with_reserve), peer(), Some(net), false);
+    let mut stranger = Session::new(with_reserve, peer(), None, false);
+    assert_eq!(codes(&mut session, &["EHLO app"]), vec![250]);
+    assert_eq!(codes(&mut stranger, &["EHLO x"]), vec![250]);
+
+    reserve.record(8 * MIB, 100 * MIB);
+    assert_eq!(
+        codes(&mut session, &["MAIL FROM:<a@contoso.com>", "RSET"]),
+        vec![250, 250]
+    );
+    // A declared size that would take the spool below the reserve (RFC 1870 §6.1).
+    let reply = session
+        .handle_line(format!("MAIL FROM:<a@contoso.com> SIZE={}", 5 * MIB).as_bytes())
+        .reply
+        .unwrap();
+    assert_eq!(reply.code(), 452, "{reply:?}");
+
+    reserve.record(3 * MIB, 100 * MIB);
+    let step = session.handle_line(b"MAIL FROM:<a@contoso.com>");
+    let text = String::from_utf8(step.reply.unwrap().to_bytes()).unwrap();
+    assert!(
+        text.starts_with("452 4.3.1 Insufficient system storage"),
+        "{text}"
+    );
+    assert!(
+        step.refusal.is_none(),
+        "logged once by the reserve, not per MAIL"
+    );
+    // No transaction was started, and a stranger still learns nothing but 530.
+    assert_eq!(codes(&mut session, &["RCPT TO:<b@x.example>"]), vec![503]);
+    assert_eq!(
+        codes(&mut stranger, &["MAIL FROM:<a@contoso.com>"]),
+        vec![530]
+    );
+
+    // 452s are not errors: many of them never close the session (max_errors is 10).
+    for _ in 0..20 {
+        assert_eq!(
+            codes(&mut session, &["MAIL FROM:<a@contoso.com>"]),
+            vec![452]
+        );
+    }
+    reserve.record(8 * MIB, 100 * MIB);
+    assert_eq!(
+        codes(
+            &mut session,
+            &["MAIL FROM:<a@contoso.com>", "RCPT TO:<b@x.example>"]
+        ),
+        vec![250, 250]
     );
 }
