@@ -55,15 +55,33 @@ fn http() -> Option<reqwest::Client> {
         .ok()
 }
 
-/// Call the admin endpoint; `None` when no relay answers there.
+/// Where the commands reach the admin endpoint: its address, or loopback when it listens on
+/// every address (the queue API answers only on loopback).
+fn admin_target(config: &Config) -> Option<std::net::SocketAddr> {
+    let mut address = config.admin.address?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(address)
+}
+
+/// Call the admin endpoint, with the `[admin] token_file` token when there is one; `None`
+/// when no relay answers there.
 async fn admin_call(
     config: &Config,
     method: reqwest::Method,
     path: &str,
 ) -> Option<Result<Value, String>> {
-    let address = config.admin.address?;
+    let address = admin_target(config)?;
     let url = format!("http://{address}{path}");
-    let response = http()?.request(method, &url).send().await.ok()?;
+    let mut request = http()?.request(method, &url);
+    if let Some(token) = &config.admin.token {
+        request = request.bearer_auth(token.expose());
+    }
+    let response = request.send().await.ok()?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     Some(if status.is_success() {
@@ -486,7 +504,7 @@ fn print_entry(entry: &Value, failed: bool) {
 
 /// `healthcheck`: exit 0 when the relay's `/healthz` (or `/readyz` with `ready`) answers 200.
 pub async fn healthcheck(config: &Config, ready: bool) -> ExitCode {
-    let Some(address) = config.admin.address else {
+    let Some(address) = admin_target(config) else {
         eprintln!("the admin endpoint is off ([admin] address = \"off\")");
         return ExitCode::from(2);
     };
