@@ -306,11 +306,19 @@ mod tests {
         )
     }
 
+    type Parsed = Option<(HostName, Option<u16>)>;
+    type RequestCase<'a> = (
+        Method,
+        Option<&'a str>,
+        &'a [(&'static str, &'a str)],
+        Option<u16>,
+    );
+
     #[test]
     fn authorities_parse() {
         let ip = |s: &str| HostName::Ip(s.parse().unwrap());
         let name = |s: &str| HostName::Name(s.into());
-        let cases: [(&str, Option<(HostName, Option<u16>)>); 14] = [
+        let cases: [(&str, Parsed); 14] = [
             ("127.0.0.1:8025", Some((ip("127.0.0.1"), Some(8025)))),
             ("127.0.0.1", Some((ip("127.0.0.1"), None))),
             ("[::1]:8025", Some((ip("::1"), Some(8025)))),
@@ -389,7 +397,7 @@ mod tests {
     fn host_and_origin_rules() {
         let access = access("127.0.0.1:8025", &["relay.example.lan"], None);
         let own = ("host", "127.0.0.1:8025");
-        let cases: [(Method, Option<&str>, &[(&str, &str)], Option<u16>); 14] = [
+        let cases: [RequestCase<'_>; 14] = [
             (Method::GET, None, &[own], None),
             (Method::GET, None, &[], None),
             (
