@@ -383,6 +383,21 @@ async fn with_a_token_file_the_queue_api_wants_the_token_even_from_loopback() {
         assert_eq!(status, expected, "{head}: {body}");
         assert!(!body.contains(TOKEN), "the token is never echoed: {body}");
     }
+    // A reload (SIGHUP) reads the file again: the old token stops working, the new one works.
+    std::fs::write(&token_file, "a-rotated-token-0123456789\n").unwrap();
+    relay
+        .reload(&relay_toml(&format!(
+            "address = \"127.0.0.1:0\"\ntoken_file = \"{}\"",
+            token_file.display()
+        )))
+        .await
+        .unwrap();
+    let old = format!("GET /queue HTTP/1.1\r\n{host}\r\nAuthorization: Bearer {TOKEN}");
+    assert_eq!(http(admin, &old).await.0, 401);
+    let new = format!(
+        "GET /queue HTTP/1.1\r\n{host}\r\nAuthorization: Bearer a-rotated-token-0123456789"
+    );
+    assert_eq!(http(admin, &new).await.0, 200);
     relay.stop().await;
 }
 
