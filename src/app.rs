@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AccountSettings, Config, ListenerSettings};
 use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::oauth::token::TokenProvider;
-use crate::ops::admin::AdminState;
+use crate::ops::admin::{AdminAccess, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::policy::PasswordChecker;
 use crate::queue::Queue;
@@ -94,6 +94,10 @@ pub struct Relay {
     state_dir: PathBuf,
     admin_configured: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    /// The admin endpoint's Host/Origin/token rules, swapped on reload.
+    admin_access: Option<Arc<ArcSwap<AdminAccess>>>,
+    /// `[admin] max_connections` and `request_timeout` as started (a change needs a restart).
+    admin_limits: (usize, Duration),
     _lock: std::fs::File,
 }
 
@@ -106,6 +110,15 @@ fn throttle_settings(limits: &crate::config::Limits) -> ThrottleSettings {
         parallel_per_user: limits.auth_parallel_per_user,
         lockout_after: limits.auth_lockout_after,
     }
+}
+
+/// The admin endpoint's Host/Origin/token rules for the endpoint bound at `bound`.
+fn admin_rules(bound: SocketAddr, config: &Config) -> AdminAccess {
+    AdminAccess::new(
+        bound,
+        config.admin.allowed_hosts.clone(),
+        config.admin.token.as_ref(),
+    )
 }
 
 fn inbound_context(
@@ -235,17 +248,24 @@ impl Relay {
                 context,
             });
         }
+        let mut admin_access = None;
         let admin = match config.admin.address {
             Some(address) => {
                 let bind_error = |source| StartError::Bind { address, source };
                 let socket = TcpListener::bind(address).await.map_err(bind_error)?;
                 let local = socket.local_addr().map_err(bind_error)?;
+                let access = Arc::new(ArcSwap::from_pointee(admin_rules(local, &config)));
+                admin_access = Some(Arc::clone(&access));
+                let admin_access = access;
                 let state = Arc::new(AdminState {
                     metrics: Arc::clone(&shared.metrics),
                     spool: Arc::clone(&spool),
                     queue: Arc::clone(&queue),
                     deliveries: Arc::clone(&shared.deliveries),
                     failing_threshold: config.admin.ready_failing_after,
+                    access: Arc::clone(&admin_access),
+                    max_connections: config.admin.max_connections,
+                    request_timeout: config.admin.request_timeout,
                 });
                 tracing::info!(address = %local, "admin endpoint listening (/healthz /readyz /metrics /queue)");
                 tracker.spawn(crate::ops::admin::serve(
@@ -275,6 +295,8 @@ impl Relay {
             state_dir,
             admin_configured: config.admin.address,
             admin,
+            admin_access,
+            admin_limits: (config.admin.max_connections, config.admin.request_timeout),
             _lock: lock,
         })
     }
@@ -306,6 +328,9 @@ impl Relay {
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");
+        }
+        if let (Some(access), Some(bound)) = (&self.admin_access, self.admin) {
+            access.store(Arc::new(admin_rules(bound, &config)));
         }
         // Inbound: new sessions get the new users, networks, certificates and limits.
         self.shared
@@ -422,6 +447,9 @@ impl Relay {
         }
         if config.admin.address != self.admin_configured {
             problems.push("admin.address changed".to_string());
+        }
+        if (config.admin.max_connections, config.admin.request_timeout) != self.admin_limits {
+            problems.push("admin.max_connections or admin.request_timeout changed".to_string());
         }
         let old: Vec<(SocketAddr, TlsMode)> = self
             .listeners

@@ -66,6 +66,8 @@ fn docker_image_and_compose_agree_with_the_code() {
     assert!(compose.contains(&format!("spool:{DEFAULT_STATE_DIR}")));
     assert!(compose.contains("m365_client_secret:") && compose.contains("- m365_client_secret"));
     assert!(compose.contains("dockerfile: docker/Dockerfile"));
+    // Docker's default soft limit of 1,024 descriptors is below max_connections' needs.
+    assert!(compose.contains("nofile:\n        soft: 65536\n        hard: 65536"));
 }
 
 #[test]
@@ -82,6 +84,8 @@ fn systemd_unit_agrees_with_the_code() {
         "reload is SIGHUP"
     );
     assert!(unit.contains("KillSignal=SIGTERM"));
+    // systemd's default soft limit of 1,024 descriptors is below max_connections' needs.
+    assert!(unit.contains("\nLimitNOFILE=65536\n"));
     // StateDirectory=X is /var/lib/X: the default spool location.
     assert_eq!(DEFAULT_STATE_DIR, "/var/lib/smtp-oauth-relay");
     assert!(unit.contains("StateDirectory=smtp-oauth-relay"));

@@ -151,6 +151,9 @@ async fn serve(path: PathBuf) -> ExitCode {
     let Some(config) = load(&path) else {
         return ExitCode::from(2);
     };
+    crate::ops::fd_limit::raise_open_file_limit(
+        (config.limits.max_connections + config.admin.max_connections) as u64,
+    );
     let relay = match Relay::start(config).await {
         Ok(relay) => relay,
         Err(error) => {

@@ -100,7 +100,26 @@ pub struct AdminSettings {
     pub address: Option<SocketAddr>,
     /// An account failing as a whole for longer than this makes `/readyz` answer 503.
     pub ready_failing_after: Duration,
+    /// Connections served at once; past it the longest-waiting connection that has not sent
+    /// its request is closed for the new one (`max_connections`).
+    pub max_connections: usize,
+    /// Time a connection has to send its request headers; a connection lives at most
+    /// [`ADMIN_CONNECTION_LIFETIME_FACTOR`] times as long in all (`request_timeout`).
+    pub request_timeout: Duration,
+    /// Names (and `name:port`s) a request's `Host` may give besides the endpoint's own address
+    /// (`allowed_hosts`).
+    pub allowed_hosts: Vec<crate::ops::admin::access::Authority>,
+    /// The bearer token from `token_file`: when set, the queue API requires it.
+    pub token: Option<Secret>,
 }
+
+/// Default `[admin] max_connections`.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Default `[admin] request_timeout`.
+pub const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection to the admin endpoint is closed after this many `request_timeout`s in all
+/// (headers, handling and writing the answer).
+pub const ADMIN_CONNECTION_LIFETIME_FACTOR: u32 = 6;
 
 /// Default admin endpoint address.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8025";

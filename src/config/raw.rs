@@ -37,6 +37,11 @@ pub struct RawAdmin {
     pub address: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub ready_failing_after: Option<Duration>,
+    pub max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

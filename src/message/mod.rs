@@ -10,6 +10,7 @@
 //! of the header section, never reordered or rewritten; a message whose first line is not a
 //! header gets an empty line after the added fields, so its body stays a body.
 
+mod helo;
 pub mod sender;
 
 use std::net::SocketAddr;
@@ -57,9 +58,14 @@ pub fn rfc5322_date(when: OffsetDateTime) -> String {
 /// The `Received:` field, folded, with CRLF.
 pub fn received_field(trace: &TraceInfo<'_>) -> String {
     let ip = trace.peer.ip().to_canonical();
-    let helo = trace.helo.unwrap_or("unknown");
+    // The client's argument is written only in a form that keeps the field's syntax intact.
+    let from = match trace.helo.map(helo::trace_helo) {
+        Some(helo::TraceHelo::Domain(domain)) => format!("{domain} ([{ip}])"),
+        Some(helo::TraceHelo::Escaped(escaped)) => format!("unknown (helo={escaped} [{ip}])"),
+        None => format!("unknown ([{ip}])"),
+    };
     let mut field = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {} (smtp-oauth-relay) with {} id {}",
+        "Received: from {from}\r\n\tby {} (smtp-oauth-relay) with {} id {}",
         trace.hostname, trace.protocol, trace.queue_id
     );
     if let Some(recipient) = trace.single_recipient {
@@ -452,5 +458,36 @@ mod tests {
             field,
             "Received: from printer.lan ([192.0.2.5])\r\n\tby relay.test (smtp-oauth-relay) with ESMTPSA id ABC\r\n\tfor <a@x.example>; Sat, 28 Nov 2026 22:54:09 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn received_field_never_carries_an_unsafe_helo() {
+        let first_line = |helo: Option<&str>| {
+            let field = received_field(&TraceInfo {
+                helo,
+                peer: "127.0.0.2:1234".parse().unwrap(),
+                hostname: "relay.test",
+                protocol: "ESMTP",
+                queue_id: "ABC",
+                single_recipient: None,
+                now: NOW,
+            });
+            field.lines().next().unwrap_or_default().to_string()
+        };
+        let cases = [
+            (Some("x)"), "Received: from unknown (helo=x%29 [127.0.0.2])"),
+            (
+                Some("héllo"),
+                "Received: from unknown (helo=h%C3%A9llo [127.0.0.2])",
+            ),
+            (
+                Some("[127.0.0.2]"),
+                "Received: from [127.0.0.2] ([127.0.0.2])",
+            ),
+            (None, "Received: from unknown ([127.0.0.2])"),
+        ];
+        for (helo, expected) in cases {
+            assert_eq!(first_line(helo), expected, "{helo:?}");
+        }
     }
 }

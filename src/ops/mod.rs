@@ -1,5 +1,7 @@
 //! Operating the relay: metrics, the admin HTTP endpoint (health, readiness, metrics and
-//! queue management), and what the `queue` and `healthcheck` commands use.
+//! queue management), the open-file limit, and what the `queue` and `healthcheck` commands
+//! use.
 
 pub mod admin;
+pub mod fd_limit;
 pub mod metrics;

@@ -15,9 +15,8 @@ use ipnet::IpNet;
 use super::free_space::MinFreeSpace;
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
-    AccountSettings, AdminSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
-    DEFAULT_ADMIN_ADDRESS, DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings,
-    RelaySettings, UpstreamTls,
+    AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
+    DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
@@ -27,6 +26,7 @@ use crate::smtp::server::session::TlsMode;
 
 mod access;
 mod accounts;
+mod admin;
 use access::{network, user};
 use accounts::account;
 
@@ -224,46 +224,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
         );
     }
 
-    let admin_address = match raw
-        .admin
-        .address
-        .as_deref()
-        .unwrap_or(DEFAULT_ADMIN_ADDRESS)
-    {
-        "off" => None,
-        text => match text.parse::<SocketAddr>() {
-            Ok(address) => {
-                if !address.ip().is_loopback() {
-                    checker.warnings.push(format!(
-                        "admin.address = {address}: health and metrics are reachable from the network (the queue API still answers only on loopback)"
-                    ));
-                }
-                Some(address)
-            }
-            Err(_) => {
-                checker.error(
-                    "admin.address",
-                    format!("\"{text}\" is not an IP:port like \"127.0.0.1:8025\" (or \"off\")"),
-                );
-                None
-            }
-        },
-    };
-    if let Some(admin) = admin_address
-        && let Some(index) = listeners.iter().position(|l| same_socket(l.address, admin))
-    {
-        checker.error(
-            "admin.address",
-            format!("{admin} overlaps listener[{index}]: give the admin endpoint its own port"),
-        );
-    }
-    let admin = AdminSettings {
-        address: admin_address,
-        ready_failing_after: raw
-            .admin
-            .ready_failing_after
-            .unwrap_or(Duration::from_secs(3600)),
-    };
+    let admin = admin::admin(&mut checker, &raw.admin, &listeners);
     if checker.errors.is_empty() {
         Ok(Config {
             admin,

@@ -13,6 +13,9 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::spool::{Spool, unix_now};
 
+mod print;
+use print::print;
+
 /// What to do with the queue.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum QueueCommand {
@@ -55,15 +58,33 @@ fn http() -> Option<reqwest::Client> {
         .ok()
 }
 
-/// Call the admin endpoint; `None` when no relay answers there.
+/// Where the commands reach the admin endpoint: its address, or loopback when it listens on
+/// every address (the queue API answers only on loopback).
+fn admin_target(config: &Config) -> Option<std::net::SocketAddr> {
+    let mut address = config.admin.address?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(address)
+}
+
+/// Call the admin endpoint, with the `[admin] token_file` token when there is one; `None`
+/// when no relay answers there.
 async fn admin_call(
     config: &Config,
     method: reqwest::Method,
     path: &str,
 ) -> Option<Result<Value, String>> {
-    let address = config.admin.address?;
+    let address = admin_target(config)?;
     let url = format!("http://{address}{path}");
-    let response = http()?.request(method, &url).send().await.ok()?;
+    let mut request = http()?.request(method, &url);
+    if let Some(token) = &config.admin.token {
+        request = request.bearer_auth(token.expose());
+    }
+    let response = request.send().await.ok()?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     Some(if status.is_success() {
@@ -298,195 +319,9 @@ fn offline_summary(envelope: &crate::spool::Envelope) -> Value {
     crate::ops::admin::entry_summary(envelope, false)
 }
 
-fn human_duration(seconds: u64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b}B"),
-        b if b < 1024 * 1024 => format!("{:.1}K", b as f64 / 1024.0),
-        b => format!("{:.1}M", b as f64 / (1024.0 * 1024.0)),
-    }
-}
-
-fn print(command: &QueueCommand, value: &Value, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-        return;
-    }
-    match command {
-        QueueCommand::List | QueueCommand::Failed => {
-            let entries = value.as_array().cloned().unwrap_or_default();
-            if entries.is_empty() {
-                println!(
-                    "{}",
-                    if matches!(command, QueueCommand::List) {
-                        "the queue is empty"
-                    } else {
-                        "no failed messages"
-                    }
-                );
-                return;
-            }
-            println!(
-                "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  SENDER -> RECIPIENTS / LAST REPLY",
-                "ID", "AGE", "SIZE", "TRY", "NEXT"
-            );
-            for entry in &entries {
-                print_entry(entry, matches!(command, QueueCommand::Failed));
-            }
-            println!("{} message(s)", entries.len());
-        }
-        QueueCommand::Show { .. } => print_details(value),
-        QueueCommand::Retry { .. } => println!(
-            "retry scheduled for {} message(s)",
-            value["retried"].as_u64().unwrap_or(0)
-        ),
-        QueueCommand::Delete { id } => println!("deleted {id}"),
-        QueueCommand::Requeue { .. } => {
-            println!(
-                "{} message(s) back in the queue, due now",
-                value["requeued"].as_u64().unwrap_or(0)
-            );
-            for error in value["errors"].as_array().into_iter().flatten() {
-                println!("not requeued: {}", error.as_str().unwrap_or_default());
-            }
-        }
-        // Written by `export` itself.
-        QueueCommand::Export { .. } => {}
-    }
-}
-
-/// `queue show`: one message, a field per line.
-fn print_details(entry: &Value) {
-    let text = |pointer: &str| {
-        entry
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let number = |pointer: &str| entry.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
-    let list = |key: &str| {
-        entry[key]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    let sender = text("/sender");
-    let next = if entry["in_flight"].as_bool() == Some(true) {
-        "being delivered now".to_string()
-    } else {
-        match number("/next_attempt_in_s") {
-            0 => "now".to_string(),
-            s => format!("in {}", human_duration(s)),
-        }
-    };
-    println!("id:            {}", text("/id"));
-    println!("account:       {}", text("/account"));
-    println!("client:        {}", text("/client"));
-    println!("sender:        <{sender}>");
-    println!("recipients:    {}", list("recipients"));
-    if !list("delivered").is_empty() {
-        println!("delivered to:  {}", list("delivered"));
-    }
-    println!("size:          {}", human_size(number("/size")));
-    println!("age:           {}", human_duration(number("/age_s")));
-    println!("attempts:      {}", number("/attempts"));
-    println!("next attempt:  {next}");
-    if entry["last_attempt"].is_object() {
-        println!(
-            "last attempt:  {} at {}: {}",
-            text("/last_attempt/class"),
-            text("/last_attempt/stage"),
-            text("/last_attempt/reply")
-        );
-        let hint = text("/last_attempt/hint");
-        if !hint.is_empty() {
-            println!("what to do:    {hint}");
-        }
-    }
-}
-
-fn print_entry(entry: &Value, failed: bool) {
-    let recipients: Vec<String> = entry["recipients"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|r| r.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let first = recipients.first().cloned().unwrap_or_default();
-    let more = if recipients.len() > 1 {
-        format!(" (+{})", recipients.len() - 1)
-    } else {
-        String::new()
-    };
-    let next = if failed {
-        "failed".to_string()
-    } else if entry["in_flight"].as_bool() == Some(true) {
-        "sending".to_string()
-    } else {
-        match entry["next_attempt_in_s"].as_u64().unwrap_or(0) {
-            0 => "now".to_string(),
-            s => format!("in {}", human_duration(s)),
-        }
-    };
-    println!(
-        "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  {} -> {first}{more}",
-        entry["id"].as_str().unwrap_or(""),
-        human_duration(entry["age_s"].as_u64().unwrap_or(0)),
-        human_size(entry["size"].as_u64().unwrap_or(0)),
-        entry["attempts"].as_u64().unwrap_or(0),
-        next,
-        entry["sender"]
-            .as_str()
-            .map(|s| if s.is_empty() { "<>" } else { s })
-            .unwrap_or("<>"),
-    );
-    let reason = if failed {
-        entry
-            .pointer("/failures/0/reply")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    } else {
-        entry["last_attempt"].as_object().map(|a| {
-            format!(
-                "{} at {}: {}",
-                a.get("class").and_then(Value::as_str).unwrap_or(""),
-                a.get("stage").and_then(Value::as_str).unwrap_or(""),
-                a.get("reply").and_then(Value::as_str).unwrap_or("")
-            )
-        })
-    };
-    if let Some(reason) = reason {
-        println!(
-            "{:<16}  {}",
-            "",
-            crate::text::one_line_excerpt(&reason, 160)
-        );
-    }
-}
-
 /// `healthcheck`: exit 0 when the relay's `/healthz` (or `/readyz` with `ready`) answers 200.
 pub async fn healthcheck(config: &Config, ready: bool) -> ExitCode {
-    let Some(address) = config.admin.address else {
+    let Some(address) = admin_target(config) else {
         eprintln!("the admin endpoint is off ([admin] address = \"off\")");
         return ExitCode::from(2);
     };

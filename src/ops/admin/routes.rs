@@ -1,42 +1,24 @@
-//! The admin HTTP endpoint (`[admin] address`, loopback by default): `/healthz`, `/readyz`,
-//! `/metrics` (Prometheus), and the queue API the `queue` command uses.
+//! The admin endpoint's routes: health, readiness, metrics and the queue API, behind the
+//! rules of [`super::access`].
 //!
-//! Invariants: `/healthz`, `/readyz` and `/metrics` answer anyone who can reach the address
-//! (so a Kubernetes probe or a Prometheus server can use them); the queue API (listings, which
-//! name senders and recipients, and every change: retry, requeue, delete) answers only clients
-//! on the loopback interface, whatever the bind address; every connection is bounded in time;
-//! nothing here logs or returns a secret or message content.
+//! Invariants: a request that fails the `Host` or `Origin` rule gets its refusal and nothing
+//! else; the queue API (listings name senders and recipients; retry, requeue and delete change
+//! the queue) answers only on the loopback interface without `token_file`, and with it only
+//! to requests bearing the token, wherever they come from; nothing here logs or returns a secret or message content.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::metrics::Metrics;
-use crate::delivery::worker::AccountDelivery;
-use crate::queue::Queue;
-use crate::spool::{Envelope, Spool, SpoolError, format, unix_now};
-
-/// What the admin endpoint looks at.
-pub struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub spool: Arc<Spool>,
-    pub queue: Arc<Queue>,
-    /// Swapped on configuration reload.
-    pub deliveries: Arc<arc_swap::ArcSwap<Vec<Arc<AccountDelivery>>>>,
-    /// An account failing as a whole for longer than this makes the relay not ready.
-    pub failing_threshold: Duration,
-}
+use super::AdminState;
+use super::access::Refusal;
+use crate::ops::metrics::Metrics;
+use crate::spool::{Envelope, SpoolError, format, unix_now};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -50,6 +32,17 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     response
 }
 
+fn refused(refusal: &Refusal) -> Reply {
+    let mut response = text(refusal.status, format!("{}\n", refusal.reason));
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"smtp-oauth-relay admin\""),
+        );
+    }
+    response
+}
+
 fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
     *response.status_mut() = status;
@@ -60,54 +53,41 @@ fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
     response
 }
 
-/// Serve the admin endpoint on `listener` until `cancel`.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AdminState>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let state = Arc::clone(&state);
-        tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, peer, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
-        });
+pub(super) async fn handle(
+    state: &AdminState,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Reply {
+    let access = state.access.load();
+    if let Err(refusal) = access.check_request(
+        request.method(),
+        request.uri().authority().map(|a| a.as_str()),
+        request.headers(),
+    ) {
+        return refused(&refusal);
     }
-}
-
-async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Reply {
     let path = request.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let local = peer.ip().to_canonical().is_loopback();
     match (request.method(), segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["readyz"]) => readiness(state).await,
-        (&Method::GET, ["metrics"]) => metrics(state),
-        // Envelopes name people (senders, recipients, client addresses): like every change to
-        // the queue, they are for the host's own `queue` command only.
-        _ if !local => text(
+        (&Method::GET, ["healthz"]) => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => return readiness(state).await,
+        (&Method::GET, ["metrics"]) => return metrics(state),
+        _ => {}
+    }
+    // Envelopes name people (senders, recipients, client addresses): like every change to the
+    // queue, they are for the host's own `queue` command only; with a token_file, for those
+    // who hold the token, from loopback too (a sidecar proxy makes remote callers look local)
+    // and from elsewhere (a remote `queue` or a monitoring host).
+    if !access.requires_token() && !peer.ip().to_canonical().is_loopback() {
+        return text(
             StatusCode::FORBIDDEN,
             "the queue API answers only on the loopback interface (run `smtp-oauth-relay queue` on the relay's host)\n",
-        ),
+        );
+    }
+    if let Err(refusal) = access.check_token(request.headers()) {
+        return refused(&refusal);
+    }
+    match (request.method(), segments.as_slice()) {
         (&Method::GET, ["queue"]) => listing(state, state.spool.list_queued().await),
         (&Method::GET, ["failed"]) => listing(state, state.spool.list_failed().await),
         (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
