@@ -66,6 +66,9 @@ pub struct RawLimits {
     #[serde(default, with = "humantime_serde")]
     pub auth_failure_window: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
+    pub per_ip_limit_exempt: Option<String>,
+    /// Bytes per second.
+    pub min_data_rate: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -141,7 +141,10 @@ mod tests {
             let _ = first.as_mut().poll(&mut context);
             assert!(sync.lock().running, "the first caller started an fsync");
         }
-        assert!(!sync.lock().running, "dropping the runner releases the flag");
+        assert!(
+            !sync.lock().running,
+            "dropping the runner releases the flag"
+        );
         tokio::time::timeout(std::time::Duration::from_secs(30), sync.sync())
             .await
             .expect("a later commit completes")

@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
     AccountSettings, AdminSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
-    DEFAULT_ADMIN_ADDRESS, DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings,
-    RelaySettings, UpstreamTls,
+    DEFAULT_ADMIN_ADDRESS, DEFAULT_STATE_DIR, Limits, ListenerSettings, PerIpLimitExempt,
+    QueueSettings, RelaySettings, UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
@@ -308,6 +308,19 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
         max_header_size: l.max_header_size.map_or(defaults.max_header_size, |s| {
             usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
         }),
+        per_ip_limit_exempt: match l.per_ip_limit_exempt.as_deref() {
+            None => defaults.per_ip_limit_exempt,
+            Some(value) => PerIpLimitExempt::parse(value).unwrap_or_else(|| {
+                checker.error(
+                    "limits.per_ip_limit_exempt",
+                    "must be \"loopback-and-networks\", \"networks\" or \"none\"",
+                );
+                defaults.per_ip_limit_exempt
+            }),
+        },
+        min_data_rate: l
+            .min_data_rate
+            .map_or(defaults.min_data_rate, |s| s.as_u64()),
     };
     if limits.max_message_size < 1024 {
         checker.error("limits.max_message_size", "must be at least 1 KiB");

@@ -9,7 +9,17 @@
 //! - `250` after DATA is sent only after [`SpoolWriter::commit`] returned (fsynced); any spool
 //!   failure answers `451 4.3.0` (`452 4.3.1` for a full disk), never a 5xx.
 //! - Bytes pipelined after STARTTLS are discarded (RFC 3207 §4.2, command injection).
-//! - Every read has a timeout; the whole session has a maximum duration.
+//! - Every await on the socket has a deadline: a command line must arrive whole within
+//!   `command_timeout` of the previous reply (trickling bytes does not extend it; outside a
+//!   transaction only [`BUSY_IDLE_TIMEOUT`] while the relay is near its connection limit);
+//!   DATA must keep coming within `data_timeout` per read and, after `data_timeout`, at
+//!   `min_data_rate` on average; replies must be taken within `command_timeout`; the TLS
+//!   handshake and the final shutdown are bounded too; and the whole session ends at
+//!   `session_timeout` in every phase.
+//! - A message past `max_message_size` is drained (so the `552` lands in sync) for at most as
+//!   many bytes again; then the connection gets `552` and is closed.
+//! - A session the [`SessionSlot`] says was evicted to make room for a new client answers
+//!   `421 4.7.0` and closes; it is only evicted outside a transaction.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::registry::{BUSY_IDLE_TIMEOUT, SessionSlot};
 use super::session::{Action, DataOutcome, DataRequest, Session, SessionSettings, Step};
 use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
@@ -37,8 +48,10 @@ use crate::spool::{ClientInfo, Envelope, Spool, unix_now};
 
 /// How long a client in the middle of DATA may keep sending after shutdown began.
 pub const SHUTDOWN_DATA_GRACE: Duration = Duration::from_secs(30);
-/// How long a TLS handshake may take.
+/// How long a TLS handshake may take (at most; `command_timeout` if shorter).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a last reply (421, 552) and the closing of the connection may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 16 * 1024;
 const SPOOL_CHUNK: usize = 64 * 1024;
 
@@ -74,6 +87,21 @@ enum ConnError {
     SessionTooLong,
     #[error("shutting down")]
     Shutdown,
+    #[error("closed to make room for a new client")]
+    Evicted,
+    #[error("DATA arrived slower than min_data_rate")]
+    TooSlow,
+    #[error("the client kept sending far past max_message_size")]
+    OversizeDrain,
+}
+
+/// Deadlines of one DATA phase.
+struct DataClock {
+    started: Instant,
+    /// Raw bytes read in this DATA phase.
+    bytes_read: u64,
+    /// Set when shutdown began during DATA.
+    grace_deadline: Option<Instant>,
 }
 
 struct Connection {
@@ -84,7 +112,10 @@ struct Connection {
     ctx: Arc<InboundContext>,
     cancel: CancellationToken,
     session_deadline: Instant,
+    /// When the wait for the next command line began (the end of the previous reply).
+    line_started: Instant,
     peer: SocketAddr,
+    slot: SessionSlot,
 }
 
 /// Serve one accepted connection until it ends. Errors are logged here.
@@ -93,6 +124,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     ctx: Arc<InboundContext>,
     cancel: CancellationToken,
+    slot: SessionSlot,
 ) {
     let _ = stream.set_nodelay(true);
     let mut connection = Connection {
@@ -101,16 +133,19 @@ pub async fn serve_connection(
         output: Vec::with_capacity(1024),
         lines: LineReader::new(ctx.limits.max_line_length),
         session_deadline: Instant::now() + ctx.limits.session_timeout,
+        line_started: Instant::now(),
         ctx,
         cancel,
         peer,
+        slot,
     };
     match connection.run().await {
         Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
         Err(ConnError::Shutdown) => tracing::debug!("connection closed for shutdown"),
         Err(error) => tracing::info!(%error, "connection ended"),
     }
-    let _ = connection.stream.shutdown().await;
+    // A TLS close_notify is a write: a client that stopped reading must not hold the task.
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, connection.stream.shutdown()).await;
 }
 
 impl Connection {
@@ -143,18 +178,30 @@ impl Connection {
         );
         session.greeting().write_to(&mut self.output);
         self.flush().await?;
+        self.line_started = Instant::now();
         loop {
+            let mut answered = false;
             while let Some(line) = self.lines.next_line(&mut self.input) {
+                answered = true;
                 let step = match line {
                     Ok(line) => session.handle_line(&line),
                     Err(_) => session.line_too_long(),
                 };
-                if !self.perform(&mut session, step).await? {
+                let open = self.perform(&mut session, step).await?;
+                self.slot.activity(session.in_transaction());
+                if session.user().is_some() {
+                    self.slot.favour();
+                }
+                if !open {
                     return Ok(());
                 }
             }
             self.flush().await?;
-            self.read_command().await?;
+            if answered {
+                // The next line's time starts now; a partial line does not restart it.
+                self.line_started = Instant::now();
+            }
+            self.read_command(session.in_transaction()).await?;
         }
     }
 
@@ -241,29 +288,50 @@ impl Connection {
             .flatten()
     }
 
+    /// Send the pending replies; a client that does not take them within `command_timeout`
+    /// (or past the session deadline plus [`GOODBYE_TIMEOUT`]) is given up.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.output.is_empty() {
-            let write = self.stream.write_all(&self.output);
-            tokio::time::timeout(self.ctx.limits.command_timeout, write)
+            let deadline = (Instant::now() + self.ctx.limits.command_timeout)
+                .min(self.session_deadline + GOODBYE_TIMEOUT);
+            let stream = &mut self.stream;
+            let output = &self.output;
+            let write = async move {
+                stream.write_all(output).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout_at(deadline, write)
                 .await
                 .map_err(|_| ConnError::Timeout)??;
-            self.stream.flush().await?;
             self.output.clear();
         }
         Ok(())
     }
 
-    /// Read more command input, answering 421 on timeout, shutdown or session expiry.
-    async fn read_command(&mut self) -> Result<(), ConnError> {
+    /// Read more command input, answering 421 on timeout, shutdown, eviction or session
+    /// expiry. Returns early (with nothing read) when the relay's load changes, so the caller
+    /// recomputes the deadline.
+    async fn read_command(&mut self, in_transaction: bool) -> Result<(), ConnError> {
         self.input.reserve(READ_CHUNK);
-        let deadline =
-            (Instant::now() + self.ctx.limits.command_timeout).min(self.session_deadline);
+        let limits = &self.ctx.limits;
+        let idle_limit = if !in_transaction && self.slot.under_pressure() {
+            BUSY_IDLE_TIMEOUT.min(limits.command_timeout)
+        } else {
+            limits.command_timeout
+        };
+        let deadline = (self.line_started + idle_limit).min(self.session_deadline);
         let hostname = self.ctx.settings.hostname.clone();
+        let evicted = self.slot.evicted().clone();
         tokio::select! {
             read = self.stream.read_buf(&mut self.input) => match read? {
                 0 => Err(ConnError::Closed),
                 _ => Ok(()),
             },
+            _ = evicted.cancelled() => {
+                self.goodbye(Reply::new(421, "4.7.0", format!("{hostname} Server too busy, closing idle connection; try again"))).await;
+                Err(ConnError::Evicted)
+            }
+            _ = self.slot.pressure_changed() => Ok(()),
             _ = tokio::time::sleep_until(deadline) => {
                 let (reply, error) = if deadline >= self.session_deadline {
                     (Reply::new(421, "4.4.2", format!("{hostname} Session too long, closing connection")), ConnError::SessionTooLong)
@@ -282,7 +350,7 @@ impl Connection {
 
     async fn goodbye(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.flush()).await;
     }
 
     async fn start_tls(&mut self) -> Result<(), ConnError> {
@@ -296,7 +364,10 @@ impl Connection {
             return Err(ConnError::Tls("TLS already active".into()));
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        let deadline = (Instant::now()
+            + TLS_HANDSHAKE_TIMEOUT.min(self.ctx.limits.command_timeout))
+        .min(self.session_deadline);
+        let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
             .await
             .map_err(|_| ConnError::Timeout)?
             .map_err(|e| {
@@ -366,7 +437,13 @@ impl Connection {
         let mut receiver = DataReceiver::new(request.max_size);
         let mut content = Vec::with_capacity(READ_CHUNK);
         let mut pending = Vec::with_capacity(SPOOL_CHUNK);
-        let mut grace_deadline: Option<Instant> = None;
+        let mut clock = DataClock {
+            started: Instant::now(),
+            bytes_read: 0,
+            grace_deadline: None,
+        };
+        // Past the limit, drain at most this much more, then give up on the connection.
+        let drain_limit = request.max_size.saturating_mul(2).max(1024 * 1024);
         loop {
             let feed = receiver.feed(&self.input, &mut content);
             let consumed = match feed {
@@ -407,7 +484,17 @@ impl Connection {
             if finished {
                 break;
             }
-            self.read_data(&mut grace_deadline).await?;
+            if failure.is_some() && clock.bytes_read > drain_limit {
+                let hostname = self.ctx.settings.hostname.clone();
+                self.goodbye(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("{hostname} Message too big, closing connection"),
+                ))
+                .await;
+                return Err(ConnError::OversizeDrain);
+            }
+            self.read_data(&mut clock).await?;
         }
         if let Some(outcome) = failure {
             let reason = match &outcome {
@@ -503,31 +590,50 @@ impl Connection {
         }
     }
 
-    /// Read more DATA content. After shutdown began, the client gets a grace period.
-    async fn read_data(&mut self, grace_deadline: &mut Option<Instant>) -> Result<(), ConnError> {
+    /// Read more DATA content: within `data_timeout` of the last read, at `min_data_rate` on
+    /// average once the first `data_timeout` has passed, and before the session deadline.
+    /// After shutdown began, the client gets a grace period.
+    async fn read_data(&mut self, clock: &mut DataClock) -> Result<(), ConnError> {
         self.input.reserve(READ_CHUNK);
-        let mut deadline = Instant::now() + self.ctx.limits.data_timeout;
-        if let Some(grace) = grace_deadline {
-            deadline = deadline.min(*grace);
+        let limits = &self.ctx.limits;
+        let mut deadline = (Instant::now() + limits.data_timeout).min(self.session_deadline);
+        if let Some(grace) = clock.grace_deadline {
+            deadline = deadline.min(grace);
         }
-        let shutting_down = grace_deadline.is_some();
+        let rate_deadline = (limits.min_data_rate > 0).then(|| {
+            // Bytes read so far buy this much time beyond the first data_timeout.
+            let earned =
+                Duration::from_secs_f64(clock.bytes_read as f64 / limits.min_data_rate as f64);
+            clock.started + limits.data_timeout + earned
+        });
+        if let Some(rate) = rate_deadline {
+            deadline = deadline.min(rate);
+        }
+        let shutting_down = clock.grace_deadline.is_some();
         tokio::select! {
             read = self.stream.read_buf(&mut self.input) => match read? {
                 0 => Err(ConnError::Closed),
-                _ => Ok(()),
+                n => {
+                    clock.bytes_read = clock.bytes_read.saturating_add(n as u64);
+                    Ok(())
+                }
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let hostname = self.ctx.settings.hostname.clone();
-                let reply = if shutting_down {
-                    Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection"))
+                let (reply, error) = if shutting_down {
+                    (Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection")), ConnError::Shutdown)
+                } else if deadline >= self.session_deadline {
+                    (Reply::new(421, "4.4.2", format!("{hostname} Session too long, closing connection")), ConnError::SessionTooLong)
+                } else if rate_deadline.is_some_and(|rate| deadline >= rate) {
+                    (Reply::new(421, "4.4.2", format!("{hostname} DATA too slow, closing connection")), ConnError::TooSlow)
                 } else {
-                    Reply::new(421, "4.4.2", format!("{hostname} Timeout during DATA, closing connection"))
+                    (Reply::new(421, "4.4.2", format!("{hostname} Timeout during DATA, closing connection")), ConnError::Timeout)
                 };
                 self.goodbye(reply).await;
-                Err(ConnError::Timeout)
+                Err(error)
             }
             _ = self.cancel.cancelled(), if !shutting_down => {
-                *grace_deadline = Some(Instant::now() + SHUTDOWN_DATA_GRACE);
+                clock.grace_deadline = Some(Instant::now() + SHUTDOWN_DATA_GRACE);
                 Ok(())
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod registry;
 pub mod sasl;
 pub mod session;
 pub mod session_io;
