@@ -301,3 +301,44 @@ async fn an_oversized_message_is_drained_only_so_far_then_refused_and_closed() {
     assert!(relay.queued_bodies().is_empty());
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn near_the_limit_idle_sessions_get_a_short_timeout_but_a_transaction_keeps_its_own() {
+    // 8 of 10 slots in use is "busy": idle sessions outside a transaction then wait at most
+    // 10 s for a command instead of command_timeout (60 s here).
+    let relay = TestRelay::start(&trusted_loopback(
+        "[limits]\nmax_connections = 10\ncommand_timeout = \"60s\"",
+    ))
+    .await;
+    let mut in_transaction = RawClient::connect_greeted(relay.address(0)).await;
+    in_transaction.expect("EHLO app", 250).await;
+    in_transaction
+        .expect("MAIL FROM:<app@contoso.com>", 250)
+        .await;
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        idle.push(RawClient::connect_greeted(relay.address(0)).await);
+    }
+    let started = Instant::now();
+    // RawClient waits at most 20 s for a reply: a 60 s timeout would fail here.
+    let reply = idle[0].reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(reply.text().starts_with("4.4.2"), "{reply:?}");
+    eprintln!("idle session closed after {:?}", started.elapsed());
+    // The session in a transaction is still there.
+    in_transaction
+        .expect("RCPT TO:<a@fabrikam.example>", 250)
+        .await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_per_ip_limit_exempt_value_is_refused_by_key() {
+    let state = tempfile::tempdir().unwrap();
+    let text = config("[limits]\nper_ip_limit_exempt = \"everyone\"")
+        .replace("{state}", &state.path().display().to_string());
+    let error = smtp_oauth_relay::config::Config::from_toml(&text, state.path())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("limits.per_ip_limit_exempt"), "{error}");
+}

@@ -95,6 +95,15 @@ enum ConnError {
     OversizeDrain,
 }
 
+/// What ended the wait for command input.
+enum CommandWake {
+    Read(std::io::Result<usize>),
+    Evicted,
+    Shutdown,
+    Deadline,
+    Pressure,
+}
+
 /// Deadlines of one DATA phase.
 struct DataClock {
     started: Instant,
@@ -322,27 +331,61 @@ impl Connection {
         let deadline = (self.line_started + idle_limit).min(self.session_deadline);
         let hostname = self.ctx.settings.hostname.clone();
         let evicted = self.slot.evicted().clone();
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.input) => match read? {
+        // Biased: a passed deadline wins over more input, so a client that keeps bytes
+        // coming without ever finishing a line is still bounded.
+        let wake = tokio::select! {
+            biased;
+            _ = evicted.cancelled() => CommandWake::Evicted,
+            _ = self.cancel.cancelled() => CommandWake::Shutdown,
+            _ = tokio::time::sleep_until(deadline) => CommandWake::Deadline,
+            read = self.stream.read_buf(&mut self.input) => CommandWake::Read(read),
+            _ = self.slot.pressure_changed() => CommandWake::Pressure,
+        };
+        match wake {
+            CommandWake::Read(read) => match read? {
                 0 => Err(ConnError::Closed),
                 _ => Ok(()),
             },
-            _ = evicted.cancelled() => {
-                self.goodbye(Reply::new(421, "4.7.0", format!("{hostname} Server too busy, closing idle connection; try again"))).await;
+            CommandWake::Pressure => Ok(()),
+            CommandWake::Evicted => {
+                self.goodbye(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{hostname} Server too busy, closing idle connection; try again"),
+                ))
+                .await;
                 Err(ConnError::Evicted)
             }
-            _ = self.slot.pressure_changed() => Ok(()),
-            _ = tokio::time::sleep_until(deadline) => {
+            CommandWake::Deadline => {
                 let (reply, error) = if deadline >= self.session_deadline {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Session too long, closing connection")), ConnError::SessionTooLong)
+                    (
+                        Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{hostname} Session too long, closing connection"),
+                        ),
+                        ConnError::SessionTooLong,
+                    )
                 } else {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Timeout, closing connection")), ConnError::Timeout)
+                    (
+                        Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{hostname} Timeout, closing connection"),
+                        ),
+                        ConnError::Timeout,
+                    )
                 };
                 self.goodbye(reply).await;
                 Err(error)
             }
-            _ = self.cancel.cancelled() => {
-                self.goodbye(Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection"))).await;
+            CommandWake::Shutdown => {
+                self.goodbye(Reply::new(
+                    421,
+                    "4.3.2",
+                    format!("{hostname} Service shutting down, closing connection"),
+                ))
+                .await;
                 Err(ConnError::Shutdown)
             }
         }
@@ -610,8 +653,10 @@ impl Connection {
             deadline = deadline.min(rate);
         }
         let shutting_down = clock.grace_deadline.is_some();
+        // Biased: a passed deadline wins over more input (see read_command).
         tokio::select! {
-            read = self.stream.read_buf(&mut self.input) => match read? {
+            biased;
+            read = self.stream.read_buf(&mut self.input), if Instant::now() < deadline => match read? {
                 0 => Err(ConnError::Closed),
                 n => {
                     clock.bytes_read = clock.bytes_read.saturating_add(n as u64);
