@@ -186,3 +186,49 @@ async fn no_secret_password_token_or_xoauth2_string_in_a_trace_level_log() {
         assert!(!log.contains(&needle), "{what} appears in the trace log");
     }
 }
+
+/// Run as a separate relay process so that the 500 connections' two ends do not share one
+/// process's descriptor limit (often 1,024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_is_served_while_500_idle_connections_are_open() {
+    let kit = Testkit::start(TestkitOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Default limits: max_connections = 500.
+    let relay = RelayProcess::serve(&config(&kit, dir.path(), port, ""));
+    assert!(wait_until_listening(port, Duration::from_secs(20)).await);
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(RawClient::connect_greeted(address).await);
+    }
+    // Every slot is taken; the newcomer still gets in, and can start a transaction.
+    let mut newcomer = RawClient::connect_greeted(address).await;
+    newcomer.expect("EHLO app", 250).await;
+    newcomer
+        .expect(
+            &format!(
+                "AUTH PLAIN {}",
+                base64::engine::general_purpose::STANDARD.encode(b"\0printer\0Pr1nter-Secret-Pw")
+            ),
+            235,
+        )
+        .await;
+    newcomer.expect("MAIL FROM:<relay@contoso.com>", 250).await;
+    // The longest-idle connection made room for it with `421 4.7.0 … too busy` (or, on a
+    // machine so slow that opening the 500 took over 10 s, the shortened idle timeout of a
+    // busy relay, `421 4.4.2`, closed it first).
+    let reply = idle[0].reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(
+        reply.text().starts_with("4.7.0") && reply.text().contains("too busy")
+            || reply.text().starts_with("4.4.2"),
+        "{reply:?}"
+    );
+    assert!(idle[0].closed().await);
+    // Another newcomer gets in too; the session in a transaction is not the one displaced.
+    let mut second = RawClient::connect_greeted(address).await;
+    second.expect("EHLO app", 250).await;
+    newcomer.expect("RCPT TO:<a@fabrikam.example>", 250).await;
+    relay.kill().await;
+}
