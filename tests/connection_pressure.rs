@@ -104,6 +104,11 @@ allowed_senders = ["*@contoso.com"]
     // A sixth stranger from a full address is still refused by the per-address limit.
     let mut over = connect_from("127.0.0.7", relay.address(0)).await;
     assert_eq!(over.reply().await.code, 421);
+    // A new stranger still gets in, in the place of the longest-idle trickler.
+    let mut stranger = connect_from("127.0.0.8", relay.address(0)).await;
+    let greeting = stranger.reply().await;
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    stranger.expect("EHLO app", 250).await;
     // The trusted device gets in and can send.
     let mut trusted = connect_from("127.0.0.9", relay.address(0)).await;
     let greeting = trusted.reply().await;
