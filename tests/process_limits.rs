@@ -58,11 +58,12 @@ async fn memory_stays_flat_while_an_oversized_message_is_drained() {
     client.expect("DATA", 354).await;
     let baseline = rss_kib(pid);
     let mut peak = baseline;
-    // 120 MiB of content against the 35 MiB limit, in 1 MiB writes; RSS sampled after each.
+    // 64 MiB of content against the 35 MiB limit (the relay drains at most as much again
+    // before it gives up on the connection), in 1 MiB writes; RSS sampled after each.
     let line = "x".repeat(1022) + "\r\n";
     let chunk = line.repeat(1024);
     client.send_raw(b"Subject: too big\r\n\r\n").await;
-    for _ in 0..120 {
+    for _ in 0..64 {
         client.send_raw(chunk.as_bytes()).await;
         peak = peak.max(rss_kib(pid));
     }
@@ -72,7 +73,7 @@ async fn memory_stays_flat_while_an_oversized_message_is_drained() {
     peak = peak.max(rss_kib(pid));
     let growth_mib = peak.saturating_sub(baseline) / 1024;
     eprintln!(
-        "RSS baseline {} MiB, peak {} MiB while draining 120 MiB",
+        "RSS baseline {} MiB, peak {} MiB while draining 64 MiB",
         baseline / 1024,
         peak / 1024
     );
@@ -172,4 +173,50 @@ async fn no_secret_password_token_or_xoauth2_string_in_a_trace_level_log() {
     ] {
         assert!(!log.contains(&needle), "{what} appears in the trace log");
     }
+}
+
+/// Run as a separate relay process so that the 500 connections' two ends do not share one
+/// process's descriptor limit (often 1,024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_is_served_while_500_idle_connections_are_open() {
+    let kit = Testkit::start(TestkitOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Default limits: max_connections = 500.
+    let relay = RelayProcess::serve(&config(&kit, dir.path(), port, ""));
+    assert!(wait_until_listening(port, Duration::from_secs(20)).await);
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(RawClient::connect_greeted(address).await);
+    }
+    // Every slot is taken; the newcomer still gets in, and can start a transaction.
+    let mut newcomer = RawClient::connect_greeted(address).await;
+    newcomer.expect("EHLO app", 250).await;
+    newcomer
+        .expect(
+            &format!(
+                "AUTH PLAIN {}",
+                base64::engine::general_purpose::STANDARD.encode(b"\0printer\0Pr1nter-Secret-Pw")
+            ),
+            235,
+        )
+        .await;
+    newcomer.expect("MAIL FROM:<relay@contoso.com>", 250).await;
+    // The longest-idle connection made room for it with `421 4.7.0 … too busy` (or, on a
+    // machine so slow that opening the 500 took over 10 s, the shortened idle timeout of a
+    // busy relay, `421 4.4.2`, closed it first).
+    let reply = idle[0].reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(
+        reply.text().starts_with("4.7.0") && reply.text().contains("too busy")
+            || reply.text().starts_with("4.4.2"),
+        "{reply:?}"
+    );
+    assert!(idle[0].closed().await);
+    // Another newcomer gets in too; the session in a transaction is not the one displaced.
+    let mut second = RawClient::connect_greeted(address).await;
+    second.expect("EHLO app", 250).await;
+    newcomer.expect("RCPT TO:<a@fabrikam.example>", 250).await;
+    relay.kill().await;
 }

@@ -153,6 +153,37 @@ pub struct Limits {
     pub max_header_size: usize,
     /// The disk reserve on the spool's filesystem: below it new mail gets `452 4.3.1`.
     pub min_free_space: free_space::MinFreeSpace,
+    /// Which clients `max_connections_per_ip` does not count, and which may use the share of
+    /// `max_connections` kept for favoured clients.
+    pub per_ip_limit_exempt: PerIpLimitExempt,
+    /// Minimum average DATA rate in bytes per second, enforced once a message has been
+    /// arriving for `data_timeout`; 0 disables.
+    pub min_data_rate: u64,
+}
+
+/// `[limits] per_ip_limit_exempt`: the clients exempt from the per-address connection limit
+/// (all apps on one host share 127.0.0.1; printers behind a NAT share an address). The same
+/// clients, and any authenticated session, may use the connection slots kept in reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerIpLimitExempt {
+    /// `"loopback-and-networks"` (default): loopback addresses and the `[[network]]` ranges.
+    LoopbackAndNetworks,
+    /// `"networks"`: only the `[[network]]` ranges.
+    Networks,
+    /// `"none"`: every address is counted.
+    None,
+}
+
+impl PerIpLimitExempt {
+    /// The value as written in `relay.toml`.
+    pub fn parse(value: &str) -> Option<PerIpLimitExempt> {
+        match value {
+            "loopback-and-networks" => Some(PerIpLimitExempt::LoopbackAndNetworks),
+            "networks" => Some(PerIpLimitExempt::Networks),
+            "none" => Some(PerIpLimitExempt::None),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -176,6 +207,8 @@ impl Default for Limits {
             auth_cache_ttl: Duration::from_secs(60 * 60),
             max_header_size: 256 * 1024,
             min_free_space: free_space::MinFreeSpace::Default,
+            per_ip_limit_exempt: PerIpLimitExempt::LoopbackAndNetworks,
+            min_data_rate: 1024,
         }
     }
 }

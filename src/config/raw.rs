@@ -80,6 +80,9 @@ pub struct RawLimits {
     pub auth_cache_ttl: Option<Duration>,
     pub max_header_size: Option<ByteSize>,
     pub min_free_space: Option<super::free_space::RawFreeSpace>,
+    pub per_ip_limit_exempt: Option<String>,
+    /// Bytes per second.
+    pub min_data_rate: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -5,6 +5,12 @@
 //! after* the call was made has succeeded, so every rename or unlink done before the call is
 //! durable. While one fsync runs, new callers wait for the next one, which then covers all of
 //! them at once.
+//!
+//! Cancel safety: a caller may drop its `sync()` future at any await (a timeout, a closed
+//! connection). The caller that runs the fsync holds a [`RunningGuard`] that clears `running`
+//! and wakes the waiters when dropped, so a dropped runner never blocks later commits: the
+//! next waiter starts a new fsync (the abandoned one may still finish on the blocking pool,
+//! which is harmless; its result is simply not recorded).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -73,18 +79,29 @@ impl DirSync {
                 notified.await;
                 continue;
             };
+            let guard = RunningGuard { sync: self };
             let dir = self.dir.clone();
             let result = blocking("sync the spool directory", move || fsio::sync_dir(&dir)).await;
-            {
+            if result.is_ok() {
                 let mut state = self.lock();
-                state.running = false;
-                if result.is_ok() {
-                    state.completed = state.completed.max(target);
-                }
+                state.completed = state.completed.max(target);
             }
-            self.done.notify_waiters();
+            drop(guard);
             result?;
         }
+    }
+}
+
+/// Held by the caller running an fsync: clears `running` and wakes the waiters however that
+/// caller ends, including by being dropped mid-await.
+struct RunningGuard<'a> {
+    sync: &'a DirSync,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.sync.lock().running = false;
+        self.sync.done.notify_waiters();
     }
 }
 
@@ -110,6 +127,29 @@ mod tests {
         assert_eq!(state.requested, 64);
         assert_eq!(state.completed, 64);
         assert!(!state.running);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_dropped_while_running_does_not_block_later_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = Arc::new(DirSync::new(dir.path().to_path_buf()));
+        // Poll the first caller until it is the one running the fsync, then drop it mid-way.
+        {
+            let first = sync.sync();
+            tokio::pin!(first);
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = first.as_mut().poll(&mut context);
+            assert!(sync.lock().running, "the first caller started an fsync");
+        }
+        assert!(
+            !sync.lock().running,
+            "dropping the runner releases the flag"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(30), sync.sync())
+            .await
+            .expect("a later commit completes")
+            .unwrap();
+        assert!(sync.lock().completed >= 2);
     }
 
     #[tokio::test]

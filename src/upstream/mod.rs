@@ -98,6 +98,21 @@ async fn timed<T>(
     }
 }
 
+/// How long a goodbye (QUIT, or lettre's `abort`, which waits for the reply to QUIT) may
+/// take before the connection is simply dropped (or the command timeout, if shorter).
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// lettre's `abort` sends QUIT and waits for the reply: a server that stalls there would
+/// hold the worker forever, so it is bounded like every other step.
+async fn abort_bounded(connection: &mut AsyncSmtpConnection, limit: Duration) {
+    if tokio::time::timeout(limit.min(GOODBYE_TIMEOUT), connection.abort())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the server did not answer QUIT in time; dropping the connection");
+    }
+}
+
 impl Upstream {
     /// Prepare the connection parameters of `account`; `hostname` is our EHLO name.
     ///
@@ -208,7 +223,7 @@ impl Upstream {
                 .server_info()
                 .supports_feature(Extension::StartTls)
             {
-                connection.abort().await;
+                abort_bounded(&mut connection, self.timeouts.command).await;
                 return Err(UpstreamFailure::local(
                     Stage::StartTls,
                     "the server does not offer STARTTLS; refusing to send the token in clear",
@@ -229,7 +244,7 @@ impl Upstream {
             .server_info()
             .supports_auth_mechanism(Mechanism::Xoauth2)
         {
-            connection.abort().await;
+            abort_bounded(&mut connection, self.timeouts.command).await;
             return Err(UpstreamFailure::local(
                 Stage::Auth,
                 "the server does not offer AUTH XOAUTH2 (is smtp_server an Exchange Online submission endpoint?)",
@@ -459,6 +474,7 @@ impl UpstreamSession {
 
     /// Say goodbye politely (bounded in time).
     pub async fn quit(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.connection.quit()).await;
+        let limit = self.timeouts.command.min(GOODBYE_TIMEOUT);
+        let _ = tokio::time::timeout(limit, self.connection.quit()).await;
     }
 }

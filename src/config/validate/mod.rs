@@ -16,7 +16,8 @@ use super::free_space::MinFreeSpace;
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
     AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
-    DEFAULT_STATE_DIR, Limits, ListenerSettings, QueueSettings, RelaySettings, UpstreamTls,
+    DEFAULT_STATE_DIR, Limits, ListenerSettings, PerIpLimitExempt, QueueSettings, RelaySettings,
+    UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
@@ -285,6 +286,19 @@ fn limits(checker: &mut Checker<'_>, raw: &RawConfig) -> Limits {
                 defaults.min_free_space
             }
         },
+        per_ip_limit_exempt: match l.per_ip_limit_exempt.as_deref() {
+            None => defaults.per_ip_limit_exempt,
+            Some(value) => PerIpLimitExempt::parse(value).unwrap_or_else(|| {
+                checker.error(
+                    "limits.per_ip_limit_exempt",
+                    "must be \"loopback-and-networks\", \"networks\" or \"none\"",
+                );
+                defaults.per_ip_limit_exempt
+            }),
+        },
+        min_data_rate: l
+            .min_data_rate
+            .map_or(defaults.min_data_rate, |s| s.as_u64()),
     };
     if limits.max_message_size < 1024 {
         checker.error("limits.max_message_size", "must be at least 1 KiB");

@@ -9,37 +9,47 @@
 //! - `250` after DATA is sent only after [`SpoolWriter::commit`] returned (fsynced); any spool
 //!   failure answers `451 4.3.0` (`452 4.3.1` for a full disk), never a 5xx.
 //! - Bytes pipelined after STARTTLS are discarded (RFC 3207 §4.2, command injection).
-//! - Every read has a timeout; the whole session has a maximum duration.
+//! - Every await on the socket has a deadline: a command line must arrive whole within
+//!   `command_timeout` of the previous reply (trickling bytes does not extend it; outside a
+//!   transaction only [`BUSY_IDLE_TIMEOUT`] while the relay is near its connection limit);
+//!   DATA must keep coming within `data_timeout` per read and, after `data_timeout`, at
+//!   `min_data_rate` on average; replies must be taken within `command_timeout`; the TLS
+//!   handshake and the final shutdown are bounded too; and the whole session ends at
+//!   `session_timeout` in every phase.
+//! - A message past `max_message_size` is drained (so the `552` lands in sync) for at most as
+//!   many bytes again; then the connection gets `552` and is closed.
+//! - A session the [`SessionSlot`] says was evicted to make room for a new client answers
+//!   `421 4.7.0` and closes; it is only evicted outside a transaction.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use time::OffsetDateTime;
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthVerdict, authenticate};
-use super::session::{Action, DataOutcome, DataRequest, Session, SessionSettings, Step};
+use super::registry::{BUSY_IDLE_TIMEOUT, SessionSlot};
+use super::session::{Action, Session, SessionSettings, Step};
 use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
 use crate::config::Limits;
-use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
 use crate::ops::metrics::Metrics;
 use crate::policy::Policy;
-use crate::queue::{FirstOutcome, Queue};
-use crate::smtp::proto::data::{DataReceiver, Feed};
+use crate::queue::Queue;
 use crate::smtp::proto::line::LineReader;
 use crate::smtp::proto::reply::Reply;
-use crate::spool::{ClientInfo, Envelope, Spool, unix_now};
+use crate::spool::Spool;
 
 /// How long a client in the middle of DATA may keep sending after shutdown began.
 pub const SHUTDOWN_DATA_GRACE: Duration = Duration::from_secs(30);
-/// How long a TLS handshake may take.
+/// How long a TLS handshake may take (at most; `command_timeout` if shorter).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a last reply (421, 552) and the closing of the connection may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 16 * 1024;
 const SPOOL_CHUNK: usize = 64 * 1024;
 
@@ -60,6 +70,9 @@ pub struct InboundContext {
     pub metrics: Arc<Metrics>,
 }
 
+#[path = "conn_data.rs"]
+mod data;
+
 /// Why a connection ended abnormally (logged, never sent to the client).
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -75,6 +88,21 @@ enum ConnError {
     SessionTooLong,
     #[error("shutting down")]
     Shutdown,
+    #[error("closed to make room for a new client")]
+    Evicted,
+    #[error("DATA arrived slower than min_data_rate")]
+    TooSlow,
+    #[error("the client kept sending far past max_message_size")]
+    OversizeDrain,
+}
+
+/// What ended the wait for command input.
+enum CommandWake {
+    Read(std::io::Result<usize>),
+    Evicted,
+    Shutdown,
+    Deadline,
+    Pressure,
 }
 
 struct Connection {
@@ -85,7 +113,10 @@ struct Connection {
     ctx: Arc<InboundContext>,
     cancel: CancellationToken,
     session_deadline: Instant,
+    /// When the wait for the next command line began (the end of the previous reply).
+    line_started: Instant,
     peer: SocketAddr,
+    slot: SessionSlot,
 }
 
 /// Serve one accepted connection until it ends. Errors are logged here.
@@ -94,6 +125,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     ctx: Arc<InboundContext>,
     cancel: CancellationToken,
+    slot: SessionSlot,
 ) {
     let _ = stream.set_nodelay(true);
     let mut connection = Connection {
@@ -102,16 +134,19 @@ pub async fn serve_connection(
         output: Vec::with_capacity(1024),
         lines: LineReader::new(ctx.limits.max_line_length),
         session_deadline: Instant::now() + ctx.limits.session_timeout,
+        line_started: Instant::now(),
         ctx,
         cancel,
         peer,
+        slot,
     };
     match connection.run().await {
         Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
         Err(ConnError::Shutdown) => tracing::debug!("connection closed for shutdown"),
         Err(error) => tracing::info!(%error, "connection ended"),
     }
-    let _ = connection.stream.shutdown().await;
+    // A TLS close_notify is a write: a client that stopped reading must not hold the task.
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, connection.stream.shutdown()).await;
 }
 
 impl Connection {
@@ -129,18 +164,30 @@ impl Connection {
         );
         session.greeting().write_to(&mut self.output);
         self.flush().await?;
+        self.line_started = Instant::now();
         loop {
+            let mut answered = false;
             while let Some(line) = self.lines.next_line(&mut self.input) {
+                answered = true;
                 let step = match line {
                     Ok(line) => session.handle_line(&line),
                     Err(_) => session.line_too_long(),
                 };
-                if !self.perform(&mut session, step).await? {
+                let open = self.perform(&mut session, step).await?;
+                self.slot.activity(session.in_transaction());
+                if session.user().is_some() {
+                    self.slot.favour();
+                }
+                if !open {
                     return Ok(());
                 }
             }
             self.flush().await?;
-            self.read_command().await?;
+            if answered {
+                // The next line's time starts now; a partial line does not restart it.
+                self.line_started = Instant::now();
+            }
+            self.read_command(session.in_transaction()).await?;
         }
     }
 
@@ -202,40 +249,95 @@ impl Connection {
         }
     }
 
+    /// Send the pending replies; a client that does not take them within `command_timeout`
+    /// (or past the session deadline plus [`GOODBYE_TIMEOUT`]) is given up.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.output.is_empty() {
-            let write = self.stream.write_all(&self.output);
-            tokio::time::timeout(self.ctx.limits.command_timeout, write)
+            let deadline = (Instant::now() + self.ctx.limits.command_timeout)
+                .min(self.session_deadline + GOODBYE_TIMEOUT);
+            let stream = &mut self.stream;
+            let output = &self.output;
+            let write = async move {
+                stream.write_all(output).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout_at(deadline, write)
                 .await
                 .map_err(|_| ConnError::Timeout)??;
-            self.stream.flush().await?;
             self.output.clear();
         }
         Ok(())
     }
 
-    /// Read more command input, answering 421 on timeout, shutdown or session expiry.
-    async fn read_command(&mut self) -> Result<(), ConnError> {
+    /// Read more command input, answering 421 on timeout, shutdown, eviction or session
+    /// expiry. Returns early (with nothing read) when the relay's load changes, so the caller
+    /// recomputes the deadline.
+    async fn read_command(&mut self, in_transaction: bool) -> Result<(), ConnError> {
         self.input.reserve(READ_CHUNK);
-        let deadline =
-            (Instant::now() + self.ctx.limits.command_timeout).min(self.session_deadline);
+        let limits = &self.ctx.limits;
+        let idle_limit = if !in_transaction && self.slot.under_pressure() {
+            BUSY_IDLE_TIMEOUT.min(limits.command_timeout)
+        } else {
+            limits.command_timeout
+        };
+        let deadline = (self.line_started + idle_limit).min(self.session_deadline);
         let hostname = self.ctx.settings.hostname.clone();
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.input) => match read? {
+        let evicted = self.slot.evicted().clone();
+        // Biased: a passed deadline wins over more input, so a client that keeps bytes
+        // coming without ever finishing a line is still bounded.
+        let wake = tokio::select! {
+            biased;
+            _ = evicted.cancelled() => CommandWake::Evicted,
+            _ = self.cancel.cancelled() => CommandWake::Shutdown,
+            _ = tokio::time::sleep_until(deadline) => CommandWake::Deadline,
+            read = self.stream.read_buf(&mut self.input) => CommandWake::Read(read),
+            _ = self.slot.pressure_changed() => CommandWake::Pressure,
+        };
+        match wake {
+            CommandWake::Read(read) => match read? {
                 0 => Err(ConnError::Closed),
                 _ => Ok(()),
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            CommandWake::Pressure => Ok(()),
+            CommandWake::Evicted => {
+                self.goodbye(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{hostname} Server too busy, closing idle connection; try again"),
+                ))
+                .await;
+                Err(ConnError::Evicted)
+            }
+            CommandWake::Deadline => {
                 let (reply, error) = if deadline >= self.session_deadline {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Session too long, closing connection")), ConnError::SessionTooLong)
+                    (
+                        Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{hostname} Session too long, closing connection"),
+                        ),
+                        ConnError::SessionTooLong,
+                    )
                 } else {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Timeout, closing connection")), ConnError::Timeout)
+                    (
+                        Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{hostname} Timeout, closing connection"),
+                        ),
+                        ConnError::Timeout,
+                    )
                 };
                 self.goodbye(reply).await;
                 Err(error)
             }
-            _ = self.cancel.cancelled() => {
-                self.goodbye(Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection"))).await;
+            CommandWake::Shutdown => {
+                self.goodbye(Reply::new(
+                    421,
+                    "4.3.2",
+                    format!("{hostname} Service shutting down, closing connection"),
+                ))
+                .await;
                 Err(ConnError::Shutdown)
             }
         }
@@ -243,7 +345,7 @@ impl Connection {
 
     async fn goodbye(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.flush()).await;
     }
 
     async fn start_tls(&mut self) -> Result<(), ConnError> {
@@ -257,7 +359,10 @@ impl Connection {
             return Err(ConnError::Tls("TLS already active".into()));
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        let deadline = (Instant::now()
+            + TLS_HANDSHAKE_TIMEOUT.min(self.ctx.limits.command_timeout))
+        .min(self.session_deadline);
+        let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
             .await
             .map_err(|_| ConnError::Timeout)?
             .map_err(|e| {
@@ -281,218 +386,6 @@ impl Connection {
         );
         Ok(())
     }
-
-    /// Read DATA content until CRLF.CRLF, streaming it through the header assembler into a
-    /// spool entry; commit it only when everything went well.
-    async fn receive_data(&mut self, request: &DataRequest) -> Result<DataOutcome, ConnError> {
-        let spool = Arc::clone(&self.ctx.spool);
-        let mut failure: Option<DataOutcome> = None;
-        let mut writer = match spool.create().await {
-            Ok(writer) => Some(writer),
-            Err(error) => {
-                tracing::error!(%error, "cannot create a spool entry");
-                failure = Some(spool_failure(&error));
-                None
-            }
-        };
-        let queue_id = writer
-            .as_ref()
-            .map(|w| w.id().to_string())
-            .unwrap_or_default();
-        let now = OffsetDateTime::now_utc();
-        let single_recipient = match request.recipients.as_slice() {
-            [only] => Some(only.as_str()),
-            _ => None,
-        };
-        let received = received_field(&TraceInfo {
-            helo: request.helo.as_deref(),
-            peer: request.peer,
-            hostname: &self.ctx.settings.hostname,
-            protocol: request.protocol,
-            queue_id: &queue_id,
-            single_recipient,
-            now,
-        });
-        let mut assembler = MessageAssembler::new(
-            received,
-            &self.ctx.settings.hostname,
-            &queue_id,
-            now,
-            self.ctx.limits.max_header_size,
-        )
-        .with_sender_rules(SenderRules {
-            grant: Arc::clone(&request.grant),
-            envelope_sender: request.sender.clone(),
-        });
-        let mut receiver = DataReceiver::new(request.max_size);
-        let mut content = Vec::with_capacity(READ_CHUNK);
-        let mut pending = Vec::with_capacity(SPOOL_CHUNK);
-        let mut grace_deadline: Option<Instant> = None;
-        loop {
-            let feed = receiver.feed(&self.input, &mut content);
-            let consumed = match feed {
-                Feed::NeedMore => self.input.len(),
-                Feed::Finished { consumed } => consumed,
-            };
-            self.input.advance(consumed);
-            if receiver.exceeded() && failure.is_none() {
-                failure = Some(DataOutcome::TooLarge);
-            }
-            if failure.is_none()
-                && let Err(error) = assembler.push(&content, &mut pending)
-            {
-                failure = Some(assembly_failure(error));
-            }
-            content.clear();
-            let finished = matches!(feed, Feed::Finished { .. });
-            if finished
-                && failure.is_none()
-                && let Err(error) = assembler.finish(&mut pending)
-            {
-                failure = Some(assembly_failure(error));
-            }
-            if failure.is_some() {
-                // Stop storing; keep reading to the end so the reply lands in sync.
-                writer = None;
-                pending.clear();
-            } else if (pending.len() >= SPOOL_CHUNK || finished)
-                && let Some(w) = writer.as_mut()
-            {
-                if let Err(error) = w.write(&pending).await {
-                    tracing::error!(%error, "cannot write to the spool");
-                    failure = Some(spool_failure(&error));
-                    writer = None;
-                }
-                pending.clear();
-            }
-            if finished {
-                break;
-            }
-            self.read_data(&mut grace_deadline).await?;
-        }
-        if let Some(outcome) = failure {
-            let reason = match &outcome {
-                DataOutcome::TooLarge | DataOutcome::HeaderTooLarge => "too large",
-                DataOutcome::FromRefused(_) => "From header not allowed",
-                _ => "storage",
-            };
-            match &outcome {
-                DataOutcome::FromRefused(address) => tracing::warn!(
-                    size = receiver.size(),
-                    reason,
-                    "refused: the From: header <{address}> is not in the allowed_senders of {}",
-                    request.principal
-                ),
-                _ => tracing::warn!(size = receiver.size(), reason, "message refused"),
-            }
-            self.ctx
-                .metrics
-                .messages_refused
-                .get_or_create(&Metrics::reason(reason))
-                .inc();
-            return Ok(outcome);
-        }
-        let Some(writer) = writer else {
-            return Ok(DataOutcome::StorageFailed);
-        };
-        let mut envelope = Envelope::new(
-            &request.account,
-            request.sender.clone(),
-            request.recipients.clone(),
-            ClientInfo {
-                peer: request.peer.to_string(),
-                helo: request.helo.clone(),
-                principal: request.principal.to_string(),
-            },
-            unix_now(),
-        );
-        envelope.eight_bit = receiver.eight_bit();
-        envelope.smtputf8 |= request.smtputf8;
-        match writer.commit(envelope).await {
-            Ok(envelope) => {
-                let account = Metrics::account(&envelope.account);
-                self.ctx.metrics.accepted.get_or_create(&account).inc();
-                self.ctx
-                    .metrics
-                    .accepted_bytes
-                    .get_or_create(&account)
-                    .inc_by(envelope.body_len);
-                tracing::info!(
-                    queue_id = %envelope.id,
-                    account = %envelope.account,
-                    sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
-                    recipients = envelope.recipients.len(),
-                    size = envelope.body_len,
-                    principal = %envelope.client.principal,
-                    "message accepted"
-                );
-                let account_queue = self.ctx.queue.account(&envelope.account);
-                let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
-                    (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
-                    _ => None,
-                };
-                if !self.ctx.queue.submit(&envelope) {
-                    tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
-                }
-                let Some((receiver, timeout)) = waiter else {
-                    return Ok(DataOutcome::Queued(envelope.id));
-                };
-                let verdict = tokio::select! {
-                    verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
-                    _ = self.cancel.cancelled() => None,
-                };
-                Ok(match verdict {
-                    Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
-                        id: envelope.id,
-                        reply,
-                    },
-                    Some(FirstOutcome::Rejected { code, text }) => {
-                        DataOutcome::Rejected { code, text }
-                    }
-                    Some(FirstOutcome::Deferred) | None => {
-                        if let Some(queue) = account_queue {
-                            queue.unwatch(&envelope.id);
-                        }
-                        DataOutcome::Queued(envelope.id)
-                    }
-                })
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot commit the message to the spool");
-                Ok(spool_failure(&error))
-            }
-        }
-    }
-
-    /// Read more DATA content. After shutdown began, the client gets a grace period.
-    async fn read_data(&mut self, grace_deadline: &mut Option<Instant>) -> Result<(), ConnError> {
-        self.input.reserve(READ_CHUNK);
-        let mut deadline = Instant::now() + self.ctx.limits.data_timeout;
-        if let Some(grace) = grace_deadline {
-            deadline = deadline.min(*grace);
-        }
-        let shutting_down = grace_deadline.is_some();
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.input) => match read? {
-                0 => Err(ConnError::Closed),
-                _ => Ok(()),
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                let hostname = self.ctx.settings.hostname.clone();
-                let reply = if shutting_down {
-                    Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection"))
-                } else {
-                    Reply::new(421, "4.4.2", format!("{hostname} Timeout during DATA, closing connection"))
-                };
-                self.goodbye(reply).await;
-                Err(ConnError::Timeout)
-            }
-            _ = self.cancel.cancelled(), if !shutting_down => {
-                *grace_deadline = Some(Instant::now() + SHUTDOWN_DATA_GRACE);
-                Ok(())
-            }
-        }
-    }
 }
 
 /// Completes when the client closes the connection (or it fails); bytes it pipelines
@@ -507,20 +400,5 @@ async fn client_gone(stream: &mut ClientStream, input: &mut BytesMut, max_line: 
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-    }
-}
-
-fn spool_failure(error: &crate::spool::SpoolError) -> DataOutcome {
-    if error.is_storage_full() {
-        DataOutcome::StorageFull
-    } else {
-        DataOutcome::StorageFailed
-    }
-}
-
-fn assembly_failure(error: AssemblyError) -> DataOutcome {
-    match error {
-        AssemblyError::HeaderTooLarge => DataOutcome::HeaderTooLarge,
-        AssemblyError::FromRefused(refused) => DataOutcome::FromRefused(refused.0),
     }
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod conn;
 pub mod listener;
+pub mod registry;
 pub mod sasl;
 pub mod session;
 pub mod session_io;

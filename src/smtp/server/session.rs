@@ -99,6 +99,12 @@ impl Session {
         self.user.as_ref()
     }
 
+    /// True from an accepted MAIL until the transaction ends (DATA finished, RSET, …): the
+    /// connection registry never evicts such a session.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some() || self.in_data
+    }
+
     /// True while the next line is a SASL response, not a command.
     pub fn expects_auth_response(&self) -> bool {
         matches!(
