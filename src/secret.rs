@@ -2,7 +2,8 @@
 //!
 //! Invariant: a [`Secret`] never prints its value. `Debug` and `Display` show `[redacted]`,
 //! it has no `Serialize`, and the only way to read it is [`Secret::expose`], which makes every
-//! place that handles the clear value easy to find.
+//! place that handles the clear value easy to find. It deserializes from a plain string, so a
+//! config value becomes a `Secret` the moment it is parsed.
 
 use std::fmt;
 
@@ -27,6 +28,12 @@ impl Secret {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
@@ -48,5 +55,16 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn deserializes_from_a_string_and_stays_redacted() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Holder {
+            password: Secret,
+        }
+        let holder: Holder = toml::from_str("password = \"hunter2\"").unwrap();
+        assert_eq!(holder.password.expose(), "hunter2");
+        assert!(!format!("{holder:?}").contains("hunter2"));
     }
 }

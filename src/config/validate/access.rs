@@ -1,8 +1,66 @@
 //! Validation of who may send: `[[user]]` (argon2 hash or a clear password, with a warning)
 //! and `[[network]]` (CIDR), each bound to an existing account and its `allowed_senders`
 //! patterns. Refuses what would make an open relay by accident, and says so by key path.
+//!
+//! A `password_hash` may not ask for more argon2 work than [`MAX_ARGON2_MEMORY_KIB`],
+//! [`MAX_ARGON2_ITERATIONS`] and [`MAX_ARGON2_PARALLELISM`]: every AUTH (and every AUTH for an
+//! unknown user, which spends the same work) pays that cost, up to
+//! `password_check_concurrency` (2 to 8) at once, so an extreme hash would let one client
+//! exhaust the host's memory or CPU. `hash-password` writes the argon2 crate's defaults
+//! (m = 19456 KiB, t = 2, p = 1, OWASP's recommendation), well inside the bounds; RFC 9106's
+//! memory-constrained recommendation (m = 64 MiB, t = 3, p = 4) fits too.
 
 use super::*;
+
+/// The most memory (KiB) a `password_hash` may make one check use: 64 MiB, so that the
+/// concurrent checks (at most 8) fit a 512 MiB pod together with the relay.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+/// The most passes over that memory (`t`): about a second of CPU at 64 MiB.
+pub const MAX_ARGON2_ITERATIONS: u32 = 10;
+/// The most lanes (`p`); RFC 9106 recommends 4.
+pub const MAX_ARGON2_PARALLELISM: u32 = 4;
+
+/// Check that `phc` is an argon2 hash whose cost stays within the bounds above.
+fn argon2_cost(phc: &str) -> Result<(), String> {
+    use argon2::password_hash::PasswordHash;
+    let hash = PasswordHash::new(phc)
+        .map_err(|e| format!("password_hash is not a valid PHC string: {e}"))?;
+    if !["argon2id", "argon2i", "argon2d"].contains(&hash.algorithm.as_str()) {
+        return Err(format!(
+            "password_hash uses {}; the relay checks argon2 hashes only (from `smtp-oauth-relay hash-password`)",
+            hash.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(&hash)
+        .map_err(|e| format!("password_hash has invalid argon2 parameters: {e}"))?;
+    let mut problems = Vec::new();
+    if params.m_cost() > MAX_ARGON2_MEMORY_KIB {
+        problems.push(format!(
+            "memory m={} KiB is above {MAX_ARGON2_MEMORY_KIB} KiB (64 MiB)",
+            params.m_cost()
+        ));
+    }
+    if params.t_cost() > MAX_ARGON2_ITERATIONS {
+        problems.push(format!(
+            "iterations t={} is above {MAX_ARGON2_ITERATIONS}",
+            params.t_cost()
+        ));
+    }
+    if params.p_cost() > MAX_ARGON2_PARALLELISM {
+        problems.push(format!(
+            "parallelism p={} is above {MAX_ARGON2_PARALLELISM}",
+            params.p_cost()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "password_hash would make every login cost too much ({}): one AUTH could take the relay down; hash the password again with `smtp-oauth-relay hash-password`",
+            problems.join(", ")
+        ))
+    }
+}
 
 fn senders(checker: &mut Checker<'_>, path: &str, raw: &Option<Vec<String>>) -> Vec<SenderPattern> {
     let Some(list) = raw else {
@@ -99,12 +157,29 @@ pub(super) fn user(
         );
     }
     let credential = match (&raw.password_hash, &raw.password) {
-        (Some(hash), None) => Some(Credential::Hash(hash.clone())),
+        (Some(hash), None) => match argon2_cost(hash) {
+            Ok(()) => Some(Credential::Hash(hash.clone())),
+            Err(problem) => {
+                let who = username.as_deref().unwrap_or("?");
+                checker.error(
+                    format!("{path}.password_hash"),
+                    format!("user \"{who}\": {problem}"),
+                );
+                None
+            }
+        },
+        (None, Some(password)) if password.expose().trim().is_empty() => {
+            checker.error(
+                format!("{path}.password"),
+                "is empty: anyone could log in as this user; set a password (better: password_hash from `smtp-oauth-relay hash-password`)",
+            );
+            None
+        }
         (None, Some(password)) => {
             checker.warnings.push(format!(
                 "{path}: the password is stored in clear in the config; use password_hash from `smtp-oauth-relay hash-password`"
             ));
-            Some(Credential::Clear(Secret::new(password.clone())))
+            Some(Credential::Clear(password.clone()))
         }
         (Some(_), Some(_)) => {
             checker.error(
@@ -161,6 +236,19 @@ pub(super) fn network(
                 }
             }
         });
+    if let Some(net) = cidr
+        && net != net.trunc()
+    {
+        let text = raw.cidr.as_deref().unwrap_or_default();
+        checker.warnings.push(format!(
+            "{path}.cidr = \"{text}\" has host bits set: it means the whole network {} ({} to {}); write \"{}\" to say so, or a /{} for the one address",
+            net.trunc(),
+            net.network(),
+            net.broadcast(),
+            net.trunc(),
+            net.max_prefix_len()
+        ));
+    }
     if let Some(net) = cidr
         && net.prefix_len() == 0
     {
