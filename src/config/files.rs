@@ -95,7 +95,7 @@ fn kind(metadata: &Metadata) -> &'static str {
 
 fn size_text(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")
@@ -117,7 +117,8 @@ mod tests {
         assert!(status.success());
         let small = dir.path().join("small.pem");
         std::fs::write(&small, b"0123456789").unwrap();
-        let cases: [(&Path, u64, Result<&[u8], &str>); 6] = [
+        type Expected<'a> = Result<&'a [u8], &'a str>;
+        let cases: [(&Path, u64, Expected<'_>); 6] = [
             (&small, 10, Ok(b"0123456789")),
             (&small, 9, Err("is larger than 9 bytes")),
             (
