@@ -76,6 +76,15 @@ fn an_empty_or_blank_password_is_refused_by_key() {
         let errors = errors_of(&text, Path::new("/"));
         assert_eq!(errors[0].path, "account[0].client_secret");
     }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), " \n").unwrap();
+    let text = BASE.replace(
+        "client_secret = \"abc~DEF.secret-value-7f3\"",
+        "client_secret_file = \"secret.txt\"",
+    );
+    let errors = errors_of(&text, dir.path());
+    assert_eq!(errors[0].path, "account[0].client_secret_file");
+    assert!(errors[0].message.contains("empty"), "{}", errors[0].message);
 }
 
 #[test]
