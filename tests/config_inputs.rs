@@ -19,7 +19,8 @@ use common::process::binary;
 
 /// Run `check --config-only` on `config` in a shell with a 2 GiB address-space limit (the
 /// relay reading `/dev/zero` once grew to 21 GB before the OOM killer stopped it); give up
-/// after a generous minute.
+/// after a generous minute. Two runtime threads and two malloc arenas keep the address space
+/// the relay reserves for itself small on a machine with many cores.
 async fn check_config_only(config: &std::path::Path) -> (Option<i32>, String) {
     let child = tokio::process::Command::new("sh")
         .args([
@@ -27,6 +28,8 @@ async fn check_config_only(config: &std::path::Path) -> (Option<i32>, String) {
             r#"ulimit -v 2097152 && exec "$RELAY" check --config-only --config "$CONFIG""#,
         ])
         .env("RELAY", binary())
+        .env("TOKIO_WORKER_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
         .env("CONFIG", config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
