@@ -361,12 +361,23 @@ impl Relay {
             // before it is done waits for it (and so for every older generation) too. Never
             // two generations' sessions at once: Exchange refuses a 4th per mailbox.
             let generation = workers.clone();
+            let retry_backlog = !new_account;
             workers.spawn(async move {
                 if let Some(old_workers) = old_workers {
                     old_workers.wait().await;
                 }
                 if cancel.is_cancelled() {
                     return;
+                }
+                // The reload may be the fix the account was waiting for: try its backlog now.
+                // Only now: an attempt of the old generation still running during the reload
+                // settles before, and would otherwise defer its message (and pause the
+                // account) again after the retry.
+                if retry_backlog {
+                    let retried = queue_for_retry.retry_now();
+                    if retried > 0 {
+                        tracing::info!(account = %name, retried, "queued messages are retried now with the new configuration");
+                    }
                 }
                 spawn_workers(delivery, &cancel, &generation);
                 generation.spawn(crate::oauth::token::watch_certificate_expiry(
@@ -377,12 +388,6 @@ impl Relay {
             });
             if new_account {
                 self.schedule_orphans(&account.name).await;
-            } else {
-                // The reload may be the fix the account was waiting for: try its backlog now.
-                let retried = queue_for_retry.retry_now();
-                if retried > 0 {
-                    tracing::info!(account = %account.name, retried, "queued messages are retried now with the new configuration");
-                }
             }
             next.insert(account.name.clone(), runtime);
         }
