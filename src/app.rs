@@ -159,11 +159,24 @@ impl Relay {
             tracing::warn!("{warning}");
         }
         let state_dir = config.relay.state_dir.clone();
-        let lock = lock_state_dir(&state_dir)?;
-        let (spool, recovery) = Spool::open(&state_dir).map_err(|source| StartError::Spool {
+        // Locking and the recovery scan read the disk: on the blocking pool, not the runtime.
+        let dir = state_dir.clone();
+        let (lock, spool, recovery) = tokio::task::spawn_blocking(move || {
+            let lock = lock_state_dir(&dir)?;
+            let (spool, recovery) = Spool::open(&dir).map_err(|source| StartError::Spool {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Ok::<_, StartError>((lock, spool, recovery))
+        })
+        .await
+        .map_err(|e| StartError::Spool {
             path: state_dir.display().to_string(),
-            source,
-        })?;
+            source: crate::spool::SpoolError::Io {
+                operation: "open the spool",
+                source: std::io::Error::other(e),
+            },
+        })??;
         let spool = Arc::new(spool);
         let queue = Arc::new(Queue::new(config.accounts.iter().map(|a| a.name.clone())));
         let mut orphans: HashMap<String, usize> = HashMap::new();
@@ -395,12 +408,23 @@ impl Relay {
             // before it is done waits for it (and so for every older generation) too. Never
             // two generations' sessions at once: Exchange refuses a 4th per mailbox.
             let generation = workers.clone();
+            let retry_backlog = !new_account;
             workers.spawn(async move {
                 if let Some(old_workers) = old_workers {
                     old_workers.wait().await;
                 }
                 if cancel.is_cancelled() {
                     return;
+                }
+                // The reload may be the fix the account was waiting for: try its backlog now.
+                // Only now: an attempt of the old generation still running during the reload
+                // settles before, and would otherwise defer its message (and pause the
+                // account) again after the retry.
+                if retry_backlog {
+                    let retried = queue_for_retry.retry_now();
+                    if retried > 0 {
+                        tracing::info!(account = %name, retried, "queued messages are retried now with the new configuration");
+                    }
                 }
                 spawn_workers(delivery, &cancel, &generation);
                 generation.spawn(crate::oauth::token::watch_certificate_expiry(
@@ -411,12 +435,6 @@ impl Relay {
             });
             if new_account {
                 self.schedule_orphans(&account.name).await;
-            } else {
-                // The reload may be the fix the account was waiting for: try its backlog now.
-                let retried = queue_for_retry.retry_now();
-                if retried > 0 {
-                    tracing::info!(account = %account.name, retried, "queued messages are retried now with the new configuration");
-                }
             }
             next.insert(account.name.clone(), runtime);
         }
@@ -633,6 +651,8 @@ async fn purge_failed(spool: Arc<Spool>, retention: Duration, cancel: Cancellati
     }
 }
 
+/// Create the state directory if needed (0700) and lock it through `relay.lock` (0600).
+/// Blocking.
 fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     let spool_error = |source: std::io::Error| StartError::Spool {
         path: state_dir.display().to_string(),
@@ -641,13 +661,9 @@ fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartErr
             source,
         },
     };
-    std::fs::create_dir_all(state_dir).map_err(spool_error)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join("relay.lock"))
-        .map_err(spool_error)?;
+    crate::spool::fsio::create_dir_if_missing(state_dir).map_err(spool_error)?;
+    let file =
+        crate::spool::fsio::open_private(&state_dir.join("relay.lock")).map_err(spool_error)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {

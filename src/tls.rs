@@ -2,6 +2,9 @@
 //! client: one crypto provider (ring) for the whole binary, PEM loading, and configs limited
 //! to TLS 1.2 and 1.3.
 //!
+//! PEM files are read through [`crate::config::files::read_limited`]: a regular file of at
+//! most [`NAMED_FILE_LIMIT`] bytes.
+//!
 //! Invariant: nothing here relies on a process-wide default provider being installed; every
 //! config is built with [`provider`] explicitly, and `main` installs the same one as default
 //! for libraries that look it up.
@@ -13,6 +16,8 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::config::files::{NAMED_FILE_LIMIT, read_limited};
+
 /// The one crypto provider of the binary.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -23,13 +28,13 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Load every certificate from a PEM file.
+/// Load every certificate from a PEM file (a regular file of at most [`NAMED_FILE_LIMIT`]).
 ///
 /// # Errors
 /// A readable message when the file cannot be read or holds no certificate.
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    let pem = read_limited(path, NAMED_FILE_LIMIT)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             format!(
@@ -57,12 +62,14 @@ pub fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, Str
     Ok(certs)
 }
 
-/// Load a private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
+/// Load a private key (PKCS#8, PKCS#1 or SEC1) from a PEM file (a regular file of at most
+/// [`NAMED_FILE_LIMIT`]).
 ///
 /// # Errors
 /// A readable message when the file cannot be read or holds no key.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
+    let pem = read_limited(path, NAMED_FILE_LIMIT)?;
+    PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
 }
 

@@ -186,7 +186,7 @@ async fn run_until_stopped(relay: &Relay, path: &std::path::Path) {
                 _ = term.recv() => return,
                 _ = hup.recv() => {
                     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-                    match Config::load(path) {
+                    match Config::load_off_runtime(path).await {
                         Ok(config) => match relay.reload(config).await {
                             Ok(()) => {}
                             Err(reason) => tracing::error!(%reason, "reload refused; the running configuration stays"),

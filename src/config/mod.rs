@@ -4,8 +4,11 @@
 //! Invariants: a [`Config`] only exists when every key passed validation; all errors are
 //! reported together, each with its key path (`account[0].tenant_id: …`); secrets are read
 //! from the file or environment named in the config at load time and held as [`Secret`]s;
-//! relative paths are resolved against the config file's directory. Knows nothing of sockets.
+//! relative paths are resolved against the config file's directory; every file the config
+//! names (and the config itself) is read through [`files`], bounded in size and only if it is
+//! a regular file. Knows nothing of sockets.
 
+pub mod files;
 pub mod free_space;
 pub mod raw;
 pub mod validate;
@@ -354,17 +357,15 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file (a regular file of at most
+    /// [`files::CONFIG_FILE_LIMIT`] bytes). Blocking: on the runtime, use
+    /// [`Config::load_off_runtime`].
     ///
     /// # Errors
     /// Every problem found, each with its key path.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                "",
-                format!("cannot read {}: {e}", path.display()),
-            )])
-        })?;
+        let text = files::read_limited_text(path, files::CONFIG_FILE_LIMIT)
+            .map_err(|e| ConfigErrors(vec![ConfigError::new("", e)]))?;
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -374,6 +375,23 @@ impl Config {
             .warnings
             .extend(world_readable_secrets_warning(path, &text));
         Ok(config)
+    }
+
+    /// [`Config::load`] on tokio's blocking pool, so that reading the config and the files it
+    /// names (e.g. on SIGHUP) never stalls the runtime's worker threads.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub async fn load_off_runtime(path: &Path) -> Result<Config, ConfigErrors> {
+        let owned = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Config::load(&owned))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors(vec![ConfigError::new(
+                    "",
+                    format!("loading {} stopped: {e}", path.display()),
+                )]))
+            })
     }
 
     /// Parse and validate TOML text; relative paths resolve against `base`.
@@ -401,6 +419,10 @@ impl Config {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests_inputs.rs"]
+mod tests_inputs;
 
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.

@@ -3,12 +3,26 @@
 //! stopping at the first one; `deny_unknown_fields` catches typos.
 //!
 //! Key names are a contract with users (see `relay.toml.example`): add keys, never rename.
+//!
+//! Secret values (`client_secret`, `password`) are [`Secret`]s from the moment they are
+//! parsed: `Debug` shows `[redacted]`, and `Serialize` (used only to list the schema's keys)
+//! writes `"[redacted]"`, never the value.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serializer};
+
+use crate::secret::Secret;
+
+/// `Serialize` for an optional secret: its presence, never its value.
+fn redacted<S: Serializer>(value: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str("[redacted]"),
+        None => serializer.serialize_none(),
+    }
+}
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +133,8 @@ pub struct RawAccount {
     pub mailbox: Option<String>,
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    #[serde(serialize_with = "redacted")]
+    pub client_secret: Option<Secret>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
     pub client_certificate: Option<PathBuf>,
@@ -143,7 +158,8 @@ pub struct RawAccount {
 pub struct RawUser {
     pub username: Option<String>,
     pub password_hash: Option<String>,
-    pub password: Option<String>,
+    #[serde(serialize_with = "redacted")]
+    pub password: Option<Secret>,
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
     pub sender_rewrite: Option<String>,

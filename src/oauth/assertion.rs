@@ -122,11 +122,12 @@ impl ClientCertificate {
     /// private key; see [`ClientCertificate::from_pem`].
     ///
     /// # Errors
-    /// The file cannot be read, or [`ClientCertificate::from_pem`]'s errors prefixed with the
-    /// path.
+    /// The file cannot be read (it must be a regular file of at most
+    /// [`NAMED_FILE_LIMIT`](crate::config::files::NAMED_FILE_LIMIT) bytes), or
+    /// [`ClientCertificate::from_pem`]'s errors prefixed with the path.
     pub fn load(path: &Path) -> Result<ClientCertificate, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the certificate file {}: {e}", path.display()))?;
+        let text =
+            crate::config::files::read_limited_text(path, crate::config::files::NAMED_FILE_LIMIT)?;
         ClientCertificate::from_pem(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -13,9 +13,13 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::secret::Secret;
 
-/// The largest argon2 memory cost (`m=`, in KiB) a configured hash may ask for: 256 MiB.
+/// The largest argon2 memory cost (`m=`, in KiB) a configured hash may ask for: 64 MiB.
 /// The default of `hash-password` is 19 MiB (argon2's OWASP-recommended default).
-pub const MAX_HASH_MEMORY_KIB: u32 = 256 * 1024;
+pub const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+/// The most passes over that memory (`t`): about a second of CPU at 64 MiB.
+pub const MAX_HASH_ITERATIONS: u32 = 10;
+/// The most lanes (`p`); RFC 9106 recommends 4.
+pub const MAX_HASH_PARALLELISM: u32 = 4;
 
 /// Capacity reserved for a work area, in blocks of 1 KiB: just above 32 MiB, glibc's largest
 /// dynamic mmap threshold, so the area is always its own mapping and freeing it returns the
@@ -72,7 +76,7 @@ pub fn verify_phc(phc: &str, password: &Secret, scratch: &mut Argon2Scratch) -> 
     let Ok(params) = Params::try_from(&parsed) else {
         return false;
     };
-    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+    if params.m_cost() > MAX_HASH_MEMORY_KIB || params.t_cost() > MAX_HASH_ITERATIONS {
         return false;
     }
     let mut salt_buffer = [0u8; 64];
@@ -98,18 +102,52 @@ pub fn verify_phc(phc: &str, password: &Secret, scratch: &mut Argon2Scratch) -> 
     Output::new(computed).is_ok_and(|computed| computed == expected)
 }
 
-/// Whether a PHC string's parameters are within what the relay agrees to compute.
+/// Whether `phc` is an argon2 hash whose cost stays within the bounds above: every AUTH (and
+/// every AUTH for an unknown user, which spends the same work) pays it, two at once on the
+/// password-check workers, so an extreme hash would let one client exhaust a 512 MiB pod or the
+/// CPU. `hash-password` writes m = 19456 KiB, t = 2, p = 1 (OWASP's recommendation), well
+/// inside; RFC 9106's memory-constrained recommendation (m = 64 MiB, t = 3, p = 4) fits too.
+///
+/// # Errors
+/// What is wrong, in an administrator's words.
 pub fn hash_parameters_acceptable(phc: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(phc).map_err(|e| e.to_string())?;
-    let params = Params::try_from(&parsed).map_err(|e| e.to_string())?;
-    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+    let hash = PasswordHash::new(phc)
+        .map_err(|e| format!("password_hash is not a valid PHC string: {e}"))?;
+    if Algorithm::try_from(hash.algorithm).is_err() {
         return Err(format!(
-            "argon2 memory cost m={} KiB is above the relay's limit of {} KiB",
-            params.m_cost(),
-            MAX_HASH_MEMORY_KIB
+            "password_hash uses {}; the relay checks argon2 hashes only (from `smtp-oauth-relay hash-password`)",
+            hash.algorithm
         ));
     }
-    Ok(())
+    let params = Params::try_from(&hash)
+        .map_err(|e| format!("password_hash has invalid argon2 parameters: {e}"))?;
+    let mut problems = Vec::new();
+    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+        problems.push(format!(
+            "memory m={} KiB is above {MAX_HASH_MEMORY_KIB} KiB (64 MiB)",
+            params.m_cost()
+        ));
+    }
+    if params.t_cost() > MAX_HASH_ITERATIONS {
+        problems.push(format!(
+            "iterations t={} is above {MAX_HASH_ITERATIONS}",
+            params.t_cost()
+        ));
+    }
+    if params.p_cost() > MAX_HASH_PARALLELISM {
+        problems.push(format!(
+            "parallelism p={} is above {MAX_HASH_PARALLELISM}",
+            params.p_cost()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "password_hash would make every login cost too much ({}): one AUTH could take the relay down; hash the password again with `smtp-oauth-relay hash-password`",
+            problems.join(", ")
+        ))
+    }
 }
 
 /// A hash of a random password with the default parameters: verified for unknown users.
@@ -155,6 +193,10 @@ mod tests {
             assert!(!verify_phc(&phc, &Secret::new("s3creT"), &mut scratch));
         }
         let held = scratch.held_bytes();
+        assert!(
+            hash_parameters_acceptable(&phc).is_ok(),
+            "hash-password's own output"
+        );
         assert_eq!(
             held,
             19 * 1024 * 1024,

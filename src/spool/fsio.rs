@@ -4,6 +4,9 @@
 //! is the classic one: write to a file in `tmp/`, `fsync` it, `rename` it into place, then
 //! `fsync` the directory that now holds the name, so that after a power cut either the old
 //! state or the complete new one is on disk.
+//!
+//! Everything created here is private whatever the umask: files 0600, directories 0700
+//! (explicit modes at creation, and `chmod` where an existing path may be more open).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -33,6 +36,43 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .mode(DIR_MODE)
         .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+}
+
+/// Create `dir` and any missing parents with mode 0700 (whatever the umask); a directory that
+/// already exists keeps its mode (the state directory may be a mount point, or shared with a
+/// group on purpose).
+pub fn create_dir_if_missing(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+/// Open `path` for writing, creating it if needed, private to the relay's user whatever the
+/// umask, also when an older version created it more open (e.g. the lock file).
+pub fn open_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Write `bytes` to `path` (created private or truncated), without fsync: for scratch files
+/// such as the writability probe.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// Flush a file's data (and the metadata needed to read it back) to stable storage.
@@ -75,5 +115,37 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn files_and_directories_are_private_also_when_they_existed_more_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // An older version left a world-writable lock file.
+        let lock = dir.path().join("relay.lock");
+        fs::write(&lock, b"").unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o666)).unwrap();
+        open_private(&lock).unwrap();
+        assert_eq!(mode(&lock), 0o600);
+        let fresh = dir.path().join("fresh.lock");
+        open_private(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+
+        let nested = dir.path().join("a/b/c");
+        create_dir_if_missing(&nested).unwrap();
+        for path in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&dir.path().join(path)), 0o700, "{path}");
+        }
+        let probe = dir.path().join("probe");
+        write_private(&probe, b"probe").unwrap();
+        assert_eq!(mode(&probe), 0o600);
     }
 }

@@ -17,6 +17,9 @@
 //! - New mail from clients ([`Spool::create`]) is refused while the filesystem is below its
 //!   disk reserve ([`reserve`]); nothing else the spool writes is (DSNs use
 //!   [`Spool::create_bounce`]).
+//! - State files are replaced the same way (fsync, rename, directory fsync).
+//! - Everything the spool creates is private whatever the umask (directories 0700, files
+//!   0600; see [`fsio`]), and nothing is left in `tmp/` by a failed write or probe.
 
 pub mod content;
 mod dirsync;
@@ -192,7 +195,12 @@ impl Spool {
     async fn create_entry(&self, keeps_reserve: bool) -> Result<SpoolWriter, SpoolError> {
         for _ in 0..8 {
             let id = self.new_id();
-            if self.envelope_path(&id).exists() || self.body_path(&id).exists() {
+            let (envelope, body) = (self.envelope_path(&id), self.body_path(&id));
+            if blocking("check queue id", move || {
+                Ok(envelope.exists() || body.exists())
+            })
+            .await?
+            {
                 continue;
             }
             return Ok(SpoolWriter {
@@ -414,22 +422,24 @@ impl Spool {
         list_envelopes(self.queue.clone()).await
     }
 
-    /// Check that a file can be created, written and removed in `tmp/` (readiness).
+    /// Check that a file can be created, written and removed in `tmp/` (readiness). The probe
+    /// file is removed whatever happened (a full disk lets it be created but not written).
     ///
     /// # Errors
     /// The I/O error that stopped it.
     pub async fn probe_writable(&self) -> Result<(), SpoolError> {
         let path = self.tmp.join(format!("probe-{}", std::process::id()));
         blocking("probe the spool", move || {
-            std::fs::write(&path, b"probe")?;
-            std::fs::remove_file(&path)
+            let written = fsio::write_private(&path, b"probe");
+            let removed = fsio::remove_if_exists(&path);
+            written.and(removed)
         })
         .await
     }
 
     /// Replace a small state file (`state/<name>`, e.g. an account's recipient counts):
-    /// written to a temporary file and renamed, without fsync (losing its last update in a
-    /// crash is acceptable; a torn file is not).
+    /// written to a temporary file, fsynced, renamed, and the `state/` directory fsynced, so a
+    /// crash leaves the old or the new file, never a torn one.
     ///
     /// # Errors
     /// I/O errors, or a name that is not a plain file name.
@@ -437,9 +447,10 @@ impl Spool {
         let target = self.state_path(name)?;
         // A unique temporary name: concurrent writers must not rename each other's file away.
         let tmp = self.tmp.join(format!("state-{name}-{:08x}", random_u32()));
+        let state_dir = self.state.clone();
         blocking("write state file", move || {
-            std::fs::write(&tmp, &bytes)?;
-            fsio::rename(&tmp, &target)
+            fsio::write_and_rename(&tmp, &target, &bytes)?;
+            fsio::sync_dir(&state_dir)
         })
         .await
     }
@@ -533,7 +544,8 @@ fn random_u32() -> u32 {
 pub const SPILL_THRESHOLD: usize = 64 * 1024;
 
 /// A spool entry being written. Dropping it without [`commit`](SpoolWriter::commit) removes
-/// the temporary file: nothing half-received ever reaches `queue/`.
+/// the temporary file (in the background, off the runtime): nothing half-received ever
+/// reaches `queue/`.
 pub struct SpoolWriter {
     id: QueueId,
     tmp_body: PathBuf,
@@ -662,9 +674,19 @@ impl SpoolWriter {
 }
 
 impl Drop for SpoolWriter {
+    /// Removes the temporary file on tokio's blocking pool when a runtime is running (a drop
+    /// happens on a runtime worker, which must not wait for the disk), in place otherwise.
     fn drop(&mut self) {
         if self.file_created {
-            let _ = std::fs::remove_file(&self.tmp_body);
+            let path = std::mem::take(&mut self.tmp_body);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    drop(runtime.spawn_blocking(move || fsio::remove_if_exists(&path)));
+                }
+                Err(_) => {
+                    let _ = fsio::remove_if_exists(&path);
+                }
+            }
         }
     }
 }

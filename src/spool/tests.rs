@@ -56,10 +56,7 @@ async fn an_abandoned_writer_leaves_nothing_behind() {
     let mut writer = spool.create().await.unwrap();
     writer.write(b"partial").await.unwrap();
     drop(writer);
-    let tmp_files = std::fs::read_dir(dir.path().join("spool/tmp"))
-        .unwrap()
-        .count();
-    assert_eq!(tmp_files, 0);
+    assert_eq!(tmp_files_after_cleanup(dir.path()).await, 0);
     let (_, recovery) = Spool::open(dir.path()).unwrap();
     assert!(recovery.entries.is_empty());
 }
@@ -262,12 +259,24 @@ async fn large_content_spills_to_a_file_and_commits_the_same_way() {
         writer.write(&chunk).await.unwrap();
     }
     drop(writer);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("spool/tmp"))
+    assert_eq!(tmp_files_after_cleanup(dir.path()).await, 0);
+}
+
+/// The files in `spool/tmp/` once a dropped writer's removal (on the blocking pool) has had
+/// its chance: polled for at most 10 s.
+async fn tmp_files_after_cleanup(state_dir: &std::path::Path) -> usize {
+    let count = || {
+        std::fs::read_dir(state_dir.join("spool/tmp"))
             .unwrap()
-            .count(),
-        0
-    );
+            .count()
+    };
+    for _ in 0..1000 {
+        if count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,10 @@
 //! Validation of who may send: `[[user]]` (argon2 hash or a clear password, with a warning)
 //! and `[[network]]` (CIDR), each bound to an existing account and its `allowed_senders`
 //! patterns. Refuses what would make an open relay by accident, and says so by key path.
+//!
+//! A `password_hash` may not ask for more argon2 work than the bounds of
+//! [`crate::policy::password`] (64 MiB, 10 iterations, 4 lanes), checked here so the error names
+//! the user.
 
 use super::*;
 
@@ -99,12 +103,29 @@ pub(super) fn user(
         );
     }
     let credential = match (&raw.password_hash, &raw.password) {
-        (Some(hash), None) => Some(Credential::Hash(hash.clone())),
+        (Some(hash), None) => match crate::policy::password::hash_parameters_acceptable(hash) {
+            Ok(()) => Some(Credential::Hash(hash.clone())),
+            Err(problem) => {
+                let who = username.as_deref().unwrap_or("?");
+                checker.error(
+                    format!("{path}.password_hash"),
+                    format!("user \"{who}\": {problem}"),
+                );
+                None
+            }
+        },
+        (None, Some(password)) if password.expose().trim().is_empty() => {
+            checker.error(
+                format!("{path}.password"),
+                "is empty: anyone could log in as this user; set a password (better: password_hash from `smtp-oauth-relay hash-password`)",
+            );
+            None
+        }
         (None, Some(password)) => {
             checker.warnings.push(format!(
                 "{path}: the password is stored in clear in the config; use password_hash from `smtp-oauth-relay hash-password`"
             ));
-            Some(Credential::Clear(Secret::new(password.clone())))
+            Some(Credential::Clear(password.clone()))
         }
         (Some(_), Some(_)) => {
             checker.error(
@@ -161,6 +182,19 @@ pub(super) fn network(
                 }
             }
         });
+    if let Some(net) = cidr
+        && net != net.trunc()
+    {
+        let text = raw.cidr.as_deref().unwrap_or_default();
+        checker.warnings.push(format!(
+            "{path}.cidr = \"{text}\" has host bits set: it means the whole network {} ({} to {}); write \"{}\" to say so, or a /{} for the one address",
+            net.trunc(),
+            net.network(),
+            net.broadcast(),
+            net.trunc(),
+            net.max_prefix_len()
+        ));
+    }
     if let Some(net) = cidr
         && net.prefix_len() == 0
     {

@@ -4,6 +4,7 @@
 //! fix in the admin's words.
 
 use super::*;
+use crate::config::files::{NAMED_FILE_LIMIT, read_limited_text};
 
 fn is_guid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
@@ -263,10 +264,7 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
                 })
             }
             Err(e) => {
-                checker.error(
-                    format!("{path}.client_certificate"),
-                    format!("{}: {e}", file.display()),
-                );
+                checker.error(format!("{path}.client_certificate"), e);
                 None
             }
         };
@@ -278,19 +276,16 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
         );
     }
     let (key, secret) = if let Some(secret) = &raw.client_secret {
-        ("client_secret", secret.clone())
+        ("client_secret", secret.expose().to_string())
     } else if let Some(file) = &raw.client_secret_file {
         let file = checker.resolve(file);
-        match std::fs::read_to_string(&file) {
+        match read_limited_text(&file, NAMED_FILE_LIMIT) {
             Ok(text) => (
                 "client_secret_file",
                 text.trim_end_matches(['\r', '\n']).to_string(),
             ),
             Err(e) => {
-                checker.error(
-                    format!("{path}.client_secret_file"),
-                    format!("cannot read {}: {e}", file.display()),
-                );
+                checker.error(format!("{path}.client_secret_file"), e);
                 return None;
             }
         }

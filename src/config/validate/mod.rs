@@ -457,13 +457,20 @@ fn listener(
     if matches!(tls, Some(TlsMode::Starttls | TlsMode::Implicit)) {
         let certificate = checker.required(&format!("{path}.certificate"), &raw.certificate);
         let private_key = checker.required(&format!("{path}.private_key"), &raw.private_key);
-        if let (Some(certificate), Some(private_key)) = (certificate, private_key) {
-            match crate::tls::server_config(
-                &checker.resolve(&certificate),
-                &checker.resolve(&private_key),
-            ) {
+        let chain = certificate.and_then(|file| {
+            crate::tls::load_certificates(&checker.resolve(&file))
+                .map_err(|e| checker.error(format!("{path}.certificate"), e))
+                .ok()
+        });
+        let key = private_key.and_then(|file| {
+            crate::tls::load_private_key(&checker.resolve(&file))
+                .map_err(|e| checker.error(format!("{path}.private_key"), e))
+                .ok()
+        });
+        if let (Some(chain), Some(key)) = (chain, key) {
+            match crate::tls::server_config_from(chain, key) {
                 Ok(config) => tls_config = Some(config),
-                Err(e) => checker.error(format!("{path}.certificate"), e),
+                Err(e) => checker.error(format!("{path}.private_key"), e),
             }
         }
     }
