@@ -63,7 +63,7 @@ async fn http_get(port: u16, path: &str) -> String {
             .await
             .unwrap();
         stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut response = Vec::new();

@@ -5,9 +5,10 @@
 //! waits until the penalty after the last failure has passed: 1 s after one failure, then 2, 4,
 //! 8 s…, capped at `auth_penalty_max` (10 s by default), like Dovecot's auth penalty. Attempts
 //! run at most `auth_parallel_per_address` at a time per address and `auth_parallel_per_user`
-//! per username (first come, first served), and the penalty is looked at again when an attempt
-//! actually gets its turn, so parallel connections do not multiply an attacker's rate. An
-//! outright refusal exists only as an opt-in, per (address, username): `auth_lockout_after`.
+//! per username (first come, first served), and the penalty is looked at when an attempt
+//! gets its slots (not when it arrived), so parallel connections do not multiply an attacker's
+//! rate. An outright refusal exists only as an opt-in, per (address, username):
+//! `auth_lockout_after`.
 //!
 //! Invariants:
 //! - Nothing here refuses a connection or a correct password: the worst a neighbour's failures
@@ -364,20 +365,19 @@ impl AuthThrottle {
             .await
             .map_err(|_| NotAdmitted::DeadlinePassed)?;
         // Looked at again now that the attempt holds its slots: failures recorded while it
-        // waited count (bounded: each pass sleeps until a later time or leaves).
-        loop {
-            let settings = self.settings();
-            self.check_lockout(&settings, address, &user)?;
-            let now = Instant::now();
-            let not_before = self.not_before(&settings, address, &user, now);
-            if not_before <= now {
-                break;
-            }
-            if not_before > deadline {
-                return Err(NotAdmitted::DeadlinePassed);
-            }
-            tokio::time::sleep_until(not_before).await;
+        // waited for them count. Once computed, its turn is fixed: re-reading the penalty after
+        // the sleep would let every attempt that finished first push a late waker back again
+        // and again (starvation on a busy machine); the slots already bound how many attempts
+        // run per penalty period.
+        let settings = self.settings();
+        self.check_lockout(&settings, address, &user)?;
+        let now = Instant::now();
+        let not_before = self.not_before(&settings, address, &user, now);
+        if not_before > deadline {
+            return Err(NotAdmitted::DeadlinePassed);
         }
+        tokio::time::sleep_until(not_before).await;
+        self.check_lockout(&settings, address, &user)?;
         Ok(Admitted {
             _address_slot: address_slot,
             _user_slot: user_slot,
