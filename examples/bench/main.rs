@@ -10,7 +10,8 @@
 //! (STARTTLS + XOAUTH2: the loopback limit of this setup) and, when installed, a private
 //! Postfix instance relaying to `smtp-sink`. Everything listens on 127.0.0.1 only, every loop is
 //! bounded in count and time, and every process started here is stopped at the end, also after
-//! an error or Ctrl-C. See BENCHMARKS.md.
+//! an error or Ctrl-C. Scenario (h) has the relay's clients AUTH for every message (with its
+//! memory of proven credentials, then without it, each on a relay of its own). See BENCHMARKS.md.
 
 mod postfix;
 mod procs;
@@ -30,9 +31,10 @@ use smtp_oauth_relay::testkit::{ExchangeOptions, Testkit, TestkitOptions};
 
 use crate::postfix::PostfixBaseline;
 use crate::relay::RelayProcess;
-use crate::report::{Measured, Report};
+use crate::report::{AuthRun, AuthRuns, Measured, Report};
 use crate::smtp::{
-    Client, LoadResult, Message, Style, Target, closed_loop, open_loop, per_second, quantile,
+    Client, LoadResult, Message, Style, Target, Timing, closed_loop, open_loop, per_second,
+    quantile,
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -50,8 +52,8 @@ struct Args {
     /// Skip the Postfix baseline even if Postfix is installed.
     #[arg(long)]
     no_postfix: bool,
-    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e).
-    #[arg(long, default_value = "abcde")]
+    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e h).
+    #[arg(long, default_value = SCENARIOS)]
     only: String,
     /// Record the relay with `perf record` (cpu-clock, DWARF call graphs) during this one
     /// scenario (a letter); the data goes to target/bench-perf-<letter>.data.
@@ -72,6 +74,8 @@ const LARGE: usize = 1024 * 1024;
 const HUGE: usize = 34 * 1024 * 1024;
 const SENDER: &str = "relay@contoso.com";
 const IDLE_CONNECTIONS: usize = 1000;
+/// Every scenario letter (`--only`); (f) and (g) are the CPU and token rows, not scenarios.
+const SCENARIOS: &str = "abcdeh";
 const LATENCY_RATE: f64 = 100.0;
 
 #[tokio::main]
@@ -130,6 +134,8 @@ struct Plan {
     small_messages: u64,
     large_messages: u64,
     latency_messages: u64,
+    /// (h) with the credential cache off: every message pays argon2, so fewer.
+    uncached_auth_messages: u64,
     deadline: Duration,
 }
 
@@ -215,10 +221,12 @@ impl Perf {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn closed_scenario(
     system: &System<'_>,
     target: &Target,
     style: Style,
+    timing: Timing,
     clients: usize,
     count: u64,
     message: &Arc<Message>,
@@ -230,8 +238,16 @@ async fn closed_scenario(
         .pid()
         .map(|pid| procs::PeakRss::start(pid, Duration::from_millis(20)));
     let start = Instant::now();
-    let mut load: LoadResult =
-        closed_loop(target, style, clients, count, Arc::clone(message), deadline).await;
+    let mut load: LoadResult = closed_loop(
+        target,
+        style,
+        timing,
+        clients,
+        count,
+        Arc::clone(message),
+        deadline,
+    )
+    .await;
     let accepted_per_s = load.rate();
     let delivered_per_s = if matches!(system, System::Upstream { .. }) {
         Some(accepted_per_s)
@@ -315,6 +331,7 @@ async fn throughput(
             system,
             target,
             style,
+            Timing::DataTo250,
             plan.clients,
             count,
             message,
@@ -332,6 +349,159 @@ async fn throughput(
         *slot = Some(m);
     }
     Ok(results)
+}
+
+/// (h): each client connects from its own untrusted address, EHLO, AUTH PLAIN as the bench's
+/// `[[user]]`, one 10 KB message, QUIT. Twice, each on a fresh relay process warmed up like the
+/// main one: with the relay's memory of proven credentials (the default `auth_cache_ttl`), and
+/// with `auth_cache_ttl = "0s"`. (Not one relay reloaded in between: a reload leaves the
+/// relay 19 MiB larger, which would be counted against the AUTH load.)
+async fn auth_per_message(
+    binary: &Path,
+    kit: &Testkit,
+    scratch: &Path,
+    plan: &Plan,
+    message: &Arc<Message>,
+) -> Result<AuthRuns> {
+    let mut runs = Vec::new();
+    for (ttl, count, label) in [
+        (None, plan.small_messages, "credential cache on (default)"),
+        (
+            Some("0s"),
+            plan.uncached_auth_messages,
+            "credential cache off (auth_cache_ttl = \"0s\")",
+        ),
+    ] {
+        let dir = scratch.join(if ttl.is_some() {
+            "auth-cache-off"
+        } else {
+            "auth-cache-on"
+        });
+        let mut relay = RelayProcess::start(binary, kit, &dir, ttl).await?;
+        eprintln!("relay: (h) 10 KB, AUTH PLAIN per message, {label}: a relay of its own");
+        let outcome = auth_half(&relay, kit, plan, count, message).await;
+        let problems = relay.problems();
+        relay.kill().await;
+        let mut run = outcome?;
+        run.log_problems = problems.len();
+        if let Some(first) = problems.first() {
+            eprintln!(
+                "relay (h) log: {} WARN/ERROR lines, first: {first}",
+                problems.len()
+            );
+        }
+        runs.push(run);
+    }
+    let mut runs = runs.into_iter();
+    match (runs.next(), runs.next()) {
+        (Some(cached), Some(uncached)) => Ok(AuthRuns { cached, uncached }),
+        _ => bail!("scenario (h) did not run both halves"),
+    }
+}
+
+/// One half of (h) on `relay`: warm-up, idle RSS, the closed loop, the relay's AUTH counters.
+async fn auth_half(
+    relay: &RelayProcess,
+    kit: &Testkit,
+    plan: &Plan,
+    count: u64,
+    message: &Arc<Message>,
+) -> Result<AuthRun> {
+    let system = System::Relay { relay, kit };
+    untrusted_source_check(relay).await?;
+    let delivered = kit.exchange.message_count();
+    let warm = warm_up(&Target::Plain(relay.smtp), message, plan.deadline).await;
+    if warm.ok == 0 {
+        bail!(
+            "(h) warm-up failed: {}\nrelay log:\n{}",
+            warm.first_error.unwrap_or_default(),
+            relay.log_tail(20)
+        );
+    }
+    wait_delivered(kit, delivered + warm.ok, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_mib = procs::rss_kib(relay.pid).map(mib);
+    let target = Target::PlainAuth {
+        addr: relay.auth_smtp,
+        username: relay::AUTH_USERNAME.to_owned(),
+        password: relay::AUTH_PASSWORD.to_owned(),
+        first_source: relay::AUTH_FIRST_SOURCE,
+    };
+    let successes = relay.counter(AUTH_SUCCESSES).await?;
+    let hits = relay.counter(AUTH_CACHE_HITS).await?;
+    let recording = plan.perf_start(&system, 'h').await?;
+    let measured = closed_scenario(
+        &system,
+        &target,
+        Style::OnePerConnection,
+        Timing::WholeConnection,
+        plan.clients,
+        count,
+        message,
+        plan.deadline,
+    )
+    .await;
+    plan.perf_stop(recording).await;
+    if measured.failures > 0 {
+        eprintln!(
+            "  relay (h): {} failed transactions, first: {}",
+            measured.failures,
+            measured.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    let logins = relay
+        .counter(AUTH_SUCCESSES)
+        .await?
+        .saturating_sub(successes);
+    let from_memory = relay.counter(AUTH_CACHE_HITS).await?.saturating_sub(hits);
+    Ok(AuthRun {
+        measured,
+        idle_rss_mib,
+        logins,
+        from_memory,
+        log_problems: 0,
+    })
+}
+
+/// Warm-up: 40 trusted messages from 4 clients (the token, the upstream sessions, the
+/// allocator).
+async fn warm_up(target: &Target, message: &Arc<Message>, deadline: Duration) -> LoadResult {
+    closed_loop(
+        target,
+        Style::OnePerConnection,
+        Timing::DataTo250,
+        4,
+        40,
+        Arc::clone(message),
+        deadline,
+    )
+    .await
+}
+
+const AUTH_SUCCESSES: &str = "smtp_oauth_relay_auth_successes_total";
+const AUTH_CACHE_HITS: &str = "smtp_oauth_relay_auth_cache_hits_total";
+
+/// (h) measures what it should only if its source addresses are trusted by no `[[network]]`:
+/// a client from there that has not authenticated must get `530` at MAIL.
+async fn untrusted_source_check(relay: &RelayProcess) -> Result<()> {
+    let mut client = Client::open(
+        &Target::Plain(relay.auth_smtp),
+        Some(IpAddr::V4(relay::AUTH_FIRST_SOURCE)),
+    )
+    .await
+    .context("connect from scenario (h)'s source address")?;
+    let reply = client.mail_from_reply(SENDER).await?;
+    client.quit().await;
+    if reply.code != 530 {
+        bail!(
+            "MAIL without AUTH from {} got {} {} instead of 530: that address is trusted, (h) \
+             would not measure AUTH",
+            relay::AUTH_FIRST_SOURCE,
+            reply.code,
+            reply.text
+        );
+    }
+    Ok(())
 }
 
 /// (d): DATA→250 at a fixed open-loop rate; (p50, p99, failures) in ms.
@@ -513,17 +683,22 @@ fn default_report_path() -> PathBuf {
 }
 
 async fn run(args: Args) -> Result<()> {
+    let only = args.only.to_ascii_lowercase();
+    if let Some(unknown) = only.chars().find(|c| !SCENARIOS.contains(*c)) {
+        bail!("--only {only}: no scenario ({unknown}); the scenarios are {SCENARIOS}");
+    }
     let binary = relay::locate_binary()?;
     let scale = if args.quick { 300 } else { 4000 };
     let small_messages = args.messages.unwrap_or(scale).max(1);
     let plan = Plan {
-        only: args.only.to_ascii_lowercase(),
+        only,
         perf: args.perf.map(|c| c.to_ascii_lowercase()),
         perf_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         clients: args.clients.max(1),
         small_messages,
         large_messages: (small_messages / 20).max(args.clients as u64),
         latency_messages: if args.quick { 200 } else { 1000 },
+        uncached_auth_messages: (small_messages / 4).max(1),
         deadline: Duration::from_secs(if args.quick { 60 } else { 300 }),
     };
     let scratch = tempfile::Builder::new()
@@ -551,7 +726,7 @@ async fn run(args: Args) -> Result<()> {
         ..TestkitOptions::default()
     })
     .await?;
-    let mut relay = RelayProcess::start(&binary, &kit, scratch.path()).await?;
+    let mut relay = RelayProcess::start(&binary, &kit, scratch.path(), None).await?;
     let outcome = measure(&args, &plan, &kit, &relay, scratch.path()).await;
     let problems = relay.problems();
     relay.kill().await;
@@ -593,7 +768,7 @@ fn args_line(args: &Args) -> String {
     if let Some(dir) = &args.scratch {
         line.push_str(&format!(" --scratch {}", dir.display()));
     }
-    if args.only != "abcde" {
+    if args.only != SCENARIOS {
         line.push_str(&format!(" --only {}", args.only));
     }
     line
@@ -615,16 +790,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(1)).await;
     report.rss_fresh_mib = procs::rss_kib(relay.pid).map(mib);
 
-    // Warm-up: the token, the upstream sessions, the allocator.
-    let warm = closed_loop(
-        &relay_target,
-        Style::OnePerConnection,
-        4,
-        40,
-        Arc::clone(&small),
-        plan.deadline,
-    )
-    .await;
+    let warm = warm_up(&relay_target, &small, plan.deadline).await;
     if warm.ok == 0 {
         bail!(
             "warm-up failed: {}\nrelay log:\n{}",
@@ -653,6 +819,10 @@ async fn measure(
         report.huge = Some(huge_message(relay, kit).await?);
     }
     report.token_requests = kit.entra.token_requests();
+    if plan.runs('h') {
+        let binary = relay::locate_binary()?;
+        report.auth = Some(auth_per_message(&binary, kit, scratch, plan, &small).await?);
+    }
     report.relay_delivered_check = check_delivered(kit);
 
     eprintln!("loopback limit: the generator straight into the fake Exchange (STARTTLS + XOAUTH2)");
@@ -705,6 +875,7 @@ async fn postfix_baseline(
         let warm = closed_loop(
             &target,
             Style::OnePerConnection,
+            Timing::DataTo250,
             4,
             40,
             Arc::clone(small),
