@@ -10,8 +10,10 @@
 //! (STARTTLS + XOAUTH2: the loopback limit of this setup) and, when installed, a private
 //! Postfix instance relaying to `smtp-sink`. Everything listens on 127.0.0.1 only, every loop is
 //! bounded in count and time, and every process started here is stopped at the end, also after
-//! an error or Ctrl-C. See BENCHMARKS.md.
+//! an error or Ctrl-C. Scenario (h) has the relay's clients AUTH for every message (with its
+//! memory of proven credentials, then without it, each on a relay of its own). See BENCHMARKS.md.
 
+mod auth;
 mod postfix;
 mod procs;
 mod relay;
@@ -32,7 +34,8 @@ use crate::postfix::PostfixBaseline;
 use crate::relay::RelayProcess;
 use crate::report::{Measured, Report};
 use crate::smtp::{
-    Client, LoadResult, Message, Style, Target, closed_loop, open_loop, per_second, quantile,
+    Client, LoadResult, Message, Style, Target, Timing, closed_loop, open_loop, per_second,
+    quantile,
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -50,8 +53,8 @@ struct Args {
     /// Skip the Postfix baseline even if Postfix is installed.
     #[arg(long)]
     no_postfix: bool,
-    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e).
-    #[arg(long, default_value = "abcde")]
+    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e h).
+    #[arg(long, default_value = SCENARIOS)]
     only: String,
     /// Record the relay with `perf record` (cpu-clock, DWARF call graphs) during this one
     /// scenario (a letter); the data goes to target/bench-perf-<letter>.data.
@@ -72,6 +75,8 @@ const LARGE: usize = 1024 * 1024;
 const HUGE: usize = 34 * 1024 * 1024;
 const SENDER: &str = "relay@contoso.com";
 const IDLE_CONNECTIONS: usize = 1000;
+/// Every scenario letter (`--only`); (f) and (g) are the CPU and token rows, not scenarios.
+const SCENARIOS: &str = "abcdeh";
 const LATENCY_RATE: f64 = 100.0;
 
 #[tokio::main]
@@ -130,6 +135,8 @@ struct Plan {
     small_messages: u64,
     large_messages: u64,
     latency_messages: u64,
+    /// (h) with the credential cache off: every message pays argon2, so fewer.
+    uncached_auth_messages: u64,
     deadline: Duration,
 }
 
@@ -215,10 +222,12 @@ impl Perf {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn closed_scenario(
     system: &System<'_>,
     target: &Target,
     style: Style,
+    timing: Timing,
     clients: usize,
     count: u64,
     message: &Arc<Message>,
@@ -230,8 +239,16 @@ async fn closed_scenario(
         .pid()
         .map(|pid| procs::PeakRss::start(pid, Duration::from_millis(20)));
     let start = Instant::now();
-    let mut load: LoadResult =
-        closed_loop(target, style, clients, count, Arc::clone(message), deadline).await;
+    let mut load: LoadResult = closed_loop(
+        target,
+        style,
+        timing,
+        clients,
+        count,
+        Arc::clone(message),
+        deadline,
+    )
+    .await;
     let accepted_per_s = load.rate();
     let delivered_per_s = if matches!(system, System::Upstream { .. }) {
         Some(accepted_per_s)
@@ -315,6 +332,7 @@ async fn throughput(
             system,
             target,
             style,
+            Timing::DataTo250,
             plan.clients,
             count,
             message,
@@ -332,6 +350,21 @@ async fn throughput(
         *slot = Some(m);
     }
     Ok(results)
+}
+
+/// Warm-up: 40 trusted messages from 4 clients (the token, the upstream sessions, the
+/// allocator).
+async fn warm_up(target: &Target, message: &Arc<Message>, deadline: Duration) -> LoadResult {
+    closed_loop(
+        target,
+        Style::OnePerConnection,
+        Timing::DataTo250,
+        4,
+        40,
+        Arc::clone(message),
+        deadline,
+    )
+    .await
 }
 
 /// (d): DATA→250 at a fixed open-loop rate; (p50, p99, failures) in ms.
@@ -513,17 +546,25 @@ fn default_report_path() -> PathBuf {
 }
 
 async fn run(args: Args) -> Result<()> {
+    let only = args.only.to_ascii_lowercase();
+    if let Some(unknown) = only.chars().find(|c| !SCENARIOS.contains(*c)) {
+        bail!(
+            "--only {only}: there is no scenario ({unknown}); the scenarios are {SCENARIOS} \
+             ((f) CPU and (g) token requests are rows of every run; AUTH for every message is (h))"
+        );
+    }
     let binary = relay::locate_binary()?;
     let scale = if args.quick { 300 } else { 4000 };
     let small_messages = args.messages.unwrap_or(scale).max(1);
     let plan = Plan {
-        only: args.only.to_ascii_lowercase(),
+        only,
         perf: args.perf.map(|c| c.to_ascii_lowercase()),
         perf_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         clients: args.clients.max(1),
         small_messages,
         large_messages: (small_messages / 20).max(args.clients as u64),
         latency_messages: if args.quick { 200 } else { 1000 },
+        uncached_auth_messages: (small_messages / 4).max(1),
         deadline: Duration::from_secs(if args.quick { 60 } else { 300 }),
     };
     let scratch = tempfile::Builder::new()
@@ -551,7 +592,7 @@ async fn run(args: Args) -> Result<()> {
         ..TestkitOptions::default()
     })
     .await?;
-    let mut relay = RelayProcess::start(&binary, &kit, scratch.path()).await?;
+    let mut relay = RelayProcess::start(&binary, &kit, scratch.path(), None).await?;
     let outcome = measure(&args, &plan, &kit, &relay, scratch.path()).await;
     let problems = relay.problems();
     relay.kill().await;
@@ -593,7 +634,7 @@ fn args_line(args: &Args) -> String {
     if let Some(dir) = &args.scratch {
         line.push_str(&format!(" --scratch {}", dir.display()));
     }
-    if args.only != "abcde" {
+    if args.only != SCENARIOS {
         line.push_str(&format!(" --only {}", args.only));
     }
     line
@@ -615,16 +656,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(1)).await;
     report.rss_fresh_mib = procs::rss_kib(relay.pid).map(mib);
 
-    // Warm-up: the token, the upstream sessions, the allocator.
-    let warm = closed_loop(
-        &relay_target,
-        Style::OnePerConnection,
-        4,
-        40,
-        Arc::clone(&small),
-        plan.deadline,
-    )
-    .await;
+    let warm = warm_up(&relay_target, &small, plan.deadline).await;
     if warm.ok == 0 {
         bail!(
             "warm-up failed: {}\nrelay log:\n{}",
@@ -653,6 +685,10 @@ async fn measure(
         report.huge = Some(huge_message(relay, kit).await?);
     }
     report.token_requests = kit.entra.token_requests();
+    if plan.runs('h') {
+        let binary = relay::locate_binary()?;
+        report.auth = Some(auth::auth_per_message(&binary, kit, scratch, plan, &small).await?);
+    }
     report.relay_delivered_check = check_delivered(kit);
 
     eprintln!("loopback limit: the generator straight into the fake Exchange (STARTTLS + XOAUTH2)");
@@ -705,6 +741,7 @@ async fn postfix_baseline(
         let warm = closed_loop(
             &target,
             Style::OnePerConnection,
+            Timing::DataTo250,
             4,
             40,
             Arc::clone(small),

@@ -4,7 +4,7 @@
 //! Every read and write has a timeout, every run is bounded by a message count and an overall
 //! deadline, and every address is on 127.0.0.0/8.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +25,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub enum Target {
     /// Plain SMTP, no authentication (the relay from a trusted network, Postfix).
     Plain(SocketAddr),
+    /// Plain SMTP with `AUTH PLAIN` after EHLO (the relay's listener that allows AUTH in clear),
+    /// each client from its own source address counted up from `first_source` (an address on
+    /// no trusted network, so that AUTH is what lets the client send).
+    PlainAuth {
+        addr: SocketAddr,
+        username: String,
+        password: String,
+        first_source: Ipv4Addr,
+    },
     /// STARTTLS + AUTH XOAUTH2 with a ready token (the fake Exchange: the loopback limit).
     Xoauth2 {
         addr: SocketAddr,
@@ -37,9 +46,35 @@ pub enum Target {
 impl Target {
     fn addr(&self) -> SocketAddr {
         match self {
-            Target::Plain(addr) | Target::Xoauth2 { addr, .. } => *addr,
+            Target::Plain(addr) | Target::PlainAuth { addr, .. } | Target::Xoauth2 { addr, .. } => {
+                *addr
+            }
         }
     }
+
+    /// The source address of the `client`-th client, when the target wants one of its own
+    /// (`PlainAuth`: `first_source` + `client`, wrapping after 250 clients).
+    pub fn source(&self, client: usize) -> Option<IpAddr> {
+        match self {
+            Target::PlainAuth { first_source, .. } => {
+                let offset = u32::try_from(client % 250).unwrap_or(0);
+                Some(IpAddr::V4(Ipv4Addr::from(
+                    u32::from(*first_source).wrapping_add(offset),
+                )))
+            }
+            Target::Plain(_) | Target::Xoauth2 { .. } => None,
+        }
+    }
+}
+
+/// What the latency of a transaction in a closed loop is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timing {
+    /// From writing the final dot to reading the `250`.
+    DataTo250,
+    /// From the start of the connect to the reply to QUIT (or the client giving up waiting
+    /// for it): greeting, EHLO, AUTH, the transaction and QUIT. One message per connection.
+    WholeConnection,
 }
 
 /// How clients use their connections.
@@ -124,6 +159,16 @@ impl Client {
         client.expect_reply(220).await.context("greeting")?;
         let ehlo = client.command("EHLO bench.client", 250).await?;
         client.pipelining = ehlo.lines.iter().any(|l| l.starts_with("PIPELINING"));
+        if let Target::PlainAuth {
+            username, password, ..
+        } = target
+        {
+            let payload = base64::engine::general_purpose::STANDARD
+                .encode(format!("\0{username}\0{password}"));
+            client
+                .command(&format!("AUTH PLAIN {payload}"), 235)
+                .await?;
+        }
         if let Target::Xoauth2 {
             tls,
             mailbox,
@@ -242,6 +287,14 @@ impl Client {
         Ok(sent.elapsed())
     }
 
+    /// Send `MAIL FROM:<sender>` and return the reply, whatever it is (to check that a source
+    /// address is not trusted: an unauthenticated client from it gets `530`).
+    pub async fn mail_from_reply(&mut self, sender: &str) -> Result<Reply> {
+        self.write(format!("MAIL FROM:<{sender}>\r\n").as_bytes())
+            .await?;
+        self.reply().await
+    }
+
     /// Disable pipelining even if offered (printer-like clients).
     pub fn without_pipelining(mut self) -> Client {
         self.pipelining = false;
@@ -283,10 +336,12 @@ pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
-/// `clients` concurrent clients send `messages` messages in total, as fast as they can.
+/// `clients` concurrent clients send `messages` messages in total, as fast as they can; the
+/// `client`-th connects from `target.source(client)`.
 pub async fn closed_loop(
     target: &Target,
     style: Style,
+    timing: Timing,
     clients: usize,
     messages: u64,
     message: Arc<Message>,
@@ -295,17 +350,19 @@ pub async fn closed_loop(
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients.max(1) {
+    for index in 0..clients.max(1) {
         let (target, next, message) = (target.clone(), Arc::clone(&next), Arc::clone(&message));
+        let source = target.source(index);
         tasks.spawn(async move {
             let mut result = LoadResult::default();
             let mut session: Option<Client> = None;
             while next.fetch_add(1, Ordering::Relaxed) < messages && start.elapsed() < deadline {
+                let began = Instant::now();
                 let outcome = async {
                     let mut client = match session.take() {
                         Some(client) => client,
                         None => {
-                            let client = Client::open(&target, None).await?;
+                            let client = Client::open(&target, source).await?;
                             if style == Style::OnePerConnection {
                                 client.without_pipelining()
                             } else {
@@ -320,11 +377,14 @@ pub async fn closed_loop(
                 match outcome {
                     Ok((client, latency)) => {
                         result.ok += 1;
-                        result.latencies.push(latency);
                         match style {
                             Style::OnePerConnection => client.quit().await,
                             Style::ManyPerSession => session = Some(client),
                         }
+                        result.latencies.push(match timing {
+                            Timing::DataTo250 => latency,
+                            Timing::WholeConnection => began.elapsed(),
+                        });
                     }
                     Err(error) => {
                         result.failed += 1;
