@@ -150,11 +150,23 @@ pub fn hash_parameters_acceptable(phc: &str) -> Result<(), String> {
     }
 }
 
-/// A hash of a random password with the default parameters: verified for unknown users.
+/// A PHC string with the default parameters, a random salt and a random output: verifying any
+/// password against it costs exactly what a real user's check costs and never succeeds. It is
+/// made without computing argon2 (building a policy, at start and on every reload, must not
+/// spend 19 MiB and a CPU slice on the runtime thread).
 pub fn decoy_hash() -> String {
-    let mut salt = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
-    hash_password(&Secret::new(base64_no_pad(&salt))).unwrap_or_default()
+    let mut random = [0u8; 48];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let (salt, output) = random.split_at(16);
+    let params = Params::default();
+    format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        base64_no_pad(salt),
+        base64_no_pad(output)
+    )
 }
 
 fn base64_no_pad(bytes: &[u8]) -> String {
@@ -217,6 +229,26 @@ mod tests {
         assert!(verify_phc(&other, &Secret::new("pw"), &mut scratch));
         assert!(!verify_phc(&other, &Secret::new("pW"), &mut scratch));
         assert_eq!(scratch.held_bytes(), held, "a smaller hash reuses the area");
+    }
+
+    #[test]
+    fn the_decoy_costs_what_a_real_hash_costs_and_matches_nothing() {
+        let decoy = decoy_hash();
+        let real = hash_password(&Secret::new("pw")).unwrap();
+        let params = |phc: &str| Params::try_from(&PasswordHash::new(phc).unwrap()).unwrap();
+        let (d, r) = (params(&decoy), params(&real));
+        assert_eq!(
+            (d.m_cost(), d.t_cost(), d.p_cost()),
+            (r.m_cost(), r.t_cost(), r.p_cost())
+        );
+        assert_eq!(
+            PasswordHash::new(&decoy).unwrap().algorithm,
+            PasswordHash::new(&real).unwrap().algorithm
+        );
+        let mut scratch = Argon2Scratch::default();
+        assert!(!verify_phc(&decoy, &Secret::new(""), &mut scratch));
+        assert_eq!(scratch.held_bytes(), 19 * 1024 * 1024, "the full work was done");
+        assert_ne!(decoy, decoy_hash());
     }
 
     #[test]
