@@ -29,7 +29,10 @@ fn validate(toml: &str, secret_path: &str) -> Config {
     assert!(toml.contains(placeholder), "the template marks client_id");
     let text = toml
         .replace(secret_path, &secret.display().to_string())
-        .replace(placeholder, "client_id = \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\"");
+        .replace(
+            placeholder,
+            "client_id = \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\"",
+        );
     assert!(toml.contains(secret_path), "the config names {secret_path}");
     Config::from_toml(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"))
 }

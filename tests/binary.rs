@@ -67,18 +67,19 @@ fn the_unedited_example_config_is_refused_and_names_each_placeholder() {
 
 #[test]
 fn the_example_config_with_real_values_passes_check() {
-    let mut text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/relay.toml.example"
-    ))
-    .unwrap();
+    let mut text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/relay.toml.example"))
+            .unwrap();
     for (placeholder, value) in EXAMPLE_PLACEHOLDERS {
-        assert!(text.contains(placeholder), "the example holds {placeholder}");
+        assert!(
+            text.contains(placeholder),
+            "the example holds {placeholder}"
+        );
         text = text.replace(placeholder, value);
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, &text).unwrap();
     let output = Command::new(binary())
         .args(["check", "--config-only", "--config"])
         .arg(&config)
@@ -91,8 +92,29 @@ fn the_example_config_with_real_values_passes_check() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("configuration OK"), "{stdout}");
-    // Its trusted network can reach its listener.
+    // Its trusted network can reach its listener...
     assert!(!stdout.contains("can never reach"), "{stdout}");
+    // ...which it could not with the listener on loopback, as the example once had it.
+    let listener = "address = \"0.0.0.0:2525\"";
+    assert!(text.contains(listener));
+    std::fs::write(
+        &config,
+        text.replace(listener, "address = \"127.0.0.1:2525\""),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["check", "--config-only", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "a warning, not an error: {stdout}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with(
+            "warning: network[0].cidr: 192.168.10.0/24 can never reach a listener that listens on loopback only"
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]

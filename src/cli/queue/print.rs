@@ -46,7 +46,11 @@ pub(super) fn print(command: &QueueCommand, value: &Value, json: bool) {
             }
             crate::outln!(
                 "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  SENDER -> RECIPIENTS / LAST REPLY",
-                "ID", "AGE", "SIZE", "TRY", "NEXT"
+                "ID",
+                "AGE",
+                "SIZE",
+                "TRY",
+                "NEXT"
             );
             for entry in &entries {
                 print_entry(entry, matches!(command, QueueCommand::Failed));

@@ -111,7 +111,8 @@ pub(super) fn user(
             checker.error(format!("{path}.password_hash"), fix);
             None
         }
-        (Some(hash), None, None) => match crate::policy::password::hash_parameters_acceptable(hash) {
+        (Some(hash), None, None) => match crate::policy::password::hash_parameters_acceptable(hash)
+        {
             Ok(()) => Some(Credential::Hash(hash.clone())),
             Err(problem) => {
                 let who = username.as_deref().unwrap_or("?");

@@ -68,7 +68,10 @@ pub(super) fn account(
         }
     }
     let client_id = checker.required(&format!("{path}.client_id"), &raw.client_id);
-    if let Some(fix) = client_id.as_deref().and_then(super::placeholders::client_id) {
+    if let Some(fix) = client_id
+        .as_deref()
+        .and_then(super::placeholders::client_id)
+    {
         checker.error(format!("{path}.client_id"), fix);
     } else if let Some(client) = &client_id
         && !is_guid(client)

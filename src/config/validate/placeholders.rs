@@ -14,8 +14,7 @@ const REPLACE_MARKER: &str = "replace-with";
 
 /// The hash of the password "change-me" that relay.toml.example shipped until the example
 /// used a placeholder: everyone who read the example knows the password.
-const PUBLISHED_EXAMPLE_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$DpLbegwJ5VPTCRm+xnPfRg$2/9Mc/K1pjWNEkfEaZdKqu4l8di2epmBrf75owKVr7w";
+const PUBLISHED_EXAMPLE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$DpLbegwJ5VPTCRm+xnPfRg$2/9Mc/K1pjWNEkfEaZdKqu4l8di2epmBrf75owKVr7w";
 
 fn is_marked(text: &str) -> bool {
     text.trim()
@@ -61,12 +60,45 @@ pub(super) fn password_hash(value: &str) -> Option<&'static str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    /// relay.toml.example with its placeholders filled in, the user's hash replaced by `hash`.
+    fn example_with_hash(hash: &str) -> String {
+        include_str!("../../../relay.toml.example")
+            .replace(
+                "tenant_id = \"00000000-0000-0000-0000-000000000000\"",
+                "tenant_id = \"contoso.onmicrosoft.com\"",
+            )
+            .replace(
+                "client_id = \"00000000-0000-0000-0000-000000000000\"",
+                "client_id = \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\"",
+            )
+            .replace("replace-with-the-secret-value", "abc~DEF.secret-value")
+            .replace("$argon2id$REPLACE-WITH-OUTPUT-OF-hash-password", hash)
+    }
+
+    #[test]
+    fn the_published_example_hash_never_loads_so_change_me_never_logs_in() {
+        let path = std::path::Path::new("/");
+        let published =
+            crate::config::Config::from_toml(&example_with_hash(PUBLISHED_EXAMPLE_HASH), path)
+                .unwrap_err();
+        assert_eq!(published.0.len(), 1, "{published}");
+        assert_eq!(published.0[0].path, "user[0].password_hash");
+        assert!(
+            published.0[0].message.contains("hash-password"),
+            "{published}"
+        );
+        let own = crate::policy::hash_password(&crate::secret::Secret::new("s3cret")).unwrap();
+        assert!(crate::config::Config::from_toml(&example_with_hash(&own), path).is_ok());
+    }
+
     #[test]
     fn only_the_example_markers_are_placeholders() {
-        let cases: &[(fn(&str) -> Option<&'static str>, &str, bool)] = &[
+        type Check = fn(&str) -> Option<&'static str>;
+        let cases: &[(Check, &str, bool)] = &[
             (tenant_id, "00000000-0000-0000-0000-000000000000", true),
             (tenant_id, "contoso.onmicrosoft.com", false),
             (tenant_id, "00000000-0000-0000-0000-000000000001", false),
