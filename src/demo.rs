@@ -107,7 +107,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let toml = relay_toml(&kit, &dir, &ca_file, listen);
-    std::fs::write(dir.join("relay.toml"), &toml).context("cannot write relay.toml")?;
+    // It holds the emulated app's client secret: private from its creation, like a real one.
+    write_private(&dir.join("relay.toml"), &toml)?;
     let config = Config::from_toml(&toml, &dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let relay = Relay::start(config)
         .await
@@ -125,7 +126,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "[admin]\naddress = \"127.0.0.1:0\"",
             &format!("[admin]\naddress = \"{admin}\""),
         );
-        std::fs::write(dir.join("relay.toml"), toml).context("cannot write relay.toml")?;
+        write_private(&dir.join("relay.toml"), &toml)?;
     }
     let code = if args.once {
         once(&kit, address).await
@@ -146,6 +147,24 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     relay.shutdown(Duration::from_secs(10)).await;
     kit.shutdown().await;
     Ok(code)
+}
+
+/// Write `relay.toml` with mode 0600 whatever the umask, also over an older, more open one
+/// left in a reused `--dir`.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    crate::spool::fsio::write_private(path, text.as_bytes())
+        .and_then(|()| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// How to run this very binary from a shell: after `cargo run` it is not on the PATH.
+fn this_binary() -> String {
+    std::env::current_exe().map_or_else(
+        |_| "smtp-oauth-relay".to_string(),
+        |path| path.display().to_string(),
+    )
 }
 
 fn relay_toml(kit: &Testkit, dir: &Path, ca_file: &Path, listen: SocketAddr) -> String {
@@ -209,7 +228,7 @@ smtp-oauth-relay demo is running.
   Delivered messages:  {delivered}/  (one .eml file per message Exchange accepted)
   Relay config:        {dir}/relay.toml
   Admin endpoint:      {admin}
-    smtp-oauth-relay queue --config {dir}/relay.toml list    (and check, healthcheck)
+    {binary} queue --config {dir}/relay.toml list    (and check, healthcheck)
 
 Try one of:
   swaks --server {host}:{port} --from {SENDER} --to anyone@example.com
@@ -220,6 +239,7 @@ A sender outside contoso.com is refused (550 5.7.1), as on a real deployment.
 Press Ctrl-C to stop."#,
         delivered = delivered.display(),
         dir = dir.display(),
+        binary = this_binary(),
     );
 }
 

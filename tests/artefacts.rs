@@ -19,13 +19,21 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Validate a deployment's relay.toml, pointing its secret file at a real temporary file.
+/// Validate a deployment's relay.toml, pointing its secret file at a real temporary file and
+/// putting an application ID in place of its placeholder (refused as it stands).
 fn validate(toml: &str, secret_path: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "a~secret-value").unwrap();
-    let text = toml.replace(secret_path, &secret.display().to_string());
-    assert!(text != toml, "the config names {secret_path}");
+    let placeholder = "client_id = \"00000000-0000-0000-0000-000000000000\"";
+    assert!(toml.contains(placeholder), "the template marks client_id");
+    let text = toml
+        .replace(secret_path, &secret.display().to_string())
+        .replace(
+            placeholder,
+            "client_id = \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\"",
+        );
+    assert!(toml.contains(secret_path), "the config names {secret_path}");
     Config::from_toml(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -1,5 +1,6 @@
-//! The real binary, as an administrator runs it: `check`, `serve` with a broken config,
-//! `serve` with a wrong client secret, `demo --once`, `hash-password`.
+//! The real binary, as an administrator runs it: `check`, `serve` with a broken config or the
+//! unedited example, `serve` with a wrong client secret, `demo --once` and a running demo
+//! inspected with `queue` (also into a closed pipe), `hash-password`.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,11 +18,71 @@ use common::process::{RelayProcess, binary, free_port, wait_until_listening};
 use common::smtp_client::RawClient;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
 
+/// The example's placeholders, each with a value of the right shape an administrator could
+/// put there.
+const EXAMPLE_PLACEHOLDERS: [(&str, &str); 4] = [
+    (
+        "tenant_id = \"00000000-0000-0000-0000-000000000000\"",
+        "tenant_id = \"contoso.onmicrosoft.com\"",
+    ),
+    (
+        "client_id = \"00000000-0000-0000-0000-000000000000\"",
+        "client_id = \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\"",
+    ),
+    (
+        "client_secret = \"replace-with-the-secret-value\"",
+        "client_secret = \"abc~DEF.secret-value\"",
+    ),
+    (
+        "password_hash = \"$argon2id$REPLACE-WITH-OUTPUT-OF-hash-password\"",
+        "password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObGbYyKU8rIxWk\"",
+    ),
+];
+
 #[test]
-fn the_example_config_passes_check() {
+fn the_unedited_example_config_is_refused_and_names_each_placeholder() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.toml.example");
+    for command in ["check --config-only", "serve"] {
+        let output = Command::new(binary())
+            .args(command.split(' '))
+            .args(["--config", example])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        for (key, fix) in [
+            ("account[0].tenant_id", "Directory (tenant) ID"),
+            ("account[0].client_id", "Application (client) ID"),
+            ("account[0].client_secret", "client secret's Value"),
+            ("user[0].password_hash", "smtp-oauth-relay hash-password"),
+        ] {
+            let line = stderr
+                .lines()
+                .find(|line| line.trim_start().starts_with(key))
+                .unwrap_or_else(|| panic!("{command}: {key} not named in {stderr}"));
+            assert!(line.contains("placeholder") && line.contains(fix), "{line}");
+        }
+    }
+}
+
+#[test]
+fn the_example_config_with_real_values_passes_check() {
+    let mut text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/relay.toml.example"))
+            .unwrap();
+    for (placeholder, value) in EXAMPLE_PLACEHOLDERS {
+        assert!(
+            text.contains(placeholder),
+            "the example holds {placeholder}"
+        );
+        text = text.replace(placeholder, value);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, &text).unwrap();
     let output = Command::new(binary())
-        .args(["check", "--config-only", "--config", example])
+        .args(["check", "--config-only", "--config"])
+        .arg(&config)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -31,6 +92,29 @@ fn the_example_config_passes_check() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("configuration OK"), "{stdout}");
+    // Its trusted network can reach its listener...
+    assert!(!stdout.contains("can never reach"), "{stdout}");
+    // ...which it could not with the listener on loopback, as the example once had it.
+    let listener = "address = \"0.0.0.0:2525\"";
+    assert!(text.contains(listener));
+    std::fs::write(
+        &config,
+        text.replace(listener, "address = \"127.0.0.1:2525\""),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["check", "--config-only", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "a warning, not an error: {stdout}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with(
+            "warning: network[0].cidr: 192.168.10.0/24 can never reach a listener that listens on loopback only"
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -315,11 +399,59 @@ async fn the_running_demo_can_be_inspected_with_its_own_config() {
         .status()
         .unwrap();
     assert!(health.success());
+
+    // It holds the emulated app's client secret: private, not 0644 and then a warning.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "relay.toml mode {mode:o}");
+
+    // `--config` after the nested subcommand too.
+    let after = Command::new(binary())
+        .args(["queue", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        after.status.success()
+            && String::from_utf8_lossy(&after.stdout).contains("the queue is empty"),
+        "{}{}",
+        String::from_utf8_lossy(&after.stdout),
+        String::from_utf8_lossy(&after.stderr)
+    );
+
+    // A reader that went away (`queue --json list | head -c 10`): the read end is closed
+    // before the command starts, so its first write already fails, whatever the listing's
+    // size; the command must end quietly, not panic (exit 101).
+    for args in [&["--json", "list"][..], &["list"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(binary())
+            .arg("queue")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+
     demo.start_kill().unwrap();
     let output = demo.wait_with_output().await.unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
         printed.contains("Admin endpoint:      http://127.0.0.1:"),
+        "{printed}"
+    );
+    // The queue command names the binary that runs (not on the PATH after `cargo run`).
+    let running = std::fs::canonicalize(binary()).unwrap();
+    assert!(
+        printed.contains(&format!("{} queue --config ", running.display())),
         "{printed}"
     );
 }

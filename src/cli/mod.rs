@@ -4,6 +4,7 @@
 //! --once` did not see its message arrive intact); 2 the configuration is invalid or the
 //! relay could not start.
 
+pub mod output;
 pub mod queue;
 
 use std::io::IsTerminal;
@@ -35,11 +36,12 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `--config PATH` (or `SMTP_OAUTH_RELAY_CONFIG`).
+/// `--config PATH` (or `SMTP_OAUTH_RELAY_CONFIG`). Global, so that it is accepted after a
+/// nested subcommand too (`queue list --config relay.toml`).
 #[derive(Debug, clap::Args)]
 pub struct ConfigPath {
     /// The configuration file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "SMTP_OAUTH_RELAY_CONFIG")]
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH, env = "SMTP_OAUTH_RELAY_CONFIG")]
     pub config: PathBuf,
 }
 
@@ -234,7 +236,7 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
         Err(errors) => {
             if json {
                 let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::json!({ "ok": false, "config_errors": list })
                 );
@@ -247,9 +249,9 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
     let (users, networks) = config.policy.counts();
     if !json {
         for warning in &config.warnings {
-            println!("warning: {warning}");
+            crate::outln!("warning: {warning}");
         }
-        println!(
+        crate::outln!(
             "{}: configuration OK ({} listener(s), {} account(s), {users} user(s), {networks} network(s), spool in {})",
             path.display(),
             config.listeners.len(),
@@ -259,7 +261,7 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
     }
     if config_only {
         if json {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::json!({ "ok": true, "warnings": config.warnings })
             );
@@ -279,20 +281,20 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
     for account in accounts {
         let report = crate::diagnose::check_account(account, &config.relay.hostname).await;
         if !json {
-            println!();
+            crate::outln!();
             crate::diagnose::print_report(&report);
         }
         reports.push(report);
     }
     let ok = reports.iter().all(|r| r.ok);
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({ "ok": ok, "warnings": config.warnings, "accounts": reports })
         );
     } else {
-        println!();
-        println!(
+        crate::outln!();
+        crate::outln!(
             "{}",
             if ok {
                 "all checks passed"
@@ -372,14 +374,14 @@ async fn send_test(
     };
     match result.await {
         Ok(reply) => {
-            println!(
+            crate::outln!(
                 "sent from <{from}> to <{to}> through {}: {reply}",
                 account.name
             );
             ExitCode::SUCCESS
         }
         Err(message) => {
-            println!("not sent: {message}");
+            crate::outln!("not sent: {message}");
             ExitCode::from(1)
         }
     }
@@ -424,7 +426,7 @@ fn hash_password() -> ExitCode {
     }
     match crate::policy::hash_password(&Secret::new(password)) {
         Ok(hash) => {
-            println!("{hash}");
+            crate::outln!("{hash}");
             ExitCode::SUCCESS
         }
         Err(e) => {

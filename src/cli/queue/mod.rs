@@ -269,10 +269,11 @@ fn export(config: &Config, id: &str, output: Option<&Path>) -> ExitCode {
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            content
-                .write_to(&mut out)
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("cannot export {id}: {e}"))
+            match content.write_to(&mut out).and_then(|()| out.flush()) {
+                // The reader went away (`queue export ID | head`): end quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                written => written.map_err(|e| format!("cannot export {id}: {e}")),
+            }
         }
     };
     match written {

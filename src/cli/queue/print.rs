@@ -24,7 +24,7 @@ fn human_size(bytes: u64) -> String {
 
 pub(super) fn print(command: &QueueCommand, value: &Value, json: bool) {
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
         );
@@ -34,7 +34,7 @@ pub(super) fn print(command: &QueueCommand, value: &Value, json: bool) {
         QueueCommand::List | QueueCommand::Failed => {
             let entries = value.as_array().cloned().unwrap_or_default();
             if entries.is_empty() {
-                println!(
+                crate::outln!(
                     "{}",
                     if matches!(command, QueueCommand::List) {
                         "the queue is empty"
@@ -44,28 +44,32 @@ pub(super) fn print(command: &QueueCommand, value: &Value, json: bool) {
                 );
                 return;
             }
-            println!(
+            crate::outln!(
                 "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  SENDER -> RECIPIENTS / LAST REPLY",
-                "ID", "AGE", "SIZE", "TRY", "NEXT"
+                "ID",
+                "AGE",
+                "SIZE",
+                "TRY",
+                "NEXT"
             );
             for entry in &entries {
                 print_entry(entry, matches!(command, QueueCommand::Failed));
             }
-            println!("{} message(s)", entries.len());
+            crate::outln!("{} message(s)", entries.len());
         }
         QueueCommand::Show { .. } => print_details(value),
-        QueueCommand::Retry { .. } => println!(
+        QueueCommand::Retry { .. } => crate::outln!(
             "retry scheduled for {} message(s)",
             value["retried"].as_u64().unwrap_or(0)
         ),
-        QueueCommand::Delete { id } => println!("deleted {id}"),
+        QueueCommand::Delete { id } => crate::outln!("deleted {id}"),
         QueueCommand::Requeue { .. } => {
-            println!(
+            crate::outln!(
                 "{} message(s) back in the queue, due now",
                 value["requeued"].as_u64().unwrap_or(0)
             );
             for error in value["errors"].as_array().into_iter().flatten() {
-                println!("not requeued: {}", error.as_str().unwrap_or_default());
+                crate::outln!("not requeued: {}", error.as_str().unwrap_or_default());
             }
         }
         // Written by `export` itself.
@@ -104,20 +108,20 @@ fn print_details(entry: &Value) {
             s => format!("in {}", human_duration(s)),
         }
     };
-    println!("id:            {}", text("/id"));
-    println!("account:       {}", text("/account"));
-    println!("client:        {}", text("/client"));
-    println!("sender:        <{sender}>");
-    println!("recipients:    {}", list("recipients"));
+    crate::outln!("id:            {}", text("/id"));
+    crate::outln!("account:       {}", text("/account"));
+    crate::outln!("client:        {}", text("/client"));
+    crate::outln!("sender:        <{sender}>");
+    crate::outln!("recipients:    {}", list("recipients"));
     if !list("delivered").is_empty() {
-        println!("delivered to:  {}", list("delivered"));
+        crate::outln!("delivered to:  {}", list("delivered"));
     }
-    println!("size:          {}", human_size(number("/size")));
-    println!("age:           {}", human_duration(number("/age_s")));
-    println!("attempts:      {}", number("/attempts"));
-    println!("next attempt:  {next}");
+    crate::outln!("size:          {}", human_size(number("/size")));
+    crate::outln!("age:           {}", human_duration(number("/age_s")));
+    crate::outln!("attempts:      {}", number("/attempts"));
+    crate::outln!("next attempt:  {next}");
     if entry["last_attempt"].is_object() {
-        println!(
+        crate::outln!(
             "last attempt:  {} at {}: {}",
             text("/last_attempt/class"),
             text("/last_attempt/stage"),
@@ -125,7 +129,7 @@ fn print_details(entry: &Value) {
         );
         let hint = text("/last_attempt/hint");
         if !hint.is_empty() {
-            println!("what to do:    {hint}");
+            crate::outln!("what to do:    {hint}");
         }
     }
 }
@@ -155,7 +159,7 @@ fn print_entry(entry: &Value, failed: bool) {
             s => format!("in {}", human_duration(s)),
         }
     };
-    println!(
+    crate::outln!(
         "{:<16}  {:>6}  {:>7}  {:>3}  {:<8}  {} -> {first}{more}",
         entry["id"].as_str().unwrap_or(""),
         human_duration(entry["age_s"].as_u64().unwrap_or(0)),
@@ -183,7 +187,7 @@ fn print_entry(entry: &Value, failed: bool) {
         })
     };
     if let Some(reason) = reason {
-        println!(
+        crate::outln!(
             "{:<16}  {}",
             "",
             crate::text::one_line_excerpt(&reason, 160)

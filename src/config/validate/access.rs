@@ -102,8 +102,17 @@ pub(super) fn user(
             format!("\"{name}\" is empty or used by another user"),
         );
     }
-    let credential = match (&raw.password_hash, &raw.password) {
-        (Some(hash), None) => match crate::policy::password::hash_parameters_acceptable(hash) {
+    let placeholder = raw
+        .password_hash
+        .as_deref()
+        .and_then(super::placeholders::password_hash);
+    let credential = match (&raw.password_hash, &raw.password, placeholder) {
+        (Some(_), None, Some(fix)) => {
+            checker.error(format!("{path}.password_hash"), fix);
+            None
+        }
+        (Some(hash), None, None) => match crate::policy::password::hash_parameters_acceptable(hash)
+        {
             Ok(()) => Some(Credential::Hash(hash.clone())),
             Err(problem) => {
                 let who = username.as_deref().unwrap_or("?");
@@ -114,27 +123,27 @@ pub(super) fn user(
                 None
             }
         },
-        (None, Some(password)) if password.expose().trim().is_empty() => {
+        (None, Some(password), _) if password.expose().trim().is_empty() => {
             checker.error(
                 format!("{path}.password"),
                 "is empty: anyone could log in as this user; set a password (better: password_hash from `smtp-oauth-relay hash-password`)",
             );
             None
         }
-        (None, Some(password)) => {
+        (None, Some(password), _) => {
             checker.warnings.push(format!(
                 "{path}: the password is stored in clear in the config; use password_hash from `smtp-oauth-relay hash-password`"
             ));
             Some(Credential::Clear(password.clone()))
         }
-        (Some(_), Some(_)) => {
+        (Some(_), Some(_), _) => {
             checker.error(
                 format!("{path}.password"),
                 "give password_hash or password, not both",
             );
             None
         }
-        (None, None) => {
+        (None, None, _) => {
             checker.error(
                 format!("{path}.password_hash"),
                 "is required (from `smtp-oauth-relay hash-password`)",

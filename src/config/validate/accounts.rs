@@ -51,7 +51,9 @@ pub(super) fn account(
     let tenant_id = checker.required(&format!("{path}.tenant_id"), &raw.tenant_id);
     if let Some(tenant) = &tenant_id {
         let lower = tenant.to_ascii_lowercase();
-        if ["common", "organizations", "consumers"].contains(&lower.as_str()) {
+        if let Some(fix) = super::placeholders::tenant_id(tenant) {
+            checker.error(format!("{path}.tenant_id"), fix);
+        } else if ["common", "organizations", "consumers"].contains(&lower.as_str()) {
             checker.error(
                 format!("{path}.tenant_id"),
                 format!("\"{tenant}\" cannot be used with client credentials (AADSTS9001023): use the tenant ID GUID or a verified domain like contoso.onmicrosoft.com"),
@@ -66,7 +68,12 @@ pub(super) fn account(
         }
     }
     let client_id = checker.required(&format!("{path}.client_id"), &raw.client_id);
-    if let Some(client) = &client_id
+    if let Some(fix) = client_id
+        .as_deref()
+        .and_then(super::placeholders::client_id)
+    {
+        checker.error(format!("{path}.client_id"), fix);
+    } else if let Some(client) = &client_id
         && !is_guid(client)
     {
         checker.error(
@@ -305,6 +312,10 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
     };
     if secret.trim().is_empty() {
         checker.error(format!("{path}.{key}"), "the client secret is empty");
+        return None;
+    }
+    if let Some(fix) = super::placeholders::client_secret(&secret) {
+        checker.error(format!("{path}.{key}"), fix);
         return None;
     }
     if is_guid(secret.trim()) {

@@ -28,6 +28,8 @@ use crate::smtp::server::session::TlsMode;
 mod access;
 mod accounts;
 mod admin;
+mod placeholders;
+mod reach;
 use access::{network, user};
 use accounts::account;
 
@@ -215,6 +217,23 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             network,
         );
     }
+    let networks: Vec<(usize, IpNet)> = raw
+        .network
+        .iter()
+        .enumerate()
+        .filter_map(|(index, n)| {
+            let text = n.cidr.as_deref()?;
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .ok()?;
+            Some((index, net))
+        })
+        .collect();
+    let listening: Vec<SocketAddr> = listeners.iter().map(|l| l.address).collect();
+    checker
+        .warnings
+        .extend(reach::unreachable_networks(&listening, &networks));
     if !raw.user.is_empty()
         && listeners
             .iter()
