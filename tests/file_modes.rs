@@ -15,11 +15,10 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::UNREACHABLE_ACCOUNT;
-use common::process::{binary, free_port, wait_until_listening};
+use common::process::{free_port, serve_on_small_tmpfs, wait_until_listening};
 use common::smtp_client::RawClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -93,18 +92,7 @@ async fn under_umask_000_everything_created_is_private_and_a_full_disk_leaves_no
         ),
     )
     .unwrap();
-    let script = r#"umask 000 && mount -t tmpfs -o size=2m tmpfs "$MOUNT" && exec "$RELAY" serve --config "$CONFIG""#;
-    let mut child = tokio::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
-        .env("MOUNT", &mount)
-        .env("RELAY", binary())
-        .env("CONFIG", &config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("unshare (util-linux) runs the relay in a mount namespace");
+    let mut child = serve_on_small_tmpfs(&mount, "2m", &config_path, Some("000"));
     assert!(
         wait_until_listening(port, Duration::from_secs(30)).await,
         "relay did not start under unshare"

@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{binary, free_port, wait_until_listening};
+use common::process::{free_port, serve_on_small_tmpfs, wait_until_listening};
 use common::smtp_client::RawClient;
 use common::{TestRelay, UNREACHABLE_ACCOUNT};
 
@@ -72,19 +71,7 @@ async fn a_full_disk_answers_452_4_3_1_and_smaller_mail_still_gets_through() {
     let port = free_port();
     let config_path = dir.path().join("relay.toml");
     std::fs::write(&config_path, config(&state.display().to_string(), port)).unwrap();
-    let script =
-        r#"mount -t tmpfs -o size=1m tmpfs "$STATE" && exec "$RELAY" serve --config "$CONFIG""#;
-    let mut child = tokio::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
-        .env("STATE", &state)
-        .env("RELAY", binary())
-        .env("CONFIG", &config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("unshare (util-linux) runs the relay in a mount namespace");
+    let mut child = serve_on_small_tmpfs(&state, "1m", &config_path, None);
     assert!(
         wait_until_listening(port, Duration::from_secs(20)).await,
         "relay did not start under unshare"

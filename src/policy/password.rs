@@ -247,7 +247,11 @@ mod tests {
         );
         let mut scratch = Argon2Scratch::default();
         assert!(!verify_phc(&decoy, &Secret::new(""), &mut scratch));
-        assert_eq!(scratch.held_bytes(), 19 * 1024 * 1024, "the full work was done");
+        assert_eq!(
+            scratch.held_bytes(),
+            19 * 1024 * 1024,
+            "the full work was done"
+        );
         assert_ne!(decoy, decoy_hash());
     }
 

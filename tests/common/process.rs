@@ -105,3 +105,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Start the relay binary in a user and mount namespace of its own, with a tmpfs of `size`
+/// (e.g. `"1m"`) mounted on `mount` first and, when given, the `umask` (e.g. `"000"`) set.
+/// `unshare` and `sh` exec, so the child is the relay itself; it is killed when dropped.
+pub fn serve_on_small_tmpfs(mount: &Path, size: &str, config: &Path, umask: Option<&str>) -> Child {
+    let umask = umask.map_or_else(String::new, |mask| format!("umask {mask} && "));
+    let script = format!(
+        r#"{umask}mount -t tmpfs -o size={size} tmpfs "$MOUNT" && exec "$RELAY" serve --config "$CONFIG""#
+    );
+    Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env("MOUNT", mount)
+        .env("RELAY", binary())
+        .env("CONFIG", config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare (util-linux) runs the relay in a mount namespace")
+}
