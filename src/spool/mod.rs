@@ -21,6 +21,7 @@
 //! - Everything the spool creates is private whatever the umask (directories 0700, files
 //!   0600; see [`fsio`]), and nothing is left in `tmp/` by a failed write or probe.
 
+mod bounded;
 pub mod content;
 mod dirsync;
 mod entry;
@@ -33,11 +34,12 @@ pub mod reserve;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
+pub use bounded::BoundedCommit;
 pub use content::Content;
 pub use entry::{StoredIn, read_stored_entry};
 pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
@@ -211,6 +213,7 @@ impl Spool {
                 memory: Vec::new(),
                 file: None,
                 file_created: false,
+                abandoned: Arc::new(AtomicBool::new(false)),
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
                 len: 0,
                 reserve: Arc::clone(&self.reserve),
@@ -555,6 +558,9 @@ pub struct SpoolWriter {
     memory: Vec<u8>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     file_created: bool,
+    /// Set by `Drop`: a file created by blocking work that finishes after the writer was
+    /// dropped (a write given up at its deadline) is removed by that work itself.
+    abandoned: Arc<AtomicBool>,
     digest: ring::digest::Context,
     len: u64,
     reserve: Arc<DiskReserve>,
@@ -591,6 +597,10 @@ impl SpoolWriter {
     ///
     /// # Errors
     /// I/O errors (`is_storage_full` tells a full disk).
+    ///
+    /// # Cancel safety
+    /// The entry is then unusable (drop it); dropping it leaves nothing in `tmp/`, also when
+    /// the file creation or a write it started is still running.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         self.digest.update(bytes);
         self.len += bytes.len() as u64;
@@ -603,8 +613,20 @@ impl SpoolWriter {
         self.memory.extend_from_slice(bytes);
         if self.memory.len() > SPILL_THRESHOLD {
             let path = self.tmp_body.clone();
-            let file = blocking("create spool file", move || fsio::create_new(&path)).await?;
+            let abandoned = Arc::clone(&self.abandoned);
+            // From here the file may exist: Drop removes it, and if Drop ran before the
+            // creation below, the creation removes it again (cancel-safe, no debris).
             self.file_created = true;
+            let file = blocking("create spool file", move || {
+                let file = fsio::create_new(&path)?;
+                if abandoned.load(Ordering::SeqCst) {
+                    drop(file);
+                    fsio::remove_if_exists(&path)?;
+                    return Err(io::Error::other("the spool entry was abandoned"));
+                }
+                Ok(file)
+            })
+            .await?;
             let mut file =
                 tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file));
             file.write_all(&self.memory)
@@ -677,6 +699,7 @@ impl Drop for SpoolWriter {
     /// Removes the temporary file on tokio's blocking pool when a runtime is running (a drop
     /// happens on a runtime worker, which must not wait for the disk), in place otherwise.
     fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::SeqCst);
         if self.file_created {
             let path = std::mem::take(&mut self.tmp_body);
             match tokio::runtime::Handle::try_current() {
