@@ -221,7 +221,8 @@ impl Relay {
         let delivery_shared = delivery_shared(&config, &shared);
         let mut accounts = HashMap::new();
         for account in &config.accounts {
-            let runtime = start_account(account, &shared, &delivery_shared, &config, &cancel)?;
+            let runtime =
+                start_account(account, &shared, &delivery_shared, &config, &cancel).await?;
             accounts.insert(account.name.clone(), runtime);
         }
         shared.deliveries.store(Arc::new(
@@ -383,7 +384,8 @@ impl Relay {
                 tokens,
                 upstream,
                 Arc::clone(&delivery_shared),
-            );
+            )
+            .await;
             if let Some(old) = &old {
                 // Keep counting against the same 24-hour window.
                 delivery.budget = Arc::clone(&old.delivery.budget);
@@ -595,7 +597,7 @@ fn same_identity(old: &AccountSettings, new: &AccountSettings) -> bool {
         && old.extra_roots == new.extra_roots
 }
 
-fn start_account(
+async fn start_account(
     account: &AccountSettings,
     shared: &Shared,
     delivery_shared: &Arc<DeliveryShared>,
@@ -609,13 +611,16 @@ fn start_account(
     let tokens = TokenProvider::new(account, Arc::clone(&shared.metrics)).map_err(failed)?;
     let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
     let (queue, _) = shared.queue.add_account(&account.name);
-    let delivery = Arc::new(AccountDelivery::new(
-        Arc::new(account.clone()),
-        queue,
-        tokens,
-        upstream,
-        Arc::clone(delivery_shared),
-    ));
+    let delivery = Arc::new(
+        AccountDelivery::new(
+            Arc::new(account.clone()),
+            queue,
+            tokens,
+            upstream,
+            Arc::clone(delivery_shared),
+        )
+        .await,
+    );
     let runtime = AccountRuntime {
         settings: account.clone(),
         delivery: Arc::clone(&delivery),

@@ -458,11 +458,13 @@ impl Spool {
         .await
     }
 
-    /// Read a state file written by [`write_state`](Self::write_state), if it exists.
-    pub fn read_state(&self, name: &str) -> Option<Vec<u8>> {
-        self.state_path(name)
+    /// Read a state file written by [`write_state`](Self::write_state), if it exists and can
+    /// be read (on the blocking pool, off the runtime).
+    pub async fn read_state(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.state_path(name).ok()?;
+        blocking("read state file", move || std::fs::read(path))
+            .await
             .ok()
-            .and_then(|path| std::fs::read(path).ok())
     }
 
     fn state_path(&self, name: &str) -> Result<PathBuf, SpoolError> {
