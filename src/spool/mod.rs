@@ -356,10 +356,7 @@ impl Spool {
         let tmp = self.tmp.join(format!("{}.env", failed.id));
         let dir = self.failed.clone();
         blocking("record failed recipients", move || {
-            if std::fs::hard_link(&source, &body).is_err() {
-                std::fs::copy(&source, &body)?;
-                std::fs::File::open(&body)?.sync_all()?;
-            }
+            fsio::link_or_copy(&source, &body)?;
             fsio::write_and_rename(&tmp, &env, &bytes)?;
             fsio::sync_dir(&dir)
         })
