@@ -143,12 +143,19 @@ async fn below_the_reserve_client_mail_is_refused_as_storage_full_and_bounces_ar
     let error = late.commit(envelope()).await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");
     assert!(error.to_string().contains("disk reserve"), "{error}");
-    assert_eq!(
+    // The dropped entry removes its file on the blocking pool: wait for it (bounded).
+    let tmp_files = || {
         std::fs::read_dir(dir.path().join("spool/tmp"))
             .unwrap()
-            .count(),
-        0
-    );
+            .count()
+    };
+    for _ in 0..500 {
+        if tmp_files() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(tmp_files(), 0);
 
     let error = spool.create().await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");
