@@ -63,6 +63,21 @@ pub fn open_private(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Create `path` or truncate it, private to the relay's user whatever the umask, also when it
+/// existed more open (e.g. a message exported by the CLI over an older export).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
 /// Write `bytes` to `path` (created private or truncated), without fsync: for scratch files
 /// such as the writability probe.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
