@@ -204,17 +204,22 @@ impl Relay {
             Arc::clone(spool.reserve()),
             cancel.clone(),
         ));
+        let metrics = Arc::new(Metrics::new());
         let shared = Shared {
             spool: Arc::clone(&spool),
             queue: Arc::clone(&queue),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::clone(&metrics),
             auth_throttle: Arc::new(AuthThrottle::new(throttle_settings(&config.limits))),
             password_checker: Arc::new(PasswordChecker::start(
                 crate::policy::checker::default_workers(),
             )),
-            connection_limits: ConnectionLimits::new(
+            connection_limits: ConnectionLimits::counted(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
+                metrics
+                    .connections_evicted
+                    .get_or_create(&Metrics::reason(Metrics::EVICTED_IDLE_UNDER_PRESSURE))
+                    .clone(),
             ),
             deliveries: Arc::new(ArcSwap::from_pointee(Vec::new())),
         };
