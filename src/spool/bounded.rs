@@ -35,7 +35,7 @@ fn timed_out(operation: &'static str) -> SpoolError {
 #[derive(Debug)]
 pub enum BoundedCommit {
     /// Durable in `queue/`: the client may be answered `250`.
-    Committed(Envelope),
+    Committed(Box<Envelope>),
     /// Not committed (the temporary file is removed).
     Failed(SpoolError),
     /// The deadline passed first. The commit goes on in this task; whoever holds it must
@@ -75,7 +75,7 @@ impl SpoolWriter {
     pub async fn commit_until(self, envelope: Envelope, deadline: Instant) -> BoundedCommit {
         let mut task = tokio::spawn(self.commit(envelope));
         match tokio::time::timeout_at(deadline, &mut task).await {
-            Ok(Ok(Ok(envelope))) => BoundedCommit::Committed(envelope),
+            Ok(Ok(Ok(envelope))) => BoundedCommit::Committed(Box::new(envelope)),
             Ok(Ok(Err(error))) => BoundedCommit::Failed(error),
             Ok(Err(join)) => BoundedCommit::Failed(SpoolError::Io {
                 operation: "commit entry",

@@ -188,7 +188,7 @@ impl Connection {
         envelope.eight_bit = receiver.eight_bit();
         envelope.smtputf8 |= request.smtputf8;
         let envelope = match writer.commit_until(envelope, self.disk_deadline()).await {
-            BoundedCommit::Committed(envelope) => envelope,
+            BoundedCommit::Committed(envelope) => *envelope,
             BoundedCommit::Failed(error) => {
                 tracing::error!(%error, "cannot commit the message to the spool");
                 return Ok(spool_failure(&error));
