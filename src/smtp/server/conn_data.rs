@@ -392,8 +392,7 @@ mod tests {
                 unix_now(),
             );
             let deadline = Instant::now() + Duration::from_millis(300);
-            let BoundedCommit::StillRunning(commit) =
-                writer.commit_until(envelope, deadline).await
+            let BoundedCommit::StillRunning(commit) = writer.commit_until(envelope, deadline).await
             else {
                 panic!("the commit cannot finish while the disk is held");
             };
