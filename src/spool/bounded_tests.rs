@@ -48,6 +48,12 @@ async fn stall_the_disk() -> mpsc::Sender<()> {
     release
 }
 
+/// Wait until the disk work queued so far has run (the pool has one thread and takes its
+/// work in order), so that a check afterwards sees what it did.
+async fn disk_work_done() {
+    tokio::task::spawn_blocking(|| ()).await.unwrap();
+}
+
 fn soon() -> Instant {
     Instant::now() + Duration::from_millis(300)
 }
@@ -102,6 +108,7 @@ fn a_write_given_up_while_its_file_is_created_leaves_nothing_in_tmp() {
         assert!(error.is_timeout(), "{error}");
         drop(writer);
         drop(release);
+        disk_work_done().await;
         assert_eq!(files_left_in(&dir.path().join("spool/tmp")).await, 0);
         assert_eq!(files_in(&dir.path().join("spool/queue")), 0);
     });
@@ -131,6 +138,7 @@ fn a_write_given_up_in_a_spilled_entry_leaves_nothing_in_tmp() {
         assert!(error.is_timeout(), "{error}");
         drop(writer);
         drop(release);
+        disk_work_done().await;
         assert_eq!(files_left_in(&dir.path().join("spool/tmp")).await, 0);
     });
 }
