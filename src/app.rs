@@ -204,24 +204,30 @@ impl Relay {
             Arc::clone(spool.reserve()),
             cancel.clone(),
         ));
+        let metrics = Arc::new(Metrics::new());
         let shared = Shared {
             spool: Arc::clone(&spool),
             queue: Arc::clone(&queue),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::clone(&metrics),
             auth_throttle: Arc::new(AuthThrottle::new(throttle_settings(&config.limits))),
             password_checker: Arc::new(PasswordChecker::start(
                 crate::policy::checker::default_workers(),
             )),
-            connection_limits: ConnectionLimits::new(
+            connection_limits: ConnectionLimits::counted(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
+                metrics
+                    .connections_evicted
+                    .get_or_create(&Metrics::reason(Metrics::EVICTED_IDLE_UNDER_PRESSURE))
+                    .clone(),
             ),
             deliveries: Arc::new(ArcSwap::from_pointee(Vec::new())),
         };
         let delivery_shared = delivery_shared(&config, &shared);
         let mut accounts = HashMap::new();
         for account in &config.accounts {
-            let runtime = start_account(account, &shared, &delivery_shared, &config, &cancel)?;
+            let runtime =
+                start_account(account, &shared, &delivery_shared, &config, &cancel).await?;
             accounts.insert(account.name.clone(), runtime);
         }
         shared.deliveries.store(Arc::new(
@@ -383,7 +389,8 @@ impl Relay {
                 tokens,
                 upstream,
                 Arc::clone(&delivery_shared),
-            );
+            )
+            .await;
             if let Some(old) = &old {
                 // Keep counting against the same 24-hour window.
                 delivery.budget = Arc::clone(&old.delivery.budget);
@@ -595,7 +602,7 @@ fn same_identity(old: &AccountSettings, new: &AccountSettings) -> bool {
         && old.extra_roots == new.extra_roots
 }
 
-fn start_account(
+async fn start_account(
     account: &AccountSettings,
     shared: &Shared,
     delivery_shared: &Arc<DeliveryShared>,
@@ -609,13 +616,16 @@ fn start_account(
     let tokens = TokenProvider::new(account, Arc::clone(&shared.metrics)).map_err(failed)?;
     let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
     let (queue, _) = shared.queue.add_account(&account.name);
-    let delivery = Arc::new(AccountDelivery::new(
-        Arc::new(account.clone()),
-        queue,
-        tokens,
-        upstream,
-        Arc::clone(delivery_shared),
-    ));
+    let delivery = Arc::new(
+        AccountDelivery::new(
+            Arc::new(account.clone()),
+            queue,
+            tokens,
+            upstream,
+            Arc::clone(delivery_shared),
+        )
+        .await,
+    );
     let runtime = AccountRuntime {
         settings: account.clone(),
         delivery: Arc::clone(&delivery),

@@ -44,6 +44,26 @@ fn trusted_loopback(extra: &str) -> String {
     ))
 }
 
+/// `smtp_oauth_relay_inbound_connections_evicted_total` for `reason`, from `/metrics`.
+async fn evictions(relay: &TestRelay, reason: &str) -> u64 {
+    let admin = relay.relay.admin_address().unwrap();
+    let text = reqwest::Client::new()
+        .get(format!("http://{admin}/metrics"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series =
+        format!("smtp_oauth_relay_inbound_connections_evicted_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 async fn connect_from(local: &str, relay: SocketAddr) -> RawClient {
     RawClient::connect_from(local.parse::<IpAddr>().unwrap(), relay).await
 }
@@ -109,6 +129,9 @@ allowed_senders = ["*@contoso.com"]
     let greeting = stranger.reply().await;
     assert_eq!(greeting.code, 220, "{greeting:?}");
     stranger.expect("EHLO app", 250).await;
+    // Counted, by reason (the tricklers beyond the ordinary slots evicted some already).
+    assert!(evictions(&relay, "idle under pressure").await >= 1);
+    assert_eq!(evictions(&relay, "busy timeout").await, 0);
     // The trusted device gets in and can send.
     let mut trusted = connect_from("127.0.0.9", relay.address(0)).await;
     let greeting = trusted.reply().await;
@@ -301,6 +324,7 @@ async fn near_the_limit_idle_sessions_get_a_short_timeout_but_a_transaction_keep
     assert_eq!(reply.code, 421, "{reply:?}");
     assert!(reply.text().starts_with("4.4.2"), "{reply:?}");
     eprintln!("idle session closed after {:?}", started.elapsed());
+    assert!(evictions(&relay, "busy timeout").await >= 1);
     // The session in a transaction is still there.
     in_transaction
         .expect("RCPT TO:<a@fabrikam.example>", 250)

@@ -67,15 +67,16 @@ pub struct AccountDelivery {
 }
 
 impl AccountDelivery {
-    /// Build the shared state of one account's workers.
-    pub fn new(
+    /// Build the shared state of one account's workers (reading the saved recipient counts off
+    /// the runtime).
+    pub async fn new(
         account: Arc<AccountSettings>,
         queue: Arc<AccountQueue>,
         tokens: Arc<TokenProvider>,
         upstream: Upstream,
         shared: Arc<DeliveryShared>,
     ) -> AccountDelivery {
-        let saved = shared.spool.read_state(&budget_file(&account.name));
+        let saved = shared.spool.read_state(&budget_file(&account.name)).await;
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
             share: SessionShare::new(account.max_connections),

@@ -401,11 +401,14 @@ async fn sender_step(account: &AccountSettings, session: &mut UpstreamSession) -
     }
 }
 
-/// Print a report for people.
+/// Print a report for people (a closed stdout ends the command quietly, see
+/// [`crate::cli::output`]).
 pub fn print_report(report: &AccountReport) {
-    println!(
+    crate::outln!(
         "account {} ({} via {})",
-        report.account, report.mailbox, report.smtp_server
+        report.account,
+        report.mailbox,
+        report.smtp_server
     );
     for step in &report.steps {
         let mark = match step.status {
@@ -413,9 +416,9 @@ pub fn print_report(report: &AccountReport) {
             "failed" => "✗",
             _ => "–",
         };
-        println!("  {mark} {:<13} {}", step.step, step.detail);
+        crate::outln!("  {mark} {:<13} {}", step.step, step.detail);
         for fix in &step.fix {
-            println!("      fix: {fix}");
+            crate::outln!("      fix: {fix}");
         }
     }
 }

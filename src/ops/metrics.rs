@@ -59,6 +59,10 @@ pub struct Metrics {
     pub connections: Family<ListenerLabel, Counter>,
     pub connections_active: Family<ListenerLabel, Gauge>,
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Sessions closed to make room: "idle under pressure" (the longest-idle session gave
+    /// its slot to a new client) and "busy timeout" (an idle session got the short timeout
+    /// of a busy relay).
+    pub connections_evicted: Family<ReasonLabel, Counter>,
     pub auth_failures: Counter,
     pub auth_successes: Counter,
     /// AUTH attempts that waited for their turn (recent failures from the address or for the
@@ -92,6 +96,7 @@ impl Metrics {
             connections: Family::default(),
             connections_active: Family::default(),
             connections_refused: Family::default(),
+            connections_evicted: Family::default(),
             auth_failures: Counter::default(),
             auth_successes: Counter::default(),
             auth_delayed: Counter::default(),
@@ -177,6 +182,11 @@ impl Metrics {
             "inbound_connections_refused",
             "Client connections refused, by reason",
             metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "inbound_connections_evicted",
+            "Inbound sessions closed to make room, by reason (idle under pressure, busy timeout)",
+            metrics.connections_evicted.clone(),
         );
         registry.register(
             "auth_failures",
@@ -267,6 +277,11 @@ impl Metrics {
             listener: listener.to_string(),
         }
     }
+
+    /// Eviction reason: the longest-idle session gave its slot to a new client.
+    pub const EVICTED_IDLE_UNDER_PRESSURE: &'static str = "idle under pressure";
+    /// Eviction reason: an idle session reached the short timeout of a busy relay.
+    pub const EVICTED_BUSY_TIMEOUT: &'static str = "busy timeout";
 
     pub fn reason(reason: &str) -> ReasonLabel {
         ReasonLabel {

@@ -63,6 +63,21 @@ pub fn open_private(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Create `path` or truncate it, private to the relay's user whatever the umask, also when it
+/// existed more open (e.g. a message exported by the CLI over an older export).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
 /// Write `bytes` to `path` (created private or truncated), without fsync: for scratch files
 /// such as the writability probe.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -103,6 +118,29 @@ pub fn write_and_rename(tmp: &Path, target: &Path, bytes: &[u8]) -> io::Result<(
         let _ = fs::remove_file(tmp);
     }
     result
+}
+
+/// Give the new name `target` the content of `source`: a hard link where the filesystem
+/// allows one, otherwise a [`copy_private`]. The caller syncs the target's directory.
+pub fn link_or_copy(source: &Path, target: &Path) -> io::Result<()> {
+    if fs::hard_link(source, target).is_ok() {
+        return Ok(());
+    }
+    copy_private(source, target)
+}
+
+/// Copy `source` into a new file `target`, private (0600) whatever the source's mode or the
+/// umask, and fsync it. A failed copy leaves no partial `target`. The caller syncs the
+/// target's directory.
+pub fn copy_private(source: &Path, target: &Path) -> io::Result<()> {
+    let mut from = File::open(source)?;
+    let mut to = create_new(target)?;
+    let copied = io::copy(&mut from, &mut to).and_then(|_| to.sync_data());
+    if copied.is_err() {
+        drop(to);
+        let _ = fs::remove_file(target);
+    }
+    copied
 }
 
 /// Rename `from` to `to` (same filesystem).
@@ -147,5 +185,25 @@ mod tests {
         let probe = dir.path().join("probe");
         write_private(&probe, b"probe").unwrap();
         assert_eq!(mode(&probe), 0o600);
+    }
+
+    #[test]
+    fn a_copy_is_private_whatever_the_source_mode_and_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.msg");
+        fs::write(&source, b"Subject: shared\r\n\r\nbody\r\n").unwrap();
+        fs::set_permissions(&source, fs::Permissions::from_mode(0o644)).unwrap();
+        let copy = dir.path().join("copy.msg");
+        copy_private(&source, &copy).unwrap();
+        assert_eq!(mode(&copy), 0o600);
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&source).unwrap());
+        // An existing target is an error and stays as it was.
+        fs::write(&source, b"other").unwrap();
+        assert!(copy_private(&source, &copy).is_err());
+        assert_eq!(fs::read(&copy).unwrap(), b"Subject: shared\r\n\r\nbody\r\n");
+        // A link shares the content.
+        let linked = dir.path().join("linked.msg");
+        link_or_copy(&source, &linked).unwrap();
+        assert_eq!(fs::read(&linked).unwrap(), b"other");
     }
 }

@@ -21,6 +21,7 @@
 //! - Everything the spool creates is private whatever the umask (directories 0700, files
 //!   0600; see [`fsio`]), and nothing is left in `tmp/` by a failed write or probe.
 
+mod bounded;
 pub mod content;
 mod dirsync;
 mod entry;
@@ -29,20 +30,21 @@ pub mod fsio;
 mod recover;
 mod requeue;
 pub mod reserve;
+mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
-
+pub use bounded::BoundedCommit;
 pub use content::Content;
 pub use entry::{StoredIn, read_stored_entry};
 pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
 pub use reserve::DiskReserve;
+pub use writer::{SPILL_THRESHOLD, SpoolWriter};
 
 /// A spool failure, mapped to `451 4.3.0` (or `452 4.3.1` when the disk is full).
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +213,7 @@ impl Spool {
                 memory: Vec::new(),
                 file: None,
                 file_created: false,
+                abandoned: Arc::new(AtomicBool::new(false)),
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
                 len: 0,
                 reserve: Arc::clone(&self.reserve),
@@ -353,10 +356,7 @@ impl Spool {
         let tmp = self.tmp.join(format!("{}.env", failed.id));
         let dir = self.failed.clone();
         blocking("record failed recipients", move || {
-            if std::fs::hard_link(&source, &body).is_err() {
-                std::fs::copy(&source, &body)?;
-                std::fs::File::open(&body)?.sync_all()?;
-            }
+            fsio::link_or_copy(&source, &body)?;
             fsio::write_and_rename(&tmp, &env, &bytes)?;
             fsio::sync_dir(&dir)
         })
@@ -455,11 +455,13 @@ impl Spool {
         .await
     }
 
-    /// Read a state file written by [`write_state`](Self::write_state), if it exists.
-    pub fn read_state(&self, name: &str) -> Option<Vec<u8>> {
-        self.state_path(name)
+    /// Read a state file written by [`write_state`](Self::write_state), if it exists and can
+    /// be read (on the blocking pool, off the runtime).
+    pub async fn read_state(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.state_path(name).ok()?;
+        blocking("read state file", move || std::fs::read(path))
+            .await
             .ok()
-            .and_then(|path| std::fs::read(path).ok())
     }
 
     fn state_path(&self, name: &str) -> Result<PathBuf, SpoolError> {
@@ -537,158 +539,6 @@ fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u32::from_le_bytes(bytes)
-}
-
-/// Content up to this size is kept in memory until commit (one file write, one sync, no
-/// temporary file churn); larger content is streamed to a file in `tmp/` as it arrives.
-pub const SPILL_THRESHOLD: usize = 64 * 1024;
-
-/// A spool entry being written. Dropping it without [`commit`](SpoolWriter::commit) removes
-/// the temporary file (in the background, off the runtime): nothing half-received ever
-/// reaches `queue/`.
-pub struct SpoolWriter {
-    id: QueueId,
-    tmp_body: PathBuf,
-    queue_dir: PathBuf,
-    queue_sync: Arc<dirsync::DirSync>,
-    /// Content not yet in a file.
-    memory: Vec<u8>,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    file_created: bool,
-    digest: ring::digest::Context,
-    len: u64,
-    reserve: Arc<DiskReserve>,
-    /// True for mail from clients: refused at commit if the disk reserve was reached meanwhile.
-    keeps_reserve: bool,
-}
-
-impl std::fmt::Debug for SpoolWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpoolWriter")
-            .field("id", &self.id)
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl SpoolWriter {
-    /// The queue id this entry will have.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True when nothing was written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Append body bytes.
-    ///
-    /// # Errors
-    /// I/O errors (`is_storage_full` tells a full disk).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.digest.update(bytes);
-        self.len += bytes.len() as u64;
-        if let Some(file) = self.file.as_mut() {
-            return file
-                .write_all(bytes)
-                .await
-                .map_err(SpoolError::io("write body"));
-        }
-        self.memory.extend_from_slice(bytes);
-        if self.memory.len() > SPILL_THRESHOLD {
-            let path = self.tmp_body.clone();
-            let file = blocking("create spool file", move || fsio::create_new(&path)).await?;
-            self.file_created = true;
-            let mut file =
-                tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file));
-            file.write_all(&self.memory)
-                .await
-                .map_err(SpoolError::io("write body"))?;
-            self.memory = Vec::new();
-            self.file = Some(file);
-        }
-        Ok(())
-    }
-
-    /// Make the entry durable in `queue/`. `envelope.id`, `body_len` and `body_sha256` are
-    /// filled in here. Returns only when the entry survives a crash: body and envelope
-    /// fsynced, renamed into `queue/`, and the directory fsynced (shared with the entries
-    /// committed at the same moment).
-    ///
-    /// # Errors
-    /// I/O errors, or (for mail from clients) the disk reserve reached meanwhile; the entry is
-    /// then not committed and its temporary files are removed.
-    pub async fn commit(mut self, mut envelope: Envelope) -> Result<Envelope, SpoolError> {
-        if self.keeps_reserve && self.reserve.is_reached() {
-            return Err(below_reserve());
-        }
-        let spilled = match self.file.take() {
-            Some(mut file) => {
-                file.flush().await.map_err(SpoolError::io("flush body"))?;
-                Some(file.into_inner().into_std().await)
-            }
-            None => None,
-        };
-        envelope.id = self.id.clone();
-        envelope.body_len = self.len;
-        envelope.body_sha256 = format::hex(self.digest.clone().finish().as_ref());
-        let trailer = format::encode_trailer(&envelope).map_err(|e| SpoolError::Corrupt {
-            id: self.id.clone(),
-            reason: e.to_string(),
-        })?;
-        let entry_len = self.len + trailer.len() as u64;
-        let mut memory = std::mem::take(&mut self.memory);
-        let tmp_body = self.tmp_body.clone();
-        let body = self.queue_dir.join(format!("{}.msg", self.id));
-        // The file exists from here on (if the closure fails, Drop removes it).
-        self.file_created = true;
-        blocking("commit entry", move || {
-            let mut file = match spilled {
-                Some(file) => file,
-                None => fsio::create_new(&tmp_body)?,
-            };
-            memory.extend_from_slice(&trailer);
-            std::io::Write::write_all(&mut file, &memory)?;
-            fsio::sync_file(&file)?;
-            drop(file);
-            fsio::rename(&tmp_body, &body)
-        })
-        .await?;
-        // Renamed: nothing left in tmp/ for Drop to clean.
-        self.file_created = false;
-        self.reserve.consume(entry_len);
-        if let Err(e) = self.queue_sync.sync().await {
-            // Not durable: take the entry back out rather than acknowledge it.
-            let body = self.queue_dir.join(format!("{}.msg", self.id));
-            let _ = blocking("undo commit", move || fsio::remove_if_exists(&body)).await;
-            return Err(e);
-        }
-        Ok(envelope)
-    }
-}
-
-impl Drop for SpoolWriter {
-    /// Removes the temporary file on tokio's blocking pool when a runtime is running (a drop
-    /// happens on a runtime worker, which must not wait for the disk), in place otherwise.
-    fn drop(&mut self) {
-        if self.file_created {
-            let path = std::mem::take(&mut self.tmp_body);
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    drop(runtime.spawn_blocking(move || fsio::remove_if_exists(&path)));
-                }
-                Err(_) => {
-                    let _ = fsio::remove_if_exists(&path);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -143,17 +143,19 @@ async fn below_the_reserve_client_mail_is_refused_as_storage_full_and_bounces_ar
     let error = late.commit(envelope()).await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");
     assert!(error.to_string().contains("disk reserve"), "{error}");
-    // The refused entry's temporary file is removed in the background (off the runtime).
-    let tmp = dir.path().join("spool/tmp");
-    let mut left = usize::MAX;
-    for _ in 0..200 {
-        left = std::fs::read_dir(&tmp).unwrap().count();
-        if left == 0 {
+    // The dropped entry removes its file on the blocking pool: wait for it (bounded).
+    let tmp_files = || {
+        std::fs::read_dir(dir.path().join("spool/tmp"))
+            .unwrap()
+            .count()
+    };
+    for _ in 0..500 {
+        if tmp_files() == 0 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(left, 0, "nothing left behind in spool/tmp");
+    assert_eq!(tmp_files(), 0);
 
     let error = spool.create().await.unwrap_err();
     assert!(error.is_storage_full(), "{error}");

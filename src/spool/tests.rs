@@ -469,3 +469,19 @@ async fn a_crash_in_the_middle_of_a_requeue_leaves_the_failed_entry_intact() {
     spool.requeue(&entry.id).await.unwrap();
     assert_eq!(spool.list_queued().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn state_files_read_back_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    assert_eq!(spool.read_state("m365.recipients.json").await, None);
+    spool
+        .write_state("m365.recipients.json", b"[1,2]".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        spool.read_state("m365.recipients.json").await.as_deref(),
+        Some(&b"[1,2]"[..])
+    );
+    assert_eq!(spool.read_state("../escape").await, None);
+}

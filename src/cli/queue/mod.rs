@@ -257,13 +257,15 @@ fn export(config: &Config, id: &str, output: Option<&Path>) -> ExitCode {
             }
         };
     let written = match output {
-        Some(path) => std::fs::File::create(path)
+        // The message is someone's mail: 0600 whatever the umask, like the spool.
+        Some(path) => crate::spool::fsio::create_private(path)
             .and_then(|file| {
                 let mut out = std::io::BufWriter::new(file);
                 content.write_to(&mut out)?;
-                out.into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)?
-                    .sync_all()
+                crate::spool::fsio::sync_file(
+                    &out.into_inner()
+                        .map_err(std::io::IntoInnerError::into_error)?,
+                )
             })
             .map_err(|e| format!("cannot write {}: {e}", path.display())),
         None => {
@@ -305,11 +307,8 @@ fn export(config: &Config, id: &str, output: Option<&Path>) -> ExitCode {
 }
 
 fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join("relay.lock"))
+    // Private whatever the umask, as the relay creates it.
+    let file = crate::spool::fsio::open_private(&state_dir.join("relay.lock"))
         .map_err(|e| format!("cannot open the spool in {}: {e}", state_dir.display()))?;
     file.try_lock()
         .map_err(|_| format!("a relay is running on {}", state_dir.display()))?;

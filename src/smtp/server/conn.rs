@@ -319,6 +319,13 @@ impl Connection {
                         ConnError::SessionTooLong,
                     )
                 } else {
+                    if idle_limit < limits.command_timeout {
+                        self.ctx
+                            .metrics
+                            .connections_evicted
+                            .get_or_create(&Metrics::reason(Metrics::EVICTED_BUSY_TIMEOUT))
+                            .inc();
+                    }
                     (
                         Reply::new(
                             421,

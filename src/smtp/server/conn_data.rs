@@ -5,6 +5,14 @@
 //! whole in memory; reads are bounded by `data_timeout`, `min_data_rate` after the first
 //! `data_timeout`, the session deadline and the shutdown grace; an oversized message is
 //! drained for at most as much again, then answered `552` and the connection closed.
+//!
+//! Disk waits are bounded too (each by `data_timeout`, never past the session deadline; see
+//! [`crate::spool::BoundedCommit`]): a spool that does not create or write in time is given
+//! up (the entry is dropped, leaving nothing in `tmp/`) and the message answered `451 4.3.0`.
+//! A commit is never abandoned half-way: past its deadline the client is answered `451 4.3.0`
+//! while the commit goes on in its own task, which queues the entry if it completes. So a
+//! hung disk never strands a committed entry in `queue/` until a restart; its cost is at most
+//! one duplicate (the client sends again after the `451`). `250` still means fsynced.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +25,11 @@ use tokio::time::Instant;
 use super::{ConnError, Connection, READ_CHUNK, SHUTDOWN_DATA_GRACE, SPOOL_CHUNK};
 use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
 use crate::ops::metrics::Metrics;
-use crate::queue::FirstOutcome;
+use crate::queue::{FirstOutcome, Queue};
 use crate::smtp::proto::data::{DataReceiver, Feed};
 use crate::smtp::proto::reply::Reply;
 use crate::smtp::server::session::{DataOutcome, DataRequest};
-use crate::spool::{ClientInfo, Envelope, unix_now};
+use crate::spool::{BoundedCommit, ClientInfo, Envelope, unix_now};
 
 /// Deadlines of one DATA phase.
 struct DataClock {
@@ -41,7 +49,7 @@ impl Connection {
     ) -> Result<DataOutcome, ConnError> {
         let spool = Arc::clone(&self.ctx.spool);
         let mut failure: Option<DataOutcome> = None;
-        let mut writer = match spool.create().await {
+        let mut writer = match spool.create_until(self.disk_deadline()).await {
             Ok(writer) => Some(writer),
             Err(error) => {
                 tracing::error!(%error, "cannot create a spool entry");
@@ -118,7 +126,8 @@ impl Connection {
             } else if (pending.len() >= SPOOL_CHUNK || finished)
                 && let Some(w) = writer.as_mut()
             {
-                if let Err(error) = w.write(&pending).await {
+                let deadline = self.disk_deadline();
+                if let Err(error) = w.write_until(&pending, deadline).await {
                     tracing::error!(%error, "cannot write to the spool");
                     failure = Some(spool_failure(&error));
                     writer = None;
@@ -178,60 +187,73 @@ impl Connection {
         );
         envelope.eight_bit = receiver.eight_bit();
         envelope.smtputf8 |= request.smtputf8;
-        match writer.commit(envelope).await {
-            Ok(envelope) => {
-                let account = Metrics::account(&envelope.account);
-                self.ctx.metrics.accepted.get_or_create(&account).inc();
-                self.ctx
-                    .metrics
-                    .accepted_bytes
-                    .get_or_create(&account)
-                    .inc_by(envelope.body_len);
-                tracing::info!(
-                    queue_id = %envelope.id,
-                    account = %envelope.account,
-                    sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
-                    recipients = envelope.recipients.len(),
-                    size = envelope.body_len,
-                    principal = %envelope.client.principal,
-                    "message accepted"
-                );
-                let account_queue = self.ctx.queue.account(&envelope.account);
-                let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
-                    (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
-                    _ => None,
-                };
-                if !self.ctx.queue.submit(&envelope) {
-                    tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
-                }
-                let Some((receiver, timeout)) = waiter else {
-                    return Ok(DataOutcome::Queued(envelope.id));
-                };
-                let verdict = tokio::select! {
-                    verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
-                    _ = self.cancel.cancelled() => None,
-                };
-                Ok(match verdict {
-                    Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
-                        id: envelope.id,
-                        reply,
-                    },
-                    Some(FirstOutcome::Rejected { code, text }) => {
-                        DataOutcome::Rejected { code, text }
-                    }
-                    Some(FirstOutcome::Deferred) | None => {
-                        if let Some(queue) = account_queue {
-                            queue.unwatch(&envelope.id);
-                        }
-                        DataOutcome::Queued(envelope.id)
-                    }
-                })
-            }
-            Err(error) => {
+        let envelope = match writer.commit_until(envelope, self.disk_deadline()).await {
+            BoundedCommit::Committed(envelope) => *envelope,
+            BoundedCommit::Failed(error) => {
                 tracing::error!(%error, "cannot commit the message to the spool");
-                Ok(spool_failure(&error))
+                return Ok(spool_failure(&error));
             }
+            BoundedCommit::StillRunning(commit) => {
+                tracing::error!(
+                    queue_id = %queue_id,
+                    "the spool did not commit the message before the deadline (data_timeout); \
+                     answering 451. If the commit completes later the message is queued, and \
+                     the client may send it a second time"
+                );
+                tokio::spawn(queue_late_commit(commit, Arc::clone(&self.ctx.queue)));
+                return Ok(DataOutcome::StorageTimeout);
+            }
+        };
+        let account = Metrics::account(&envelope.account);
+        self.ctx.metrics.accepted.get_or_create(&account).inc();
+        self.ctx
+            .metrics
+            .accepted_bytes
+            .get_or_create(&account)
+            .inc_by(envelope.body_len);
+        tracing::info!(
+            queue_id = %envelope.id,
+            account = %envelope.account,
+            sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
+            recipients = envelope.recipients.len(),
+            size = envelope.body_len,
+            principal = %envelope.client.principal,
+            "message accepted"
+        );
+        let account_queue = self.ctx.queue.account(&envelope.account);
+        let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
+            (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
+            _ => None,
+        };
+        if !self.ctx.queue.submit(&envelope) {
+            tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
         }
+        let Some((receiver, timeout)) = waiter else {
+            return Ok(DataOutcome::Queued(envelope.id));
+        };
+        let verdict = tokio::select! {
+            verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
+            _ = self.cancel.cancelled() => None,
+        };
+        Ok(match verdict {
+            Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
+                id: envelope.id,
+                reply,
+            },
+            Some(FirstOutcome::Rejected { code, text }) => DataOutcome::Rejected { code, text },
+            Some(FirstOutcome::Deferred) | None => {
+                if let Some(queue) = account_queue {
+                    queue.unwatch(&envelope.id);
+                }
+                DataOutcome::Queued(envelope.id)
+            }
+        })
+    }
+
+    /// The deadline of one disk wait in the DATA phase: `data_timeout` from now, never past
+    /// the session deadline.
+    fn disk_deadline(&self) -> Instant {
+        (Instant::now() + self.ctx.limits.data_timeout).min(self.session_deadline)
     }
 
     /// Read more DATA content: within `data_timeout` of the last read, at `min_data_rate` on
@@ -286,8 +308,35 @@ impl Connection {
     }
 }
 
+/// Queue an entry whose commit outlived its deadline once the commit completes (the client
+/// was answered `451`), so that nothing committed is left in `queue/` unseen until a restart.
+async fn queue_late_commit(
+    commit: tokio::task::JoinHandle<Result<Envelope, crate::spool::SpoolError>>,
+    queue: Arc<Queue>,
+) {
+    match commit.await {
+        Ok(Ok(envelope)) => {
+            tracing::warn!(
+                queue_id = %envelope.id,
+                account = %envelope.account,
+                "a commit that outlived its deadline completed: the message is queued, although \
+                 its client was answered 451 (it may arrive twice)"
+            );
+            if !queue.submit(&envelope) {
+                tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "a commit that outlived its deadline failed; nothing was stored");
+        }
+        Err(error) => tracing::error!(%error, "a commit that outlived its deadline was lost"),
+    }
+}
+
 fn spool_failure(error: &crate::spool::SpoolError) -> DataOutcome {
-    if error.is_storage_full() {
+    if error.is_timeout() {
+        DataOutcome::StorageTimeout
+    } else if error.is_storage_full() {
         DataOutcome::StorageFull
     } else {
         DataOutcome::StorageFailed
@@ -298,5 +347,65 @@ fn assembly_failure(error: AssemblyError) -> DataOutcome {
     match error {
         AssemblyError::HeaderTooLarge => DataOutcome::HeaderTooLarge,
         AssemblyError::FromRefused(refused) => DataOutcome::FromRefused(refused.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::smtp::proto::address::Address;
+    use crate::spool::Spool;
+
+    /// A commit that outlives its deadline (the runtime's only blocking thread, where the
+    /// spool's disk work runs, is held) is handed over, and queued once the disk answers.
+    #[test]
+    fn a_commit_that_completes_after_its_deadline_is_queued() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, _) = Spool::open(dir.path()).unwrap();
+            let mut writer = spool.create().await.unwrap();
+            writer.write(b"Subject: late\r\n\r\nx\r\n").await.unwrap();
+            let (release, released) = mpsc::channel::<()>();
+            let (started, running) = tokio::sync::oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let _ = started.send(());
+                let _ = released.recv_timeout(Duration::from_secs(60));
+            });
+            running.await.unwrap();
+            let envelope = Envelope::new(
+                "m365",
+                Some(Address::parse("scanner@contoso.com").unwrap()),
+                vec![Address::parse("a@x.example").unwrap()],
+                ClientInfo {
+                    peer: "127.0.0.1:1".into(),
+                    helo: None,
+                    principal: "test".into(),
+                },
+                unix_now(),
+            );
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let BoundedCommit::StillRunning(commit) = writer.commit_until(envelope, deadline).await
+            else {
+                panic!("the commit cannot finish while the disk is held");
+            };
+            let queue = Arc::new(Queue::new(["m365".to_string()]));
+            let handover = tokio::spawn(queue_late_commit(commit, Arc::clone(&queue)));
+            assert_eq!(queue.depth(), 0);
+            drop(release);
+            tokio::time::timeout(Duration::from_secs(30), handover)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(queue.depth(), 1);
+            assert_eq!(spool.list_queued().await.unwrap().len(), 1);
+        });
     }
 }

@@ -29,6 +29,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +92,8 @@ struct Inner {
 pub struct ConnectionLimits {
     inner: Mutex<Inner>,
     pressure: watch::Sender<bool>,
+    /// Sessions evicted for a newcomer (the relay's `connections_evicted` metric).
+    evicted: Counter,
 }
 
 /// The key an address is counted under: IPv4 as is, IPv6 per /64 (one host usually owns a
@@ -115,6 +118,11 @@ fn pressure_threshold(max_total: usize) -> usize {
 
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+        Self::counted(max_total, max_per_ip, Counter::default())
+    }
+
+    /// Like [`new`](Self::new), counting every eviction in `evicted`.
+    pub fn counted(max_total: usize, max_per_ip: usize, evicted: Counter) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             inner: Mutex::new(Inner {
                 max_total,
@@ -124,6 +132,7 @@ impl ConnectionLimits {
                 next_id: 0,
             }),
             pressure: watch::channel(false).0,
+            evicted,
         })
     }
 
@@ -187,6 +196,7 @@ impl ConnectionLimits {
                     "all connection slots in use: closing the longest-idle session for a new client"
                 );
                 entry.evict.cancel();
+                self.evicted.inc();
             }
         }
         if let Some(key) = address_key {
@@ -338,7 +348,8 @@ mod tests {
 
     #[tokio::test]
     async fn when_full_the_longest_idle_ordinary_session_outside_a_transaction_is_evicted() {
-        let limits = ConnectionLimits::new(10, 100);
+        let evicted = Counter::default();
+        let limits = ConnectionLimits::counted(10, 100, evicted.clone());
         // 9 ordinary slots (one is reserved).
         let mut slots: Vec<_> = (0..9)
             .map(|i| {
@@ -355,6 +366,7 @@ mod tests {
         let newcomer = limits.admit(ordinary("198.51.100.1")).unwrap();
         assert!(!slots[0].evicted().is_cancelled());
         assert!(slots[1].evicted().is_cancelled());
+        assert_eq!(evicted.get(), 1);
         assert_eq!(limits.in_use(), 9);
         // The reserved slot goes to a favoured client without evicting anyone.
         let trusted = limits.admit(favoured("10.0.0.1")).unwrap();

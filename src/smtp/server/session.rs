@@ -455,6 +455,11 @@ impl Session {
                 "4.3.0",
                 "Local error while storing the message, please try again later",
             ),
+            DataOutcome::StorageTimeout => Reply::new(
+                451,
+                "4.3.0",
+                "The relay's disk is too slow to store the message, please try again later",
+            ),
         })
     }
 

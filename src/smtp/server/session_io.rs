@@ -135,4 +135,6 @@ pub enum DataOutcome {
     StorageFull,
     /// The spool could not store the message.
     StorageFailed,
+    /// The spool's disk did not answer before the DATA deadline.
+    StorageTimeout,
 }

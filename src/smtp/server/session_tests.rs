@@ -303,6 +303,7 @@ fn data_outcomes_map_to_the_documented_replies() {
         (DataOutcome::HeaderTooLarge, "552 5.3.4"),
         (DataOutcome::StorageFull, "452 4.3.1"),
         (DataOutcome::StorageFailed, "451 4.3.0"),
+        (DataOutcome::StorageTimeout, "451 4.3.0"),
     ];
     for (outcome, prefix) in cases {
         let mut session = network_session();
