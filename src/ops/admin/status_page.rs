@@ -108,7 +108,9 @@ overflow-wrap:break-word}th{font-weight:600;background:#f0f2f5}\
 .counts{display:flex;flex-wrap:wrap;gap:8px}.count{flex:1 1 120px;border:1px solid #d8dce1;\
 border-radius:6px;padding:6px 10px}.count b{display:block;font-size:1.6em}\
 svg{max-width:100%;height:auto}\
-@media (max-width:640px){th,td{padding:3px 4px;font-size:.9em}}";
+@media (max-width:640px){table,tbody,tr,td{display:block;width:auto}th,tr:has(th){display:none}\
+tr{border-bottom:2px solid #d8dce1;padding:4px 0}td{border:0;padding:2px 4px}\
+td[data-label]::before{content:attr(data-label) \": \";font-weight:600;color:#5b6470}}";
 
 fn accounts_section(out: &mut String, state: &AdminState, snapshot: &Snapshot) {
     out.push_str(
@@ -171,9 +173,9 @@ fn accounts_section(out: &mut String, state: &AdminState, snapshot: &Snapshot) {
         };
         let _ = write!(
             out,
-            "<tr class=\"account\" data-account=\"{n}\"><td>{n}</td><td>smtp</td><td>{mailbox}</td>\
-<td>{token_requests} ({token_failures} failed)</td><td>{delivered}</td><td>{state_cell}</td>\
-<td class=\"waiting\">{waiting}</td></tr>",
+            "<tr class=\"account\" data-account=\"{n}\"><td data-label=\"Account\">{n}</td><td data-label=\"Transport\">smtp</td><td data-label=\"Mailbox\">{mailbox}</td>\
+<td data-label=\"Token requests\">{token_requests} ({token_failures} failed)</td><td data-label=\"Delivered since start\">{delivered}</td><td data-label=\"State\">{state_cell}</td>\
+<td data-label=\"Waiting\" class=\"waiting\">{waiting}</td></tr>",
             n = escape(name),
             mailbox = escape(&delivery.account.mailbox.to_string()),
             waiting = waiting.len(),
@@ -234,7 +236,7 @@ fn queue_section(out: &mut String, snapshot: &Snapshot) {
                 .collect();
             let _ = write!(
                 out,
-                "<tr class=\"deferred-reason\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"deferred-reason\"><td data-label=\"Messages\">{}</td><td data-label=\"Last reply\">{}</td><td data-label=\"Class\">{}</td><td data-label=\"Fix\">{}</td><td data-label=\"Detail\">{}</td></tr>",
                 envelopes.len(),
                 escape(reply),
                 escape(class),
@@ -278,8 +280,8 @@ fn failures_section(out: &mut String, snapshot: &Snapshot) {
         for failure in &envelope.failures {
             let _ = write!(
                 out,
-                "<tr class=\"failure\"><td>{} ago</td><td><a href=\"/failed\">{}</a></td><td>{}</td><td>{}</td>\
-<td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"failure\"><td data-label=\"When\">{} ago</td><td data-label=\"Message\"><a href=\"/failed\">{}</a></td><td data-label=\"From\">{}</td><td data-label=\"Recipient\">{}</td>\
+<td data-label=\"Reply\">{}</td><td data-label=\"Class\">{}</td><td data-label=\"Fix\">{}</td></tr>",
                 age(snapshot.now.saturating_sub(failure.at)),
                 escape(&envelope.id),
                 escape(&sender),
@@ -316,7 +318,7 @@ fn connections_section(out: &mut String, snapshot: &Snapshot) {
             .collect();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td data-label=\"Listener\">{}</td><td data-label=\"Connections now\">{}</td><td data-label=\"Connections since start\">{}</td></tr>",
             escape(listener),
             active.value,
             sum(&total, "smtp_oauth_relay_inbound_connections_total")
@@ -326,7 +328,7 @@ fn connections_section(out: &mut String, snapshot: &Snapshot) {
         out,
         "</table></div><h2>Refusals since start</h2><p class=\"muted\">totals since the relay started (the relay keeps no per-hour count; the chart below and Prometheus give rates)</p>\
 <div class=\"scroll\"><table><tr><th>What</th><th>Reason</th><th>Count</th></tr>\
-<tr><td>AUTH failures</td><td></td><td>{}</td></tr>",
+<tr><td data-label=\"What\">AUTH failures</td><td data-label=\"Reason\"></td><td data-label=\"Count\">{}</td></tr>",
         sum(&snapshot.samples, "smtp_oauth_relay_auth_failures_total")
     );
     for (metric, what) in [
@@ -342,7 +344,7 @@ fn connections_section(out: &mut String, snapshot: &Snapshot) {
         for sample in snapshot.samples.iter().filter(|s| s.name == metric) {
             let _ = write!(
                 out,
-                "<tr><td>{what}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td data-label=\"What\">{what}</td><td data-label=\"Reason\">{}</td><td data-label=\"Count\">{}</td></tr>",
                 escape(sample.label("reason").unwrap_or_default()),
                 sample.value
             );
