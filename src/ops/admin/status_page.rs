@@ -407,7 +407,7 @@ fn chart_section(out: &mut String, minutes: &[Traffic]) {
         out,
         "</svg><p class=\"muted\"><span style=\"color:#2f6fdf\">■</span> accepted {} \
 <span style=\"color:#1e7b34\">■</span> delivered {} <span style=\"color:#e08a00\">■</span> deferred {} \
-over the last {} minutes</p></section>",
+over the last {} minutes (one point a minute, the newest on the right)</p></section>",
         total(|m| m.accepted),
         total(|m| m.delivered),
         total(|m| m.deferred),
