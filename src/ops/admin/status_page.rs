@@ -17,6 +17,10 @@ use crate::spool::{Envelope, format, unix_now};
 
 /// Failed messages listed on the page, newest first.
 pub const FAILURES_SHOWN: usize = 50;
+/// Recipients shown per failed message (a message can have hundreds).
+pub const RECIPIENTS_SHOWN: usize = 5;
+/// Reasons of deferral shown, the commonest first (replies can differ per message).
+pub const REASONS_SHOWN: usize = 20;
 
 /// `text` made safe for HTML text and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -228,7 +232,10 @@ fn queue_section(out: &mut String, snapshot: &Snapshot) {
             "<h2>Deferred, by reason</h2><div class=\"scroll\"><table>\
 <tr><th>Messages</th><th>Last reply</th><th>Class</th><th>Fix</th><th>Detail</th></tr>",
         );
-        for ((reply, class, hint), envelopes) in &by_reason {
+        let mut reasons: Vec<_> = by_reason.into_iter().collect();
+        reasons.sort_by_key(|(_, envelopes)| std::cmp::Reverse(envelopes.len()));
+        let hidden = reasons.len().saturating_sub(REASONS_SHOWN);
+        for ((reply, class, hint), envelopes) in reasons.iter().take(REASONS_SHOWN) {
             let links: Vec<String> = envelopes
                 .iter()
                 .take(10)
@@ -245,6 +252,12 @@ fn queue_section(out: &mut String, snapshot: &Snapshot) {
             );
         }
         out.push_str("</table></div>");
+        if hidden > 0 {
+            let _ = write!(
+                out,
+                "<p class=\"muted\">and {hidden} rarer reasons (see <code>smtp-oauth-relay queue list</code>)</p>"
+            );
+        }
     }
     out.push_str("</section>");
 }
@@ -277,7 +290,7 @@ fn failures_section(out: &mut String, snapshot: &Snapshot) {
             .sender
             .as_ref()
             .map_or_else(|| "<>".to_string(), ToString::to_string);
-        for failure in &envelope.failures {
+        for failure in envelope.failures.iter().take(RECIPIENTS_SHOWN) {
             let _ = write!(
                 out,
                 "<tr class=\"failure\"><td data-label=\"When\">{} ago</td><td data-label=\"Message\"><a href=\"/failed\">{}</a></td><td data-label=\"From\">{}</td><td data-label=\"Recipient\">{}</td>\
@@ -289,6 +302,14 @@ fn failures_section(out: &mut String, snapshot: &Snapshot) {
                 escape(&failure.reply),
                 escape(&failure.class),
                 escape(&failure.hint)
+            );
+        }
+        let more = envelope.failures.len().saturating_sub(RECIPIENTS_SHOWN);
+        if more > 0 {
+            let _ = write!(
+                out,
+                "<tr class=\"failure-more\"><td colspan=\"7\" class=\"muted\">and {more} more recipients of {}</td></tr>",
+                escape(&envelope.id)
             );
         }
     }
@@ -416,77 +437,5 @@ over the last {} minutes (one point a minute, the newest on the right)</p></sect
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_makes_untrusted_text_inert() {
-        let cases = [
-            ("plain@example.com", "plain@example.com"),
-            (
-                "<script>alert(1)</script>",
-                "&lt;script&gt;alert(1)&lt;/script&gt;",
-            ),
-            ("\"quoted\" 'single'", "&quot;quoted&quot; &#39;single&#39;"),
-            ("a & b &amp;", "a &amp; b &amp;amp;"),
-            ("\" onmouseover=\"x", "&quot; onmouseover=&quot;x"),
-            ("", ""),
-            ("550 5.7.1 ünïcode", "550 5.7.1 ünïcode"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(escape(input), expected, "escaping {input:?}");
-        }
-    }
-
-    #[test]
-    fn ages_read_well() {
-        let cases = [
-            (0, "0s"),
-            (59, "59s"),
-            (60, "1m 0s"),
-            (3599, "59m 59s"),
-            (3600, "1h 0m"),
-            (90061, "1d 1h"),
-        ];
-        for (seconds, expected) in cases {
-            assert_eq!(age(seconds), expected);
-        }
-    }
-
-    #[test]
-    fn the_chart_draws_one_point_per_minute_within_the_box() {
-        let minutes: Vec<Traffic> = (0..5)
-            .map(|i| Traffic {
-                accepted: i * 10,
-                delivered: i,
-                deferred: 0,
-            })
-            .collect();
-        let mut out = String::new();
-        chart_section(&mut out, &minutes);
-        assert!(out.contains("<svg"), "{out}");
-        assert_eq!(out.matches("<polyline").count(), 3);
-        assert!(!out.contains("<script"));
-        let accepted = out
-            .split("class=\"accepted\"")
-            .nth(1)
-            .and_then(|rest| rest.split("points=\"").nth(1))
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default();
-        let points: Vec<(u64, u64)> = accepted
-            .split(' ')
-            .filter_map(|p| p.split_once(','))
-            .filter_map(|(x, y)| Some((x.parse().ok()?, y.parse().ok()?)))
-            .collect();
-        assert_eq!(points.len(), 5);
-        assert!(
-            points
-                .iter()
-                .all(|&(x, y)| x <= CHART_WIDTH && y <= CHART_HEIGHT)
-        );
-        // The busiest minute is the highest point (smallest y); the last slot is at the right edge.
-        assert_eq!(points.last().map(|p| p.0), Some(CHART_WIDTH));
-        assert!(points[4].1 < points[0].1);
-        assert!(out.contains("accepted 100"));
-    }
-}
+#[path = "status_page_tests.rs"]
+mod tests;
