@@ -7,6 +7,7 @@
 //! goes through [`escape`]; the page names people, so the routes serve it under the same rule
 //! as the queue API (loopback only, or the bearer token when `token_file` is set); it shows no
 //! secret and no message content; it only reads (spool listings, the queue, the counters).
+//! One page lists a bounded amount ([`FAILURES_SHOWN`], [`RECIPIENTS_SHOWN`], [`REASONS_SHOWN`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
