@@ -234,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn the_totals_come_from_the_relays_own_counters() {
+        let metrics = Metrics::new();
+        metrics
+            .accepted
+            .get_or_create(&Metrics::account("a"))
+            .inc_by(2);
+        metrics
+            .accepted
+            .get_or_create(&Metrics::account("b"))
+            .inc_by(3);
+        metrics
+            .delivered
+            .get_or_create(&Metrics::account("a"))
+            .inc_by(4);
+        for class in ["transient", "configuration"] {
+            metrics
+                .deferred
+                .get_or_create(&Metrics::class("a", class))
+                .inc();
+        }
+        let samples = parse_exposition(&metrics.encode());
+        assert_eq!(Traffic::from_exposition(&samples), traffic(5, 4, 2));
+    }
+
+    #[test]
     fn the_exposition_reader_takes_names_labels_and_values() {
         let text = "# HELP x y\n\
             smtp_oauth_relay_messages_accepted_total{account=\"a\"} 3\n\
