@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint (`[admin] address`, loopback by default): `/healthz`, `/readyz`,
-//! `/metrics` (Prometheus), and the queue API the `queue` command uses.
+//! `/metrics` (Prometheus), the queue API the `queue` command uses, and the HTML status page
+//! at `/` ([`status_page`], with the last hour's traffic from [`history`]).
 //!
 //! Invariants:
 //! - it holds at most `[admin] max_connections` connections ([`slots`]); each serves one
@@ -8,15 +9,17 @@
 //!   file descriptors or memory the SMTP side needs;
 //! - every request passes the `Host` rule, and every change the `Origin` rule ([`access`]);
 //! - `/healthz`, `/readyz` and `/metrics` then answer anyone who can reach the address (so a
-//!   Kubernetes probe or a Prometheus server can use them); the queue API (listings, which
+//!   Kubernetes probe or a Prometheus server can use them); the status page and the queue API (listings, which
 //!   name senders and recipients, and every change: retry, requeue, delete) answers only
 //!   clients on the loopback interface, and only with the bearer token when `token_file` is
 //!   set ([`routes`]);
 //! - nothing here logs or returns a secret or message content.
 
 pub mod access;
+pub mod history;
 mod routes;
 pub mod slots;
+pub mod status_page;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -68,6 +71,12 @@ pub async fn serve(
     let slots = Slots::new(state.max_connections);
     let header_timeout = state.request_timeout;
     let lifetime = header_timeout.saturating_mul(ADMIN_CONNECTION_LIFETIME_FACTOR);
+    let history = Arc::new(history::History::default());
+    tracker.spawn(history::sample(
+        Arc::clone(&history),
+        Arc::clone(&state.metrics),
+        cancel.clone(),
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -88,6 +97,7 @@ pub async fn serve(
             }
         };
         let state = Arc::clone(&state);
+        let history = Arc::clone(&history);
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let closed = slot.closed();
@@ -95,7 +105,10 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |request| {
                 in_service.mark_busy();
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(routes::handle(&state, peer, request).await) }
+                let history = Arc::clone(&history);
+                async move {
+                    Ok::<_, Infallible>(routes::handle(&state, &history, peer, request).await)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

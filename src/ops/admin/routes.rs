@@ -1,5 +1,5 @@
-//! The admin endpoint's routes: health, readiness, metrics and the queue API, behind the
-//! rules of [`super::access`].
+//! The admin endpoint's routes: health, readiness, metrics, the status page and the queue API,
+//! behind the rules of [`super::access`].
 //!
 //! Invariants: a request that fails the `Host` or `Origin` rule gets its refusal and nothing
 //! else; the queue API (listings name senders and recipients; retry, requeue and delete change
@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::AdminState;
 use super::access::Refusal;
+use super::history::History;
 use crate::ops::metrics::Metrics;
 use crate::spool::{Envelope, SpoolError, format, unix_now};
 
@@ -28,6 +29,27 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     response.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn html(body: String) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    // No script, no frame, no outside resource: the page is inline HTML, CSS and SVG only.
+    headers.insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'",
+        ),
     );
     response
 }
@@ -55,6 +77,7 @@ fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
 
 pub(super) async fn handle(
     state: &AdminState,
+    history: &History,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Reply {
@@ -74,20 +97,21 @@ pub(super) async fn handle(
         (&Method::GET, ["metrics"]) => return metrics(state),
         _ => {}
     }
-    // Envelopes name people (senders, recipients, client addresses): like every change to the
-    // queue, they are for the host's own `queue` command only; with a token_file, for those
+    // Envelopes name people (senders, recipients, client addresses), and the status page shows
+    // them: like every change to the queue, they are for the host's own `queue` command only; with a token_file, for those
     // who hold the token, from loopback too (a sidecar proxy makes remote callers look local)
     // and from elsewhere (a remote `queue` or a monitoring host).
     if !access.requires_token() && !peer.ip().to_canonical().is_loopback() {
         return text(
             StatusCode::FORBIDDEN,
-            "the queue API answers only on the loopback interface (run `smtp-oauth-relay queue` on the relay's host)\n",
+            "the status page and the queue API answer only on the loopback interface (run `smtp-oauth-relay queue` on the relay's host, or set [admin] token_file)\n",
         );
     }
     if let Err(refusal) = access.check_token(request.headers()) {
         return refused(&refusal);
     }
     match (request.method(), segments.as_slice()) {
+        (&Method::GET, []) => html(super::status_page::render(state, history).await),
         (&Method::GET, ["queue"]) => listing(state, state.spool.list_queued().await),
         (&Method::GET, ["failed"]) => listing(state, state.spool.list_failed().await),
         (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
@@ -168,7 +192,7 @@ pub(super) async fn handle(
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "routes: /healthz /readyz /metrics /queue /queue/ID /failed; from loopback: POST /queue/retry, /queue/ID/retry, /failed/requeue, /failed/ID/requeue, DELETE /queue/ID\n",
+            "routes: /healthz /readyz /metrics / (status page) /queue /queue/ID /failed; from loopback: POST /queue/retry, /queue/ID/retry, /failed/requeue, /failed/ID/requeue, DELETE /queue/ID\n",
         ),
     }
 }
