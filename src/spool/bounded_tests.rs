@@ -2,51 +2,13 @@
 //! so every spool operation that needs the disk really waits (no mock of the spool).
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::*;
-use crate::smtp::proto::address::Address;
-use crate::spool::{ClientInfo, SPILL_THRESHOLD, unix_now};
-
-fn envelope() -> Envelope {
-    Envelope::new(
-        "m365",
-        Some(Address::parse("scanner@contoso.com").unwrap()),
-        vec![Address::parse("a@x.example").unwrap()],
-        ClientInfo {
-            peer: "127.0.0.1:1".into(),
-            helo: None,
-            principal: "user printer".into(),
-        },
-        unix_now(),
-    )
-}
-
-/// A runtime whose blocking pool (where every spool disk operation runs) has one thread.
-fn runtime_with_one_disk_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Occupy the only blocking thread until the returned sender is dropped: from then on every
-/// disk operation of the spool waits (at most a minute, so a failing test still ends).
-async fn stall_the_disk() -> mpsc::Sender<()> {
-    let (release, released) = mpsc::channel::<()>();
-    let (started, running) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let _ = started.send(());
-        let _ = released.recv_timeout(Duration::from_secs(60));
-    });
-    running.await.unwrap();
-    release
-}
+use crate::spool::SPILL_THRESHOLD;
+use crate::spool::test_support::{envelope, runtime_with_one_disk_thread, stall_the_disk};
 
 /// Wait until the disk work queued so far has run (the pool has one thread and takes its
 /// work in order), so that a check afterwards sees what it did.

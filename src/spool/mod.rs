@@ -542,5 +542,9 @@ fn random_u32() -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_support;
+
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;

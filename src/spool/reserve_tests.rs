@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use super::*;
-use crate::spool::{ClientInfo, Envelope, Spool};
+use crate::spool::Spool;
+use crate::spool::test_support::envelope;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -113,20 +114,6 @@ fn sampling_a_real_filesystem_gives_plausible_numbers() {
             .sample()
             .is_err()
     );
-}
-
-fn envelope() -> Envelope {
-    Envelope::new(
-        "m365",
-        None,
-        vec![crate::smtp::proto::address::Address::parse("a@x.example").unwrap()],
-        ClientInfo {
-            peer: "127.0.0.1:1".into(),
-            helo: None,
-            principal: "test".into(),
-        },
-        0,
-    )
 }
 
 #[tokio::test]

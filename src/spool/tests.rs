@@ -2,20 +2,7 @@
 
 use super::*;
 use crate::smtp::proto::address::Address;
-
-fn envelope() -> Envelope {
-    Envelope::new(
-        "m365",
-        Some(Address::parse("scanner@contoso.com").unwrap()),
-        vec![Address::parse("a@x.example").unwrap()],
-        ClientInfo {
-            peer: "127.0.0.1:1".into(),
-            helo: None,
-            principal: "user printer".into(),
-        },
-        unix_now(),
-    )
-}
+use crate::spool::test_support::envelope;
 
 async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
     let mut writer = spool.create().await.unwrap();

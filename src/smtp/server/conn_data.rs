@@ -352,45 +352,22 @@ fn assembly_failure(error: AssemblyError) -> DataOutcome {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-
     use super::*;
-    use crate::smtp::proto::address::Address;
     use crate::spool::Spool;
+    use crate::spool::test_support::{envelope, runtime_with_one_disk_thread, stall_the_disk};
 
     /// A commit that outlives its deadline (the runtime's only blocking thread, where the
     /// spool's disk work runs, is held) is handed over, and queued once the disk answers.
     #[test]
     fn a_commit_that_completes_after_its_deadline_is_queued() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime_with_one_disk_thread();
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let (spool, _) = Spool::open(dir.path()).unwrap();
             let mut writer = spool.create().await.unwrap();
             writer.write(b"Subject: late\r\n\r\nx\r\n").await.unwrap();
-            let (release, released) = mpsc::channel::<()>();
-            let (started, running) = tokio::sync::oneshot::channel();
-            tokio::task::spawn_blocking(move || {
-                let _ = started.send(());
-                let _ = released.recv_timeout(Duration::from_secs(60));
-            });
-            running.await.unwrap();
-            let envelope = Envelope::new(
-                "m365",
-                Some(Address::parse("scanner@contoso.com").unwrap()),
-                vec![Address::parse("a@x.example").unwrap()],
-                ClientInfo {
-                    peer: "127.0.0.1:1".into(),
-                    helo: None,
-                    principal: "test".into(),
-                },
-                unix_now(),
-            );
+            let release = stall_the_disk().await;
+            let envelope = envelope();
             let deadline = Instant::now() + Duration::from_millis(300);
             let BoundedCommit::StillRunning(commit) = writer.commit_until(envelope, deadline).await
             else {
