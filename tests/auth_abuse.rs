@@ -385,3 +385,38 @@ async fn the_opt_in_lockout_refuses_one_user_from_one_address_with_454() {
     elsewhere.expect(&plain("printer", "printer-pw"), 235).await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn an_attempt_whose_client_hangs_up_gives_its_turn_up() {
+    // One attempt at a time per address, so an abandoned attempt that kept its place would
+    // hold everyone on the address back for its whole penalty and then add a failure.
+    let relay = TestRelay::start(&config(
+        "auth_parallel_per_address = 1\nauth_penalty_max = \"30s\"",
+    ))
+    .await;
+    let address = relay.address(0);
+    let shared: IpAddr = "127.0.0.12".parse().unwrap();
+    // Four failures (waits 0, 1, 2, 4 s): the next attempt owes 8 s after the last one.
+    burst(address, shared, "printer", 4, 1).await;
+    let burst_ended = Instant::now();
+    // A guesser takes the address's one place, then hangs up while it waits.
+    let mut quitter = RawClient::connect_from(shared, address).await;
+    assert_eq!(quitter.reply().await.code, 220);
+    quitter.expect("EHLO bot", 250).await;
+    quitter.send_line(&plain("printer", "never-checked")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(quitter);
+    // The rightful client gets the place at once and waits only the penalty (8 s). Had the
+    // abandoned attempt kept it, its check would run at 8 s and fail, and this one would
+    // wait 16 s more.
+    let mut app = RawClient::connect_from(shared, address).await;
+    assert_eq!(app.reply().await.code, 220);
+    app.expect("EHLO app", 250).await;
+    app.expect(&plain("scanner", "scan-pw"), 235).await;
+    assert!(
+        burst_ended.elapsed() < Duration::from_secs(16),
+        "accepted {:?} after the burst",
+        burst_ended.elapsed()
+    );
+    relay.stop().await;
+}

@@ -115,13 +115,13 @@ impl PasswordChecker {
         username: &str,
         password: Secret,
     ) -> CheckResult {
-        let refused = CheckResult {
+        let refused = |policy: &Policy| CheckResult {
             grant: None,
             known_user: policy.is_user(username),
         };
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            policy,
+            policy: Arc::clone(&policy),
             username: username.to_string(),
             password,
             reply,
@@ -136,9 +136,12 @@ impl PasswordChecker {
         self.queue.ready.notify_one();
         if !sent {
             tracing::error!("no password-check worker is running; AUTH is refused");
-            return refused;
+            return refused(&policy);
         }
-        answer.await.unwrap_or(refused)
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => refused(&policy),
+        }
     }
 }
 
