@@ -24,17 +24,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AccountSettings, Config, ListenerSettings};
 use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
+use crate::metrics::Metrics;
 use crate::oauth::token::TokenProvider;
 use crate::ops::admin::{AdminAccess, AdminState};
-use crate::ops::metrics::Metrics;
 use crate::policy::PasswordChecker;
 use crate::queue::Queue;
 use crate::smtp::server::conn::InboundContext;
 use crate::smtp::server::listener::{ConnectionLimits, run_listener};
-use crate::smtp::server::session::{SessionSettings, TlsMode};
+use crate::smtp::server::session::SessionSettings;
 use crate::smtp::server::throttle::{AuthThrottle, ThrottleSettings};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
+use crate::vocab::tls_mode::TlsMode;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -338,7 +339,7 @@ impl Relay {
                 Some(old) if same_identity(&old.settings, account) => {
                     Arc::clone(&old.delivery.tokens)
                 }
-                _ => TokenProvider::new(account, Arc::clone(&self.shared.metrics))
+                _ => TokenProvider::new(&account.client_app(), Arc::clone(&self.shared.metrics))
                     .map_err(|e| format!("account {}: {e}", account.name))?,
             };
             let upstream = Upstream::new(account, &config.relay.hostname)
@@ -577,13 +578,13 @@ fn delivery_shared(config: &Config, shared: &Shared) -> Arc<DeliveryShared> {
 /// Same token endpoint, app, credential and scope: the cached token stays valid.
 fn same_identity(old: &AccountSettings, new: &AccountSettings) -> bool {
     let credential = |a: &AccountSettings| match &a.credential {
-        crate::config::ClientCredential::Secret(secret) => format!(
+        crate::oauth::app::ClientCredential::Secret(secret) => format!(
             "secret:{}",
-            crate::spool::format::hex(
+            crate::vocab::hex::lower(
                 ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes()).as_ref()
             )
         ),
-        crate::config::ClientCredential::Certificate {
+        crate::oauth::app::ClientCredential::Certificate {
             certificate,
             algorithm,
         } => {
@@ -613,7 +614,8 @@ async fn start_account(
         account: account.name.clone(),
         message,
     };
-    let tokens = TokenProvider::new(account, Arc::clone(&shared.metrics)).map_err(failed)?;
+    let tokens =
+        TokenProvider::new(&account.client_app(), Arc::clone(&shared.metrics)).map_err(failed)?;
     let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
     let (queue, _) = shared.queue.add_account(&account.name);
     let delivery = Arc::new(
@@ -680,5 +682,28 @@ fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, StartErr
             Err(StartError::Locked(state_dir.display().to_string()))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(spool_error(e)),
+    }
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

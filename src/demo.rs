@@ -137,7 +137,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )
         .context("cannot write message.txt")?;
         print_instructions(address, relay.admin_address(), &dir, &delivered);
-        crate::cli::wait_for_signal().await;
+        crate::app::wait_for_signal().await;
         println!(
             "\nstopping; delivered messages stay in {}",
             delivered.display()
@@ -199,8 +199,8 @@ allowed_senders = ["*@contoso.com"]
 "#,
         state = dir.join("state").display(),
         account = kit.relay_account_toml("exchange-emulator", ca_file),
-        demo_hash =
-            crate::policy::hash_password(&crate::secret::Secret::new("demo")).unwrap_or_default(),
+        demo_hash = crate::policy::hash_password(&crate::vocab::secret::Secret::new("demo"))
+            .unwrap_or_default(),
     )
 }
 

@@ -2,7 +2,7 @@
 //! client: one crypto provider (ring) for the whole binary, PEM loading, and configs limited
 //! to TLS 1.2 and 1.3.
 //!
-//! PEM files are read through [`crate::config::files::read_limited`]: a regular file of at
+//! PEM files are read through [`crate::named_file::read_limited`]: a regular file of at
 //! most [`NAMED_FILE_LIMIT`] bytes.
 //!
 //! Invariant: nothing here relies on a process-wide default provider being installed; every
@@ -16,7 +16,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::files::{NAMED_FILE_LIMIT, read_limited};
+use crate::named_file::{NAMED_FILE_LIMIT, read_limited};
 
 /// The one crypto provider of the binary.
 pub fn provider() -> Arc<CryptoProvider> {

@@ -34,9 +34,10 @@ fn plain(username: &str, password: &str) -> String {
 /// Two users (one with an argon2 hash, one with a clear password) and a trusted device at
 /// 127.0.0.5, which is also where the guessing comes from (they share a NAT address).
 fn config(limits: &str) -> String {
-    let hash =
-        smtp_oauth_relay::policy::hash_password(&smtp_oauth_relay::secret::Secret::new("scan-pw"))
-            .unwrap();
+    let hash = smtp_oauth_relay::policy::hash_password(
+        &smtp_oauth_relay::vocab::secret::Secret::new("scan-pw"),
+    )
+    .unwrap();
     format!(
         r#"
 [relay]

@@ -298,16 +298,14 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
             smtp_oauth_relay::policy::Credential::Hash(hash),
             smtp_oauth_relay::policy::Access {
                 account: "a".into(),
-                account_mailbox: smtp_oauth_relay::smtp::proto::address::Address::parse(
-                    "a@contoso.com",
-                )
-                .unwrap(),
+                account_mailbox: smtp_oauth_relay::vocab::address::Address::parse("a@contoso.com")
+                    .unwrap(),
                 allowed_senders: vec![],
                 sender_rewrite: smtp_oauth_relay::policy::SenderRewrite::Never,
             },
         )
         .unwrap();
-    let pw = smtp_oauth_relay::secret::Secret::new("s3cret-pw");
+    let pw = smtp_oauth_relay::vocab::secret::Secret::new("s3cret-pw");
     assert!(policy.verify_password("u", &pw).is_some());
 }
 

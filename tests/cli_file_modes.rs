@@ -17,8 +17,9 @@ use std::process::Command;
 
 use common::UNREACHABLE_ACCOUNT;
 use common::process::binary;
-use smtp_oauth_relay::smtp::proto::address::Address;
-use smtp_oauth_relay::spool::{ClientInfo, Envelope, Spool, unix_now};
+use smtp_oauth_relay::spool::{Spool, unix_now};
+use smtp_oauth_relay::vocab::address::Address;
+use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777

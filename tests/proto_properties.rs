@@ -19,11 +19,11 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use bytes::BytesMut;
 use proptest::prelude::*;
-use smtp_oauth_relay::smtp::proto::address::Address;
 use smtp_oauth_relay::smtp::proto::command::{Command, MailFrom, parse_command};
 use smtp_oauth_relay::smtp::proto::data::{DataReceiver, Feed};
 use smtp_oauth_relay::smtp::proto::line::LineReader;
 use smtp_oauth_relay::smtp::server::sasl::{decode_login_field, decode_plain};
+use smtp_oauth_relay::vocab::address::Address;
 
 // ---------------------------------------------------------------------------------------------
 // Reference models

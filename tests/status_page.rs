@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use common::smtp_client::RawClient;
 use common::{Chain, TestRelay, UNREACHABLE_ACCOUNT, eventually};
-use smtp_oauth_relay::spool::Envelope;
 use smtp_oauth_relay::testkit::TestkitOptions;
+use smtp_oauth_relay::vocab::envelope::Envelope;
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "5e1d7a-status-page-token-for-the-tests-c3";

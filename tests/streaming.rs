@@ -18,12 +18,13 @@ use std::time::Duration;
 use common::{PLAIN_TRUSTED, chain_toml, eventually};
 use smtp_oauth_relay::config::Config;
 use smtp_oauth_relay::delivery::attempt::Failure;
-use smtp_oauth_relay::delivery::classify::{Class, Stage};
+use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::TokenProvider;
-use smtp_oauth_relay::ops::metrics::Metrics;
-use smtp_oauth_relay::spool::{ClientInfo, Envelope, Spool, SpoolError};
+use smtp_oauth_relay::spool::{Spool, SpoolError};
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
 use smtp_oauth_relay::upstream::{FailureKind, Upstream};
+use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
+use smtp_oauth_relay::vocab::verdict::{Class, Stage};
 
 /// A 3 MiB message: well over the in-memory limit, so it is streamed from its file.
 fn large_message() -> Vec<u8> {
@@ -56,10 +57,7 @@ async fn a_spool_file_damaged_while_streaming_never_reaches_exchange_as_a_messag
         let envelope = Envelope::new(
             &account.name,
             Some(account.mailbox.clone()),
-            vec![
-                smtp_oauth_relay::smtp::proto::address::Address::parse("a@fabrikam.example")
-                    .unwrap(),
-            ],
+            vec![smtp_oauth_relay::vocab::address::Address::parse("a@fabrikam.example").unwrap()],
             ClientInfo {
                 peer: "127.0.0.1".into(),
                 helo: None,
@@ -70,7 +68,7 @@ async fn a_spool_file_damaged_while_streaming_never_reaches_exchange_as_a_messag
         entries.push(writer.commit(envelope).await.unwrap());
     }
 
-    let tokens = TokenProvider::new(account, Arc::new(Metrics::new())).unwrap();
+    let tokens = TokenProvider::new(&account.client_app(), Arc::new(Metrics::new())).unwrap();
     let token = tokens.token().await.unwrap();
     let upstream = Upstream::new(account, &config.relay.hostname).unwrap();
 

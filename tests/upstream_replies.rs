@@ -17,12 +17,13 @@ use std::time::Duration;
 use common::{PLAIN_TRUSTED, chain_toml};
 use smtp_oauth_relay::config::Config;
 use smtp_oauth_relay::delivery::attempt::Failure;
-use smtp_oauth_relay::delivery::classify::{Class, Stage, TransportFailure};
+use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::TokenProvider;
-use smtp_oauth_relay::ops::metrics::Metrics;
-use smtp_oauth_relay::spool::{ClientInfo, Content, Envelope};
+use smtp_oauth_relay::spool::Content;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
 use smtp_oauth_relay::upstream::{FailureKind, Upstream};
+use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
+use smtp_oauth_relay::vocab::verdict::{Class, Stage, TransportFailure};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A plain-text SMTP server that accepts EHLO and AUTH, then answers MAIL with `answer`.
@@ -84,7 +85,7 @@ async fn session_with(
     .replace("{state}", &files.path().display().to_string());
     let config = Config::from_toml(&toml, files.path()).unwrap();
     let account = &config.accounts[0];
-    let token = TokenProvider::new(account, Arc::new(Metrics::new()))
+    let token = TokenProvider::new(&account.client_app(), Arc::new(Metrics::new()))
         .unwrap()
         .token()
         .await
@@ -94,7 +95,7 @@ async fn session_with(
     let envelope = Envelope::new(
         &account.name,
         Some(account.mailbox.clone()),
-        vec![smtp_oauth_relay::smtp::proto::address::Address::parse("a@fabrikam.example").unwrap()],
+        vec![smtp_oauth_relay::vocab::address::Address::parse("a@fabrikam.example").unwrap()],
         ClientInfo {
             peer: "127.0.0.1".into(),
             helo: None,

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use common::{PLAIN_TRUSTED, chain_toml};
 use smtp_oauth_relay::config::Config;
+use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::{AccessToken, TokenProvider};
-use smtp_oauth_relay::ops::metrics::Metrics;
-use smtp_oauth_relay::spool::{ClientInfo, Content, Envelope};
+use smtp_oauth_relay::spool::Content;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
 use smtp_oauth_relay::upstream::{Timeouts, Upstream};
+use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Where the scripted server stops answering (it keeps the connection open, silent).
@@ -134,7 +135,7 @@ async fn fixture() -> Fixture {
         .replace("{state}", &files.path().display().to_string());
     let config = Config::from_toml(&toml, files.path()).unwrap();
     let account = &config.accounts[0];
-    let token = TokenProvider::new(account, Arc::new(Metrics::new()))
+    let token = TokenProvider::new(&account.client_app(), Arc::new(Metrics::new()))
         .unwrap()
         .token()
         .await
@@ -142,7 +143,7 @@ async fn fixture() -> Fixture {
     let envelope = Envelope::new(
         &account.name,
         Some(account.mailbox.clone()),
-        vec![smtp_oauth_relay::smtp::proto::address::Address::parse("a@fabrikam.example").unwrap()],
+        vec![smtp_oauth_relay::vocab::address::Address::parse("a@fabrikam.example").unwrap()],
         ClientInfo {
             peer: "127.0.0.1".into(),
             helo: None,

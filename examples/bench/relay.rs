@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use smtp_oauth_relay::policy::hash_password;
-use smtp_oauth_relay::secret::Secret;
 use smtp_oauth_relay::testkit::Testkit;
+use smtp_oauth_relay::vocab::secret::Secret;
 
 use crate::postfix::{free_port, wait_listening};
 

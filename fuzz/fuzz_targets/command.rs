@@ -9,7 +9,7 @@
 
 use fuzz_support::smtp_alphabet;
 use libfuzzer_sys::fuzz_target;
-use smtp_oauth_relay::smtp::proto::address::{Address, parse_path};
+use smtp_oauth_relay::vocab::address::{Address, parse_path};
 use smtp_oauth_relay::smtp::proto::command::{Command, parse_command};
 
 fn render(command: &Command) -> Option<String> {

@@ -12,11 +12,9 @@
 
 use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use smtp_oauth_relay::smtp::proto::address::Address;
-use smtp_oauth_relay::spool::format::{
-    ClientInfo, Envelope, LastAttempt, decode, encode, encode_trailer, hex, is_valid_id,
-    split_entry,
-};
+use smtp_oauth_relay::vocab::address::Address;
+use smtp_oauth_relay::spool::format::{decode, encode, encode_trailer, hex, split_entry};
+use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope, LastAttempt, is_valid_id};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())

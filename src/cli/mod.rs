@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Relay;
 use crate::config::Config;
-use crate::secret::Secret;
 use crate::telemetry::LogFormat;
+use crate::vocab::secret::Secret;
 
 /// Where the configuration is read from by default (also `SMTP_OAUTH_RELAY_CONFIG`).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smtp-oauth-relay/relay.toml";
@@ -179,7 +179,7 @@ async fn run_until_stopped(relay: &Relay, path: &std::path::Path) {
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
         ) else {
-            wait_for_signal().await;
+            crate::app::wait_for_signal().await;
             return;
         };
         loop {
@@ -204,29 +204,28 @@ async fn run_until_stopped(relay: &Relay, path: &std::path::Path) {
         }
     }
     #[cfg(not(unix))]
-    wait_for_signal().await;
+    crate::app::wait_for_signal().await;
 }
 
-/// Wait for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Print a report for people (a closed stdout ends the command quietly, see
+/// [`output`]).
+fn print_report(report: &crate::diagnose::AccountReport) {
+    crate::outln!(
+        "account {} ({} via {})",
+        report.account,
+        report.mailbox,
+        report.smtp_server
+    );
+    for step in &report.steps {
+        let mark = match step.status {
+            "ok" => "✓",
+            "failed" => "✗",
+            _ => "–",
+        };
+        crate::outln!("  {mark} {:<13} {}", step.step, step.detail);
+        for fix in &step.fix {
+            crate::outln!("      fix: {fix}");
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -282,7 +281,7 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
         let report = crate::diagnose::check_account(account, &config.relay.hostname).await;
         if !json {
             crate::outln!();
-            crate::diagnose::print_report(&report);
+            print_report(&report);
         }
         reports.push(report);
     }
@@ -328,7 +327,7 @@ async fn send_test(
         return ExitCode::from(2);
     };
     let parse = |text: &str| {
-        crate::smtp::proto::address::Address::parse(text).map_err(|e| format!("{text}: {e}"))
+        crate::vocab::address::Address::parse(text).map_err(|e| format!("{text}: {e}"))
     };
     let (to, from) = match (parse(to), from.as_deref().map(parse).transpose()) {
         (Ok(to), Ok(from)) => (to, from.unwrap_or_else(|| account.mailbox.clone())),
@@ -338,18 +337,18 @@ async fn send_test(
         }
     };
     let body = crate::diagnose::test_message(&from, &to, &config.relay.hostname);
-    let metrics = std::sync::Arc::new(crate::ops::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let result = async {
-        let tokens =
-            crate::oauth::token::TokenProvider::new(account, metrics).map_err(|e| e.to_string())?;
+        let tokens = crate::oauth::token::TokenProvider::new(&account.client_app(), metrics)
+            .map_err(|e| e.to_string())?;
         let token = tokens.token().await.map_err(|e| e.to_string())?;
         let upstream = crate::upstream::Upstream::new(account, &config.relay.hostname)?;
         let mut session = upstream.open(&token).await.map_err(|f| explain(&f))?;
-        let mut envelope = crate::spool::Envelope::new(
+        let mut envelope = crate::vocab::envelope::Envelope::new(
             &account.name,
             Some(from.clone()),
             vec![to.clone()],
-            crate::spool::ClientInfo {
+            crate::vocab::envelope::ClientInfo {
                 peer: "local".into(),
                 helo: None,
                 principal: "send-test".into(),

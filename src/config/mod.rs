@@ -5,10 +5,9 @@
 //! reported together, each with its key path (`account[0].tenant_id: …`); secrets are read
 //! from the file or environment named in the config at load time and held as [`Secret`]s;
 //! relative paths are resolved against the config file's directory; every file the config
-//! names (and the config itself) is read through [`files`], bounded in size and only if it is
+//! names (and the config itself) is read through [`crate::named_file`], bounded in size and only if it is
 //! a regular file. Knows nothing of sockets.
 
-pub mod files;
 pub mod free_space;
 pub mod raw;
 pub mod validate;
@@ -21,10 +20,11 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
+use crate::oauth::app::{ClientApp, ClientCredential};
 use crate::policy::Policy;
-use crate::secret::Secret;
-use crate::smtp::proto::address::Address;
-use crate::smtp::server::session::TlsMode;
+use crate::vocab::address::Address;
+use crate::vocab::secret::Secret;
+use crate::vocab::tls_mode::TlsMode;
 
 pub use validate::ConfigError;
 
@@ -111,7 +111,7 @@ pub struct AdminSettings {
     pub request_timeout: Duration,
     /// Names (and `name:port`s) a request's `Host` may give besides the endpoint's own address
     /// (`allowed_hosts`).
-    pub allowed_hosts: Vec<crate::ops::admin::access::Authority>,
+    pub allowed_hosts: Vec<crate::vocab::authority::Authority>,
     /// The bearer token from `token_file`: when set, the queue API requires it.
     pub token: Option<Secret>,
 }
@@ -294,18 +294,6 @@ pub enum UpstreamTls {
     None,
 }
 
-/// How the app proves its identity to Entra.
-#[derive(Debug, Clone)]
-pub enum ClientCredential {
-    Secret(Secret),
-    /// A certificate uploaded to the app registration, and its private key: the relay signs a
-    /// client assertion (`private_key_jwt`) for every token request.
-    Certificate {
-        certificate: Arc<crate::oauth::assertion::ClientCertificate>,
-        algorithm: crate::oauth::assertion::AssertionAlgorithm,
-    },
-}
-
 /// One `[[account]]`: a mailbox and the Entra app that may send as it.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
@@ -338,6 +326,19 @@ impl AccountSettings {
     pub fn token_endpoint(&self) -> String {
         format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id)
     }
+
+    /// The app registration this account's tokens are requested for.
+    pub fn client_app(&self) -> ClientApp {
+        ClientApp {
+            account: self.name.clone(),
+            token_endpoint: self.token_endpoint(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            credential: self.credential.clone(),
+            renew_before: self.renew_before,
+            extra_roots: self.extra_roots.clone(),
+        }
+    }
 }
 
 /// Every problem found in a config, in order.
@@ -358,13 +359,13 @@ impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Read, parse and validate a config file (a regular file of at most
-    /// [`files::CONFIG_FILE_LIMIT`] bytes). Blocking: on the runtime, use
+    /// [`crate::named_file::CONFIG_FILE_LIMIT`] bytes). Blocking: on the runtime, use
     /// [`Config::load_off_runtime`].
     ///
     /// # Errors
     /// Every problem found, each with its key path.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = files::read_limited_text(path, files::CONFIG_FILE_LIMIT)
+        let text = crate::named_file::read_limited_text(path, crate::named_file::CONFIG_FILE_LIMIT)
             .map_err(|e| ConfigErrors(vec![ConfigError::new("", e)]))?;
         let base = path
             .parent()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serializer};
 
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// `Serialize` for an optional secret: its presence, never its value.
 fn redacted<S: Serializer>(value: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
-use super::classify::{Class, FollowUp, Stage, Verdict};
 use super::dsn;
 use super::worker::AccountDelivery;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::queue::{FirstOutcome, retry};
-use crate::smtp::proto::address::Address;
-use crate::spool::{ClientInfo, Envelope, LastAttempt, RecipientFailure, unix_now};
+use crate::spool::unix_now;
+use crate::vocab::address::Address;
+use crate::vocab::envelope::{ClientInfo, Envelope, LastAttempt, RecipientFailure};
+use crate::vocab::verdict::{Class, FollowUp, Stage, Verdict};
 
 use super::failure::OUTCOME_UNKNOWN_STAGE;
 pub use super::failure::{Failure, MAX_UNCERTAIN_ATTEMPTS};
@@ -396,9 +397,7 @@ impl AccountDelivery {
             tracing::error!(queue_id = %original.id, to = %to, "cannot send a DSN to an invalid address");
             return;
         };
-        let mut random = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
-        let unique = crate::spool::format::hex(&random);
+        let unique = crate::vocab::hex::lower(&crate::vocab::random::unique_bytes::<8>());
         let mailbox = self.account.mailbox.to_string();
         let server = self.upstream.server();
         let content = dsn::build(&dsn::DsnInput {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 pub use crate::config::BouncePolicy;
 use crate::message::rfc5322_date;
-use crate::spool::{Envelope, RecipientFailure};
+use crate::vocab::envelope::{Envelope, RecipientFailure};
 
 /// The most of the original header section that is attached.
 pub const MAX_ATTACHED_HEADERS: usize = 64 * 1024;
@@ -88,7 +88,7 @@ fn subject_of(headers: &[u8]) -> String {
     mail_parser::MessageParser::default()
         .parse_headers(headers)
         .and_then(|message| message.subject().map(str::to_string))
-        .map(|subject| crate::text::one_line_excerpt(&subject, 200))
+        .map(|subject| crate::vocab::text::one_line_excerpt(&subject, 200))
         .unwrap_or_default()
 }
 
@@ -263,8 +263,8 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::proto::address::Address;
-    use crate::spool::ClientInfo;
+    use crate::vocab::address::Address;
+    use crate::vocab::envelope::ClientInfo;
     use mail_parser::{MessageParser, MimeHeaders};
 
     fn original() -> Envelope {

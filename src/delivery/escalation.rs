@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use super::attempt::Failure;
-use super::classify::{Class, FollowUp};
+use crate::vocab::verdict::{Class, FollowUp};
 
 /// How long a persistent mailbox logon failure is transient before it counts as configuration.
 pub const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
@@ -44,7 +44,8 @@ impl PersistentFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::classify::{Stage, classify_reply};
+    use crate::delivery::classify::classify_reply;
+    use crate::vocab::verdict::Stage;
 
     fn failure(code: u16, text: &str) -> Failure {
         let verdict = classify_reply(Stage::DataEnd, code, text);

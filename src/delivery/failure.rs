@@ -5,11 +5,12 @@
 //! Invariant: every failure carries its class, the reason in words and the administrator's fix
 //! (from `classify`), so the log line, the queue listing and the DSN all say the same thing.
 
-use super::classify::{self, Class, FollowUp, Stage, Verdict};
+use super::classify;
 use crate::oauth::token::TokenError;
-use crate::smtp::proto::address::Address;
-use crate::spool::RecipientFailure;
 use crate::upstream::{FailureKind, UpstreamFailure};
+use crate::vocab::address::Address;
+use crate::vocab::envelope::RecipientFailure;
+use crate::vocab::verdict::{Class, FollowUp, Stage, Verdict};
 
 /// One failure, classified.
 #[derive(Debug, Clone)]

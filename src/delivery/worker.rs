@@ -22,16 +22,17 @@ use tracing::Instrument;
 
 use super::attempt::{AttemptOutcome, Failure};
 use super::budget::RecipientBudget;
-use super::classify::{Class, FollowUp};
 use super::escalation::PersistentFailure;
 use super::pacer::Pacer;
 use super::share::SessionShare;
 use crate::config::{AccountSettings, QueueSettings};
+use crate::metrics::Metrics;
 use crate::oauth::token::TokenProvider;
-use crate::ops::metrics::Metrics;
 use crate::queue::{AccountQueue, Next, retry};
-use crate::spool::{Content, Envelope, Spool, SpoolError, unix_now};
+use crate::spool::{Content, Spool, SpoolError, unix_now};
 use crate::upstream::{FailureKind, Upstream, UpstreamSession};
+use crate::vocab::envelope::Envelope;
+use crate::vocab::verdict::{Class, FollowUp};
 
 /// The most transactions one attempt may use for one message (recipient splitting).
 const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;

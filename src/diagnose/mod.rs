@@ -13,13 +13,14 @@ pub mod tls_probe;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{AccountSettings, ClientCredential};
+use crate::config::AccountSettings;
 use crate::delivery::attempt::Failure;
+use crate::metrics::Metrics;
+use crate::oauth::app::ClientCredential;
 use crate::oauth::claims;
 use crate::oauth::token::{AccessToken, TokenError, TokenProvider};
-use crate::ops::metrics::Metrics;
-use crate::smtp::proto::address::Address;
 use crate::upstream::{Upstream, UpstreamFailure, UpstreamSession};
+use crate::vocab::address::Address;
 
 /// One step of the diagnosis.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -128,7 +129,7 @@ pub async fn check_account(account: &AccountSettings, hostname: &str) -> Account
 }
 
 async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<AccessToken> {
-    let provider = match TokenProvider::new(account, Arc::new(Metrics::new())) {
+    let provider = match TokenProvider::new(&account.client_app(), Arc::new(Metrics::new())) {
         Ok(provider) => provider,
         Err(e) => {
             steps.push(Step::failed("token", e, vec!["check ca_file".into()]));
@@ -265,7 +266,7 @@ fn connection_steps(
                 "connection",
                 format!(
                     "{server}: {}",
-                    crate::text::one_line_excerpt(&report.greeting, 120)
+                    crate::vocab::text::one_line_excerpt(&report.greeting, 120)
                 ),
             ));
             steps.push(Step::failed(
@@ -281,7 +282,7 @@ fn connection_steps(
                 "connection",
                 format!(
                     "{server}: {}",
-                    crate::text::one_line_excerpt(&report.greeting, 120)
+                    crate::vocab::text::one_line_excerpt(&report.greeting, 120)
                 ),
             ));
             let days = report.certificate_not_after.map(tls_probe::days_left);
@@ -401,40 +402,17 @@ async fn sender_step(account: &AccountSettings, session: &mut UpstreamSession) -
     }
 }
 
-/// Print a report for people (a closed stdout ends the command quietly, see
-/// [`crate::cli::output`]).
-pub fn print_report(report: &AccountReport) {
-    crate::outln!(
-        "account {} ({} via {})",
-        report.account,
-        report.mailbox,
-        report.smtp_server
-    );
-    for step in &report.steps {
-        let mark = match step.status {
-            "ok" => "✓",
-            "failed" => "✗",
-            _ => "–",
-        };
-        crate::outln!("  {mark} {:<13} {}", step.step, step.detail);
-        for fix in &step.fix {
-            crate::outln!("      fix: {fix}");
-        }
-    }
-}
-
 /// The test message of `send-test`.
 pub fn test_message(from: &Address, to: &Address, hostname: &str) -> Vec<u8> {
     let now = time::OffsetDateTime::now_utc();
-    let mut random = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let random: [u8; 8] = crate::vocab::random::unique_bytes();
     format!(
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: smtp-oauth-relay test message\r\nDate: {}\r\n\
          Message-ID: <test.{}@{hostname}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
          This is a test message sent by smtp-oauth-relay on {hostname} with `send-test`.\r\n\
          It went straight to Exchange Online (not through the queue).\r\n",
         crate::message::rfc5322_date(now),
-        crate::spool::format::hex(&random),
+        crate::vocab::hex::lower(&random),
     )
     .into_bytes()
 }

@@ -33,7 +33,7 @@ pub enum AssemblyError {
 pub struct SenderRules {
     pub grant: Arc<crate::policy::Grant>,
     /// The envelope sender chosen at MAIL (after any rewrite).
-    pub envelope_sender: Option<crate::smtp::proto::address::Address>,
+    pub envelope_sender: Option<crate::vocab::address::Address>,
 }
 
 /// Facts for the `Received:` field.
@@ -195,9 +195,7 @@ impl MessageAssembler {
             added = true;
         }
         if !sender::field_present(headers, b"message-id") {
-            let mut random = [0u8; 6];
-            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
-            let random = crate::spool::format::hex(&random);
+            let random = crate::vocab::hex::lower(&crate::vocab::random::unique_bytes::<6>());
             out.extend_from_slice(
                 format!(
                     "Message-ID: <{}.{random}@{}>\r\n",

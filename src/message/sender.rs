@@ -12,7 +12,7 @@
 use mail_parser::MessageParser;
 
 use crate::policy::{Grant, SenderDecision};
-use crate::smtp::proto::address::Address;
+use crate::vocab::address::Address;
 
 /// What to change in the header section.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,7 +124,7 @@ pub fn sender_edit(
 
 /// A display name as a quoted string, or an RFC 2047 encoded word when it is not ASCII.
 fn encode_display_name(name: &str) -> String {
-    let name = crate::text::one_line_excerpt(name, 200);
+    let name = crate::vocab::text::one_line_excerpt(name, 200);
     if name.is_ascii() {
         let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
         format!("\"{escaped}\"")

@@ -20,7 +20,7 @@ mod codes;
 #[cfg(test)]
 mod tests;
 
-use crate::text::one_line_excerpt;
+use crate::vocab::text::one_line_excerpt;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Deserializer};

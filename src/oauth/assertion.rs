@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{
     RSA_PKCS1_SHA256, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256, RsaKeyPair, UnparsedPublicKey,
 };
@@ -123,11 +123,10 @@ impl ClientCertificate {
     ///
     /// # Errors
     /// The file cannot be read (it must be a regular file of at most
-    /// [`NAMED_FILE_LIMIT`](crate::config::files::NAMED_FILE_LIMIT) bytes), or
+    /// [`NAMED_FILE_LIMIT`](crate::named_file::NAMED_FILE_LIMIT) bytes), or
     /// [`ClientCertificate::from_pem`]'s errors prefixed with the path.
     pub fn load(path: &Path) -> Result<ClientCertificate, String> {
-        let text =
-            crate::config::files::read_limited_text(path, crate::config::files::NAMED_FILE_LIMIT)?;
+        let text = crate::named_file::read_limited_text(path, crate::named_file::NAMED_FILE_LIMIT)?;
         ClientCertificate::from_pem(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -177,12 +176,12 @@ impl ClientCertificate {
 
     /// The SHA-1 thumbprint as uppercase hex: what the Entra portal lists as "Thumbprint".
     pub fn sha1_thumbprint_hex(&self) -> String {
-        hex_upper(&self.sha1)
+        crate::vocab::hex::upper(&self.sha1)
     }
 
     /// The SHA-256 thumbprint as uppercase hex.
     pub fn sha256_thumbprint_hex(&self) -> String {
-        hex_upper(&self.sha256)
+        crate::vocab::hex::upper(&self.sha256)
     }
 
     /// The certificate's subject, e.g. `CN=smtp-oauth-relay`, for logs.
@@ -301,17 +300,15 @@ impl ClientCertificate {
 
     /// A random version-4 UUID in lowercase hyphenated form.
     fn random_uuid(&self) -> Result<String, String> {
-        let mut bytes = [0u8; 16];
-        self.rng
-            .fill(&mut bytes)
-            .map_err(|_| "the system random generator failed".to_owned())?;
+        let mut bytes: [u8; 16] =
+            crate::vocab::random::secret_bytes().map_err(|error| error.to_string())?;
         if let Some(b) = bytes.get_mut(6) {
             *b = (*b & 0x0f) | 0x40;
         }
         if let Some(b) = bytes.get_mut(8) {
             *b = (*b & 0x3f) | 0x80;
         }
-        let hex = hex_upper(&bytes).to_ascii_lowercase();
+        let hex = crate::vocab::hex::upper(&bytes).to_ascii_lowercase();
         let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default().to_owned();
         Ok(format!(
             "{}-{}-{}-{}-{}",
@@ -545,14 +542,6 @@ fn utc_text(at: SystemTime) -> String {
             .ok()
         })
         .unwrap_or_else(|| format!("{unix} (Unix time)"))
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02X}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! errors (`aadsts`).
 
 pub mod aadsts;
+pub mod app;
 pub mod assertion;
 pub mod claims;
 pub mod token;

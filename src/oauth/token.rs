@@ -18,8 +18,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{TokenFailure, TokenRetry};
-use crate::config::{AccountSettings, ClientCredential};
-use crate::secret::Secret;
+use super::app::{ClientApp, ClientCredential};
+use crate::vocab::secret::Secret;
 
 /// Default: renew a cached token this long before it expires.
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
@@ -121,7 +121,7 @@ pub struct TokenProvider {
     state: Mutex<State>,
     requests: AtomicU64,
     account: String,
-    metrics: Arc<crate::ops::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(serde::Deserialize)]
@@ -132,15 +132,15 @@ struct TokenResponse {
 }
 
 impl TokenProvider {
-    /// A provider for `account`.
+    /// A provider for the tokens of `app`.
     ///
     /// # Errors
     /// When the HTTPS client cannot be built (an unusable extra root certificate).
     pub fn new(
-        account: &AccountSettings,
-        metrics: Arc<crate::ops::metrics::Metrics>,
+        app: &ClientApp,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<TokenProvider>, String> {
-        let tls = crate::tls::client_config(&account.extra_roots)?;
+        let tls = crate::tls::client_config(&app.extra_roots)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(REQUEST_TIMEOUT)
@@ -149,15 +149,15 @@ impl TokenProvider {
             .build()
             .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
         Ok(Arc::new(TokenProvider {
-            endpoint: account.token_endpoint(),
-            client_id: account.client_id.clone(),
-            scope: account.scope.clone(),
-            credential: account.credential.clone(),
-            renew_before: account.renew_before,
+            endpoint: app.token_endpoint.clone(),
+            client_id: app.client_id.clone(),
+            scope: app.scope.clone(),
+            credential: app.credential.clone(),
+            renew_before: app.renew_before,
             http,
             state: Mutex::new(State::default()),
             requests: AtomicU64::new(0),
-            account: account.name.clone(),
+            account: app.account.clone(),
             metrics,
         }))
     }
@@ -198,7 +198,7 @@ impl TokenProvider {
             Err(error) => {
                 self.metrics
                     .token_failures
-                    .get_or_create(&crate::ops::metrics::Metrics::account(&self.account))
+                    .get_or_create(&crate::metrics::Metrics::account(&self.account))
                     .inc();
                 state.token = None;
                 state.failure = Some((Instant::now() + FAILURE_MEMORY, error.clone()));
@@ -219,7 +219,7 @@ impl TokenProvider {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .token_requests
-            .get_or_create(&crate::ops::metrics::Metrics::account(&self.account))
+            .get_or_create(&crate::metrics::Metrics::account(&self.account))
             .inc();
         let (key, value) = match &self.credential {
             ClientCredential::Secret(secret) => ("client_secret", Secret::new(secret.expose())),

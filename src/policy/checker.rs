@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::password::Argon2Scratch;
 use super::{Grant, Policy};
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// How long a worker keeps its work area without a check to run.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(20);
@@ -192,7 +192,7 @@ fn work(queue: &JobQueue) {
 mod tests {
     use super::*;
     use crate::policy::{Access, Credential, SenderPattern, SenderRewrite, hash_password};
-    use crate::smtp::proto::address::Address;
+    use crate::vocab::address::Address;
 
     fn policy() -> Arc<Policy> {
         let mut policy = Policy::new();

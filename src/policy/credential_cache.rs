@@ -19,7 +19,7 @@ use ring::hmac;
 use tokio::time::Instant;
 
 use super::Grant;
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// At most this many remembered credentials.
 pub const MAX_ENTRIES: usize = 4096;
@@ -47,10 +47,9 @@ impl std::fmt::Debug for CredentialCache {
 impl CredentialCache {
     /// An empty cache; `ttl` zero disables it.
     pub fn new(ttl: Duration) -> CredentialCache {
-        let mut key = [0u8; 32];
         // Without randomness the key is still secret from clients (it never leaves memory),
         // only less unpredictable; the check behind the cache stays exact either way.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+        let key: [u8; 32] = crate::vocab::random::unique_bytes();
         CredentialCache {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             ttl,
@@ -132,7 +131,7 @@ impl CredentialCache {
 mod tests {
     use super::*;
     use crate::policy::{Access, Principal, SenderRewrite};
-    use crate::smtp::proto::address::Address;
+    use crate::vocab::address::Address;
 
     fn grant() -> Arc<Grant> {
         Arc::new(Grant::new(

@@ -27,8 +27,8 @@ pub use credential_cache::CredentialCache;
 pub use password::hash_password;
 use password::{Argon2Scratch, decoy_hash, verify_phc};
 
-use crate::secret::Secret;
-use crate::smtp::proto::address::Address;
+use crate::vocab::address::Address;
+use crate::vocab::secret::Secret;
 
 /// One allowed-sender pattern: `user@domain`, `*@domain`, or `*` (any sender).
 #[derive(Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// The largest argon2 memory cost (`m=`, in KiB) a configured hash may ask for: 64 MiB.
 /// The default of `hash-password` is 19 MiB (argon2's OWASP-recommended default).
@@ -155,8 +155,8 @@ pub fn hash_parameters_acceptable(phc: &str) -> Result<(), String> {
 /// made without computing argon2 (building a policy, at start and on every reload, must not
 /// spend 19 MiB and a CPU slice on the runtime thread).
 pub fn decoy_hash() -> String {
-    let mut random = [0u8; 48];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    // A decoy only has to match no password; it needs no secrecy.
+    let random: [u8; 48] = crate::vocab::random::unique_bytes();
     let (salt, output) = random.split_at(16);
     let params = Params::default();
     format!(
@@ -179,8 +179,7 @@ fn base64_no_pad(bytes: &[u8]) -> String {
 /// # Errors
 /// When the system has no randomness or argon2 refuses the input.
 pub fn hash_password(password: &Secret) -> Result<String, super::PolicyError> {
-    let mut salt_bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt_bytes)
+    let salt_bytes: [u8; 16] = crate::vocab::random::secret_bytes()
         .map_err(|_| super::PolicyError::BadHash("no randomness available".into()))?;
     let salt = SaltString::encode_b64(&salt_bytes)
         .map_err(|e| super::PolicyError::BadHash(e.to_string()))?;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::spool::{Envelope, QueueId};
+use crate::vocab::envelope::{Envelope, QueueId};
 
 /// What a worker gets from [`AccountQueue::next`].
 #[derive(Debug, Clone, PartialEq, Eq)]

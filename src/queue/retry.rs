@@ -16,9 +16,7 @@ pub const LONG_BACKOFF: Duration = Duration::from_secs(60 * 60);
 /// Spread retries: add up to a tenth of `delay`, so that a backlog released by one event
 /// does not come back as one burst. Never shortens the delay.
 pub fn with_jitter(delay: Duration) -> Duration {
-    let mut random = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
-    let fraction = f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX);
+    let fraction = f64::from(crate::vocab::random::unique_u32()) / f64::from(u32::MAX);
     delay + delay.mul_f64(0.1 * fraction)
 }
 

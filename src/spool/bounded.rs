@@ -18,7 +18,8 @@ use std::io;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Envelope, Spool, SpoolError, SpoolWriter};
+use super::{Spool, SpoolError, SpoolWriter};
+use crate::vocab::envelope::Envelope;
 
 /// The error of a disk wait that passed its deadline.
 fn timed_out(operation: &'static str) -> SpoolError {

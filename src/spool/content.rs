@@ -210,7 +210,7 @@ impl FileSource {
             return self.fail(&format!("cannot read the message: {error}"));
         }
         self.digest.update(tail);
-        let digest = super::format::hex(self.digest.clone().finish().as_ref());
+        let digest = crate::vocab::hex::lower(self.digest.clone().finish().as_ref());
         if digest != self.expected {
             return self.fail("the message changed on disk while it was being sent");
         }
@@ -291,7 +291,7 @@ pub(super) fn verify_streamed(
         }
         remaining -= want as u64;
     }
-    if super::format::hex(digest.finish().as_ref()) != sha256 {
+    if crate::vocab::hex::lower(digest.finish().as_ref()) != sha256 {
         return Err(EntryError::Corrupt("content checksum mismatch".into()));
     }
     let ends_with_crlf = len >= 2 && last_two == *b"\r\n";
@@ -311,7 +311,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn sha(bytes: &[u8]) -> String {
-        super::super::format::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+        crate::vocab::hex::lower(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
     }
 
     /// A file holding `content` followed by trailing bytes (like an entry's trailer).

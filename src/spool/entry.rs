@@ -12,7 +12,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::content::{self, Content};
-use super::format::{self, Envelope, FOOTER_LEN};
+use super::format::{self, FOOTER_LEN};
+use crate::vocab::envelope::Envelope;
 
 /// Why an entry could not be read.
 #[derive(Debug)]
@@ -101,7 +102,8 @@ pub(super) fn read_entry(msg: &Path) -> Result<(Envelope, Content), EntryError> 
             EntryError::Io(e)
         }
     })?;
-    let digest = format::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    let digest =
+        crate::vocab::hex::lower(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
     if digest != envelope.body_sha256 {
         return Err(EntryError::Corrupt("content checksum mismatch".into()));
     }
@@ -127,7 +129,7 @@ pub fn read_stored_entry(
     state_dir: &Path,
     id: &str,
 ) -> Result<(Envelope, Content, StoredIn), super::SpoolError> {
-    if !format::is_valid_id(id) {
+    if !crate::vocab::envelope::is_valid_id(id) {
         return Err(super::SpoolError::NotFound(id.to_string()));
     }
     let root = state_dir.join(super::SPOOL_DIR);

@@ -38,10 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::vocab::envelope::{Envelope, QueueId};
 pub use bounded::BoundedCommit;
 pub use content::Content;
 pub use entry::{StoredIn, read_stored_entry};
-pub use format::{ClientInfo, Envelope, LastAttempt, QueueId, RecipientFailure};
 pub use recover::Recovery;
 pub use reserve::DiskReserve;
 pub use writer::{SPILL_THRESHOLD, SpoolWriter};
@@ -128,7 +128,7 @@ impl Spool {
             queue: root.join(QUEUE_DIR),
             failed: root.join(FAILED_DIR),
             corrupt: root.join("corrupt"),
-            sequence: AtomicU32::new(random_u32() & 0x000F_FFFF),
+            sequence: AtomicU32::new(crate::vocab::random::unique_u32() & 0x000F_FFFF),
             reserve: Arc::new(DiskReserve::new(&root)),
         };
         for dir in [
@@ -243,7 +243,7 @@ impl Spool {
     /// # Errors
     /// `NotFound` when it is gone, `Corrupt` when it does not verify.
     pub async fn load(&self, id: &str) -> Result<Envelope, SpoolError> {
-        if !format::is_valid_id(id) {
+        if !crate::vocab::envelope::is_valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
         let path = self.body_path(id);
@@ -262,7 +262,7 @@ impl Spool {
     /// # Errors
     /// `NotFound` when it is gone, `Corrupt` when it does not verify, I/O errors otherwise.
     pub async fn load_entry(&self, id: &str) -> Result<(Envelope, Content), SpoolError> {
-        if !format::is_valid_id(id) {
+        if !crate::vocab::envelope::is_valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
         let path = self.body_path(id);
@@ -446,7 +446,10 @@ impl Spool {
     pub async fn write_state(&self, name: &str, bytes: Vec<u8>) -> Result<(), SpoolError> {
         let target = self.state_path(name)?;
         // A unique temporary name: concurrent writers must not rename each other's file away.
-        let tmp = self.tmp.join(format!("state-{name}-{:08x}", random_u32()));
+        let tmp = self.tmp.join(format!(
+            "state-{name}-{:08x}",
+            crate::vocab::random::unique_u32()
+        ));
         let state_dir = self.state.clone();
         blocking("write state file", move || {
             fsio::write_and_rename(&tmp, &target, &bytes)?;
@@ -533,12 +536,6 @@ fn below_reserve() -> SpoolError {
             "the spool's filesystem is below its disk reserve ([limits] min_free_space)",
         ),
     }
-}
-
-fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    u32::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use super::entry::{self, EntryError};
-use super::format::{self, Envelope};
 use super::{Spool, SpoolError, fsio};
+use crate::vocab::envelope::Envelope;
 
 /// What the startup scan found.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ pub(super) fn recover(spool: &Spool) -> Result<Recovery, SpoolError> {
                 continue;
             }
         };
-        if !format::is_valid_id(&id) {
+        if !crate::vocab::envelope::is_valid_id(&id) {
             tracing::warn!(file = %name, "file with an invalid queue id in the spool, left alone");
             continue;
         }

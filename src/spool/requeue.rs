@@ -11,7 +11,8 @@
 //! - The requeued envelope lists only the recipients that failed, starts a fresh retry
 //!   schedule and a fresh `max_age` (`requeued_at`), and forgets the old failures.
 
-use super::{Envelope, Spool, SpoolError, entry, format, fsio, unix_now};
+use super::{Spool, SpoolError, entry, format, fsio, unix_now};
+use crate::vocab::envelope::Envelope;
 
 impl Spool {
     /// Move failed entry `id` back to the queue, due now. Returns its new envelope, for the
@@ -21,7 +22,7 @@ impl Spool {
     /// `NotFound` when there is no such failed entry, `Corrupt` when it does not verify, I/O
     /// errors otherwise (the entry then stays failed).
     pub async fn requeue(&self, id: &str) -> Result<Envelope, SpoolError> {
-        if !format::is_valid_id(id) {
+        if !crate::vocab::envelope::is_valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
         let failed_body = self.failed.join(format!("{id}.msg"));

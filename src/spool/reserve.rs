@@ -19,6 +19,7 @@
 //!   (logged once): the reserve never refuses mail on a guess. `ENOSPC` still answers
 //!   `452 4.3.1` on its own.
 
+use crate::vocab::reserve_status::ReserveStatus;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,17 +53,6 @@ pub struct DiskReserve {
     reached: AtomicBool,
     /// True after a failed sample, so the failure is logged once.
     sampling_failed: AtomicBool,
-}
-
-/// A snapshot of the reserve, for `/readyz` and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReserveStatus {
-    /// Free space available to the relay (`f_bavail`), `None` before the first sample.
-    pub free_bytes: Option<u64>,
-    pub total_bytes: Option<u64>,
-    /// The reserve in bytes (0: disabled or not sampled yet).
-    pub required_bytes: u64,
-    pub reached: bool,
 }
 
 impl DiskReserve {

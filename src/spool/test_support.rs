@@ -4,8 +4,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{ClientInfo, Envelope, unix_now};
-use crate::smtp::proto::address::Address;
+use super::unix_now;
+use crate::vocab::address::Address;
+use crate::vocab::envelope::{ClientInfo, Envelope};
 
 /// An envelope for account `m365`, from scanner@contoso.com to a@x.example.
 pub(crate) fn envelope() -> Envelope {

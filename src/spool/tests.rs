@@ -1,8 +1,9 @@
 //! Spool tests on a real filesystem (a temporary directory).
 
 use super::*;
-use crate::smtp::proto::address::Address;
 use crate::spool::test_support::envelope;
+use crate::vocab::address::Address;
+use crate::vocab::envelope::{LastAttempt, RecipientFailure};
 
 async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
     let mut writer = spool.create().await.unwrap();
@@ -162,7 +163,11 @@ async fn ids_are_unique_and_well_formed() {
     let mut ids = std::collections::HashSet::new();
     for _ in 0..200 {
         let writer = spool.create().await.unwrap();
-        assert!(format::is_valid_id(writer.id()), "{}", writer.id());
+        assert!(
+            crate::vocab::envelope::is_valid_id(writer.id()),
+            "{}",
+            writer.id()
+        );
         assert!(ids.insert(writer.id().to_string()));
     }
 }

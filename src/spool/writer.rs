@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{
-    DiskReserve, Envelope, QueueId, SpoolError, below_reserve, blocking, dirsync, format, fsio,
-};
+use super::{DiskReserve, SpoolError, below_reserve, blocking, dirsync, format, fsio};
+use crate::vocab::envelope::{Envelope, QueueId};
 
 /// Content up to this size is kept in memory until commit (one file write, one sync, no
 /// temporary file churn); larger content is streamed to a file in `tmp/` as it arrives.
@@ -133,7 +132,7 @@ impl SpoolWriter {
         };
         envelope.id = self.id.clone();
         envelope.body_len = self.len;
-        envelope.body_sha256 = format::hex(self.digest.clone().finish().as_ref());
+        envelope.body_sha256 = crate::vocab::hex::lower(self.digest.clone().finish().as_ref());
         let trailer = format::encode_trailer(&envelope).map_err(|e| SpoolError::Corrupt {
             id: self.id.clone(),
             reason: e.to_string(),

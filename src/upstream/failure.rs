@@ -2,7 +2,7 @@
 //! (refused, reset, closed, TLS, DNS, not SMTP), a local limitation, or the spool. Built from
 //! lettre's errors without ever carrying raw server bytes into a log line.
 
-use crate::delivery::classify::{Stage, TlsFailure, TransportFailure};
+use crate::vocab::verdict::{Stage, TlsFailure, TransportFailure};
 
 /// What went wrong, at which stage.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl UpstreamFailure {
     ) -> UpstreamFailure {
         if let Some(code) = error.status() {
             let text = std::error::Error::source(error)
-                .map(|source| crate::text::one_line_excerpt(&source.to_string(), 1000))
+                .map(|source| crate::vocab::text::one_line_excerpt(&source.to_string(), 1000))
                 .unwrap_or_default();
             return UpstreamFailure {
                 stage,
@@ -81,7 +81,7 @@ impl UpstreamFailure {
             };
         }
         // Never raw server bytes in a log line: one line, bounded.
-        let detail = crate::text::one_line_excerpt(&error.to_string(), 1000);
+        let detail = crate::vocab::text::one_line_excerpt(&error.to_string(), 1000);
         let failure = transport_failure(error);
         UpstreamFailure {
             stage: if error.is_tls() && stage == Stage::StartTls {

@@ -24,10 +24,11 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tokio::net::TcpStream;
 
 use crate::config::{AccountSettings, UpstreamTls};
-use crate::delivery::classify::{Stage, TransportFailure};
 use crate::oauth::token::AccessToken;
-use crate::smtp::proto::address::Address;
-use crate::spool::{Content, Envelope};
+use crate::spool::Content;
+use crate::vocab::address::Address;
+use crate::vocab::envelope::Envelope;
+use crate::vocab::verdict::{Stage, TransportFailure};
 
 mod failure;
 mod stream;
@@ -422,7 +423,7 @@ impl UpstreamSession {
             ));
         }
         let response = sent?;
-        result.reply = Some(crate::text::one_line_excerpt(
+        result.reply = Some(crate::vocab::text::one_line_excerpt(
             &response.message().collect::<Vec<_>>().join(" "),
             1000,
         ));

@@ -68,7 +68,9 @@ pub async fn send_one(address: std::net::SocketAddr, subject: &str) {
 }
 
 /// Wait until the first queued message has had one attempt; what that attempt recorded.
-pub async fn first_attempt(relay: &super::TestRelay) -> smtp_oauth_relay::spool::LastAttempt {
+pub async fn first_attempt(
+    relay: &super::TestRelay,
+) -> smtp_oauth_relay::vocab::envelope::LastAttempt {
     let attempted = || {
         relay
             .queued_envelopes()

@@ -74,12 +74,12 @@ impl TestRelay {
     }
 
     /// Decoded envelopes of the queued messages.
-    pub fn queued_envelopes(&self) -> Vec<smtp_oauth_relay::spool::Envelope> {
+    pub fn queued_envelopes(&self) -> Vec<smtp_oauth_relay::vocab::envelope::Envelope> {
         envelopes_in(&self.queue_dir())
     }
 
     /// Decoded envelopes of the failed messages.
-    pub fn failed_envelopes(&self) -> Vec<smtp_oauth_relay::spool::Envelope> {
+    pub fn failed_envelopes(&self) -> Vec<smtp_oauth_relay::vocab::envelope::Envelope> {
         envelopes_in(&self.state.path().join("spool/failed"))
     }
 
@@ -243,7 +243,7 @@ pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() 
 
 /// The envelopes of the entries in a spool directory: each `<ID>.msg` trailer, or the newer
 /// `<ID>.env` beside it.
-pub fn envelopes_in(dir: &Path) -> Vec<smtp_oauth_relay::spool::Envelope> {
+pub fn envelopes_in(dir: &Path) -> Vec<smtp_oauth_relay::vocab::envelope::Envelope> {
     use smtp_oauth_relay::spool::format;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())

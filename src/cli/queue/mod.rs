@@ -157,7 +157,7 @@ async fn offline(config: &Config, command: &QueueCommand) -> Result<Value, Strin
         ),
     })?;
     let (spool, _) = Spool::open(state_dir).map_err(|e| e.to_string())?;
-    let entries = |list: Vec<crate::spool::Envelope>| -> Value {
+    let entries = |list: Vec<crate::vocab::envelope::Envelope>| -> Value {
         serde_json::json!(list.iter().map(offline_summary).collect::<Vec<_>>())
     };
     let result = match command {
@@ -315,7 +315,7 @@ fn lock(state_dir: &Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
-fn offline_summary(envelope: &crate::spool::Envelope) -> Value {
+fn offline_summary(envelope: &crate::vocab::envelope::Envelope) -> Value {
     crate::ops::admin::entry_summary(envelope, false)
 }
 

@@ -190,7 +190,7 @@ fn print_entry(entry: &Value, failed: bool) {
         crate::outln!(
             "{:<16}  {}",
             "",
-            crate::text::one_line_excerpt(&reason, 160)
+            crate::vocab::text::one_line_excerpt(&reason, 160)
         );
     }
 }

@@ -4,7 +4,8 @@
 //! fix in the admin's words.
 
 use super::*;
-use crate::config::files::{NAMED_FILE_LIMIT, read_limited_text};
+use crate::named_file::{NAMED_FILE_LIMIT, read_limited_text};
+use crate::oauth::app::ClientCredential;
 
 fn is_guid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();

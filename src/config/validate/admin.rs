@@ -15,8 +15,8 @@ use crate::config::{
     AdminSettings, DEFAULT_ADMIN_ADDRESS, DEFAULT_ADMIN_MAX_CONNECTIONS,
     DEFAULT_ADMIN_REQUEST_TIMEOUT, ListenerSettings,
 };
-use crate::ops::admin::access::Authority;
-use crate::secret::Secret;
+use crate::vocab::authority::Authority;
+use crate::vocab::secret::Secret;
 
 /// The largest `token_file` read (a token is a line; anything larger is a wrong file).
 pub const MAX_TOKEN_FILE_SIZE: u64 = 4096;

@@ -15,15 +15,14 @@ use ipnet::IpNet;
 use super::free_space::MinFreeSpace;
 use super::raw::{RawAccount, RawConfig, RawListener, RawNetwork, RawUser};
 use super::{
-    AccountSettings, BouncePolicy, CLOUDS, ClientCredential, Config, ConfigErrors,
-    DEFAULT_STATE_DIR, Limits, ListenerSettings, PerIpLimitExempt, QueueSettings, RelaySettings,
-    UpstreamTls,
+    AccountSettings, BouncePolicy, CLOUDS, Config, ConfigErrors, DEFAULT_STATE_DIR, Limits,
+    ListenerSettings, PerIpLimitExempt, QueueSettings, RelaySettings, UpstreamTls,
 };
 use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
-use crate::secret::Secret;
-use crate::smtp::proto::address::Address;
-use crate::smtp::server::session::TlsMode;
+use crate::vocab::address::Address;
+use crate::vocab::secret::Secret;
+use crate::vocab::tls_mode::TlsMode;
 
 mod access;
 mod accounts;

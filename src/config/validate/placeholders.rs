@@ -91,7 +91,8 @@ mod tests {
             published.0[0].message.contains("hash-password"),
             "{published}"
         );
-        let own = crate::policy::hash_password(&crate::secret::Secret::new("s3cret")).unwrap();
+        let own =
+            crate::policy::hash_password(&crate::vocab::secret::Secret::new("s3cret")).unwrap();
         assert!(crate::config::Config::from_toml(&example_with_hash(&own), path).is_ok());
     }
 

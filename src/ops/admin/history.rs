@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Minutes kept: one hour.
 pub const SLOTS: usize = 60;

@@ -33,9 +33,9 @@ use tokio_util::task::TaskTracker;
 pub use access::AdminAccess;
 pub use routes::entry_summary;
 
-use super::metrics::Metrics;
 use crate::config::ADMIN_CONNECTION_LIFETIME_FACTOR;
 use crate::delivery::worker::AccountDelivery;
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::spool::Spool;
 use slots::{Admission, Slots};

@@ -18,8 +18,9 @@ use serde_json::json;
 use super::AdminState;
 use super::access::Refusal;
 use super::history::History;
-use crate::ops::metrics::Metrics;
-use crate::spool::{Envelope, SpoolError, format, unix_now};
+use crate::metrics::Metrics;
+use crate::spool::{SpoolError, unix_now};
+use crate::vocab::envelope::Envelope;
 
 type Reply = Response<Full<Bytes>>;
 
@@ -234,7 +235,7 @@ fn metrics(state: &AdminState) -> Reply {
             .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
         let age = queue
             .oldest()
-            .and_then(|id| format::id_created_millis(&id))
+            .and_then(|id| crate::vocab::envelope::id_created_millis(&id))
             .map_or(0, |created| now_ms.saturating_sub(created) / 1000);
         state
             .metrics

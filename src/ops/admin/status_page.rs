@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 
 use super::AdminState;
 use super::history::{History, Sample, Traffic, parse_exposition, sum};
-use crate::spool::{Envelope, format, unix_now};
+use crate::spool::unix_now;
+use crate::vocab::envelope::Envelope;
 
 /// Failed messages listed on the page, newest first.
 pub const FAILURES_SHOWN: usize = 50;
@@ -197,7 +198,10 @@ fn queue_section(out: &mut String, snapshot: &Snapshot) {
     let oldest = snapshot
         .queued
         .iter()
-        .map(|e| format::id_created_millis(&e.id).map_or(e.received_at, |millis| millis / 1000))
+        .map(|e| {
+            crate::vocab::envelope::id_created_millis(&e.id)
+                .map_or(e.received_at, |millis| millis / 1000)
+        })
         .min()
         .map_or_else(
             || "none waiting".to_string(),

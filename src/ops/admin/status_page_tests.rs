@@ -75,14 +75,14 @@ fn the_chart_draws_one_point_per_minute_within_the_box() {
 }
 
 fn envelope(id: &str, recipients: usize, reply: &str) -> Envelope {
-    use crate::smtp::proto::address::Address;
+    use crate::vocab::address::Address;
     let address =
         |n: usize| Address::parse(&format!("r{n}@example.com")).unwrap_or_else(|e| panic!("{e}"));
     let mut envelope = Envelope::new(
         "m365",
         Some(address(0)),
         (0..recipients).map(address).collect(),
-        crate::spool::ClientInfo {
+        crate::vocab::envelope::ClientInfo {
             peer: "127.0.0.1:1".into(),
             helo: None,
             principal: "network 127.0.0.0/8".into(),
@@ -93,7 +93,7 @@ fn envelope(id: &str, recipients: usize, reply: &str) -> Envelope {
     envelope.failures = envelope
         .recipients
         .iter()
-        .map(|recipient| crate::spool::RecipientFailure {
+        .map(|recipient| crate::vocab::envelope::RecipientFailure {
             recipient: recipient.clone(),
             at: 1_000,
             class: "permanent".into(),
@@ -102,7 +102,7 @@ fn envelope(id: &str, recipients: usize, reply: &str) -> Envelope {
             hint: "fix".into(),
         })
         .collect();
-    envelope.last_attempt = Some(crate::spool::LastAttempt {
+    envelope.last_attempt = Some(crate::vocab::envelope::LastAttempt {
         at: 1_000,
         class: "transient".into(),
         stage: "data-end".into(),

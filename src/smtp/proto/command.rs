@@ -5,8 +5,8 @@
 //! Only the ESMTP parameters the relay advertises are accepted (`SIZE`, `BODY=7BIT|8BITMIME`,
 //! `SMTPUTF8`, and `AUTH=` which RFC 4954 lets any server ignore); anything else gets `555`.
 
-use super::address::{Address, AddressError, parse_path};
 use super::reply::Reply;
+use crate::vocab::address::{Address, AddressError, parse_path};
 
 /// A parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use super::conn::InboundContext;
 use super::throttle::NotAdmitted;
 use crate::policy::Grant;
-use crate::secret::Secret;
 use crate::smtp::proto::reply::Reply;
+use crate::vocab::secret::Secret;
 
 /// How an AUTH attempt ended.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ fn not_checked(
     );
     ctx.metrics
         .connections_refused
-        .get_or_create(&crate::ops::metrics::Metrics::reason(reason))
+        .get_or_create(&crate::metrics::Metrics::reason(reason))
         .inc();
     AuthVerdict::TryLater(Reply::new(454, "4.7.0", text))
 }

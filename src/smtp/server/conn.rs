@@ -37,7 +37,7 @@ use super::session::{Action, Session, SessionSettings, Step};
 use super::stream::ClientStream;
 use super::throttle::AuthThrottle;
 use crate::config::Limits;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::queue::Queue;
 use crate::smtp::proto::line::LineReader;
@@ -151,7 +151,7 @@ pub async fn serve_connection(
 
 impl Connection {
     async fn run(&mut self) -> Result<(), ConnError> {
-        let implicit = self.ctx.settings.tls_mode == super::session::TlsMode::Implicit;
+        let implicit = self.ctx.settings.tls_mode == crate::vocab::tls_mode::TlsMode::Implicit;
         if implicit {
             self.start_tls().await?;
         }

@@ -24,12 +24,13 @@ use tokio::time::Instant;
 
 use super::{ConnError, Connection, READ_CHUNK, SHUTDOWN_DATA_GRACE, SPOOL_CHUNK};
 use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::queue::{FirstOutcome, Queue};
 use crate::smtp::proto::data::{DataReceiver, Feed};
 use crate::smtp::proto::reply::Reply;
 use crate::smtp::server::session::{DataOutcome, DataRequest};
-use crate::spool::{BoundedCommit, ClientInfo, Envelope, unix_now};
+use crate::spool::{BoundedCommit, unix_now};
+use crate::vocab::envelope::{ClientInfo, Envelope};
 
 /// Deadlines of one DATA phase.
 struct DataClock {

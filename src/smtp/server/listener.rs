@@ -22,7 +22,7 @@ use super::conn::{InboundContext, serve_connection};
 pub use super::registry::ConnectionLimits;
 use super::registry::Newcomer;
 use crate::config::PerIpLimitExempt;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Accept connections until `cancel` fires.
 pub async fn run_listener(

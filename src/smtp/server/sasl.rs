@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// Longest username or password accepted.
 pub const MAX_CREDENTIAL_LEN: usize = 1024;

@@ -19,16 +19,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::policy::{Grant, SenderDecision};
-use crate::secret::Secret;
-use crate::smtp::proto::address::Address;
 use crate::smtp::proto::command::{Command, MailFrom, parse_command};
 use crate::smtp::proto::reply::Reply;
+use crate::vocab::address::Address;
+use crate::vocab::secret::Secret;
+use crate::vocab::tls_mode::TlsMode;
 
 use super::sasl::{self, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, SaslError};
 
-pub use super::session_io::{
-    Action, DataOutcome, DataRequest, Refusal, SessionSettings, Step, TlsMode,
-};
+pub use super::session_io::{Action, DataOutcome, DataRequest, Refusal, SessionSettings, Step};
 
 #[derive(Debug)]
 enum AuthPhase {
@@ -426,11 +425,11 @@ impl Session {
                 "2.0.0",
                 format!(
                     "Ok: delivered as {id} ({})",
-                    crate::text::one_line_excerpt(&reply, 200)
+                    crate::vocab::text::one_line_excerpt(&reply, 200)
                 ),
             ),
             DataOutcome::Rejected { code, text } => {
-                Reply::new(code, "", crate::text::one_line_excerpt(&text, 400))
+                Reply::new(code, "", crate::vocab::text::one_line_excerpt(&text, 400))
             }
             DataOutcome::TooLarge => Reply::new(
                 552,

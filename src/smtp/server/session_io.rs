@@ -9,19 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::policy::{Grant, Principal};
-use crate::secret::Secret;
-use crate::smtp::proto::address::Address;
 use crate::smtp::proto::reply::Reply;
 use crate::spool::DiskReserve;
-
-/// How a listener does TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    None,
-    Starttls,
-    Implicit,
-}
+use crate::vocab::address::Address;
+use crate::vocab::secret::Secret;
+use crate::vocab::tls_mode::TlsMode;
 
 /// Per-listener settings the session needs.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::policy::{Principal, SenderPattern};
+use crate::vocab::tls_mode::TlsMode;
 use base64::Engine;
 
 fn settings(tls_mode: TlsMode, allow_auth_without_tls: bool) -> Arc<SessionSettings> {
@@ -21,7 +22,7 @@ fn grant(principal: Principal) -> Arc<Grant> {
     Arc::new(Grant {
         principal,
         account: "m365".into(),
-        account_mailbox: crate::smtp::proto::address::Address::parse("relay@contoso.com").unwrap(),
+        account_mailbox: crate::vocab::address::Address::parse("relay@contoso.com").unwrap(),
         allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
         sender_rewrite: crate::policy::SenderRewrite::Never,
     })
