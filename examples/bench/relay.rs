@@ -19,7 +19,8 @@ use smtp_oauth_relay::vocab::secret::Secret;
 
 use crate::postfix::{free_port, wait_listening};
 
-/// `target/release/smtp-oauth-relay`, next to this example's `examples/` directory.
+/// The relay binary of the profile this example was built with (`target/release/` or
+/// `target/profiling/`), next to its `examples/` directory.
 pub fn locate_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("path of the bench executable")?;
     let profile_dir = exe
@@ -27,16 +28,21 @@ pub fn locate_binary() -> Result<PathBuf> {
         .and_then(Path::parent)
         .context("the bench executable has no parent directory")?;
     let binary = profile_dir.join("smtp-oauth-relay");
+    let profile = profile_dir.file_name().map_or_else(
+        || "release".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     if !binary.exists() {
         bail!(
-            "the relay binary {} does not exist: run `cargo build --release` first, then \
-             `cargo run --release --example bench`",
+            "the relay binary {} does not exist: run `cargo build --profile {profile}` first, \
+             then `cargo run --profile {profile} --example bench`",
             binary.display()
         );
     }
     if let Some(newer) = newest_source_after(&binary) {
         eprintln!(
-            "warning: {} is newer than {}; run `cargo build --release` to measure the current code",
+            "warning: {} is newer than {}; run `cargo build --profile {profile}` to measure the \
+             current code",
             newer.display(),
             binary.display()
         );
