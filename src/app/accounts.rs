@@ -29,14 +29,15 @@ pub(super) struct PreparedAccount {
 }
 
 /// When an account starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Occasion {
     /// With the relay: its queue holds what the spool recovered, each entry due when its
     /// envelope says.
     Start,
-    /// On a reload, replacing `previous` when the account ran before. The account's backlog
-    /// is retried at once (the reload is often the fix), and an account added back schedules
-    /// its entries still in the spool.
-    Reload { previous: Option<AccountRuntime> },
+    /// On a reload (replacing the previous generation when the account ran before): the
+    /// account's backlog is retried at once (the reload is often the fix), and an account
+    /// added back schedules its entries still in the spool.
+    Reload,
 }
 
 /// Build the account's token provider (or keep `previous`'s, with its cached token, when the
@@ -63,20 +64,19 @@ pub(super) fn prepare_account(
 }
 
 /// Start a generation of the account's workers (and its certificate-expiry watch), under a
-/// child of `relay_cancel`. On a reload the previous generation is cancelled and the new one
-/// starts when it has finished; see [`Occasion`] for what else a reload does.
+/// child of `relay_cancel`. A `previous` generation is cancelled, its recipient budget carried
+/// over, and the new one starts when it has finished; see [`Occasion`] for what else a reload
+/// does.
 pub(super) async fn start_account(
     account: &AccountSettings,
     prepared: PreparedAccount,
     shared: &Shared,
     delivery_shared: &Arc<DeliveryShared>,
     relay_cancel: &CancellationToken,
+    previous: Option<AccountRuntime>,
     occasion: Occasion,
 ) -> AccountRuntime {
-    let (previous, reloading) = match occasion {
-        Occasion::Start => (None, false),
-        Occasion::Reload { previous } => (previous, true),
-    };
+    let reloading = occasion == Occasion::Reload;
     let PreparedAccount { tokens, upstream } = prepared;
     let (queue, new_account) = shared.queue.add_account(&account.name);
     let queue_for_retry = Arc::clone(&queue);

@@ -81,7 +81,8 @@ impl Relay {
                 &self.shared,
                 &delivery_shared,
                 &self.cancel,
-                Occasion::Reload { previous },
+                previous,
+                Occasion::Reload,
             )
             .await;
             next.insert(account.name.clone(), runtime);

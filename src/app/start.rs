@@ -116,6 +116,7 @@ impl Relay {
                 &shared,
                 &delivery_shared,
                 &cancel,
+                None,
                 Occasion::Start,
             )
             .await;
