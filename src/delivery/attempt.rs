@@ -371,7 +371,7 @@ impl AccountDelivery {
         let mut failed = envelope.clone();
         failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
         failed.failures = failures.to_vec();
-        if let Err(error) = self.shared.spool.fail_part(&failed).await {
+        if let Err(error) = self.shared.spool.record_failed_recipients(&failed).await {
             tracing::error!(queue_id = %envelope.id, %error, "cannot record the failed recipients in failed/");
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::{SpoolError, blocking, fsio};
+use super::{SpoolError, fsio, on_blocking_pool};
 
 #[derive(Debug, Default)]
 struct State {
@@ -81,7 +81,8 @@ impl DirSync {
             };
             let guard = RunningGuard { sync: self };
             let dir = self.dir.clone();
-            let result = blocking("sync the spool directory", move || fsio::sync_dir(&dir)).await;
+            let result =
+                on_blocking_pool("sync the spool directory", move || fsio::sync_dir(&dir)).await;
             if result.is_ok() {
                 let mut state = self.lock();
                 state.completed = state.completed.max(target);

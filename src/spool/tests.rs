@@ -3,7 +3,7 @@
 use super::*;
 use crate::spool::test_support::envelope;
 use crate::vocab::address::Address;
-use crate::vocab::envelope::{LastAttempt, RecipientFailure};
+use crate::vocab::envelope::{Envelope, LastAttempt, RecipientFailure};
 
 async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
     let mut writer = spool.create().await.unwrap();
@@ -200,7 +200,7 @@ async fn failed_parts_share_the_body_and_old_failures_are_purged() {
         reply: "550 5.1.10 RecipientNotFound".into(),
         hint: String::new(),
     }];
-    let failed_id = spool.fail_part(&failed).await.unwrap();
+    let failed_id = spool.record_failed_recipients(&failed).await.unwrap();
     assert_ne!(failed_id, entry.id);
     // The queued entry is untouched and still verifies.
     let (queued, content) = spool.load_entry(&entry.id).await.unwrap();
@@ -413,7 +413,7 @@ async fn a_failed_part_goes_back_with_only_its_failed_recipients() {
     let mut part = entry.clone();
     part.recipients = vec![Address::parse("b@x.example").unwrap()];
     part.failures = vec![failure_of("b@x.example")];
-    let part_id = spool.fail_part(&part).await.unwrap();
+    let part_id = spool.record_failed_recipients(&part).await.unwrap();
     let requeued = spool.requeue(&part_id).await.unwrap();
     assert_eq!(
         requeued.recipients,

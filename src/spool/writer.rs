@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{DiskReserve, SpoolError, below_reserve, blocking, dirsync, format, fsio};
+use super::{DiskReserve, Spool, SpoolError, dirsync, format, fsio, on_blocking_pool};
 use crate::vocab::envelope::{Envelope, QueueId};
 
 /// Content up to this size is kept in memory until commit (one file write, one sync, no
@@ -39,6 +39,74 @@ pub struct SpoolWriter {
     pub(super) reserve: Arc<DiskReserve>,
     /// True for mail from clients: refused at commit if the disk reserve was reached meanwhile.
     pub(super) keeps_reserve: bool,
+}
+
+impl Spool {
+    /// Start a new entry for a message from a client, with a fresh queue id. Content is kept
+    /// in memory up to [`SPILL_THRESHOLD`] and then streamed to a file in `tmp/`; either way
+    /// nothing reaches `queue/` before [`SpoolWriter::commit`].
+    ///
+    /// # Errors
+    /// When no free queue id can be found, or the filesystem is below its disk reserve (then
+    /// [`SpoolError::is_storage_full`] is true; the commit checks the reserve again).
+    pub async fn create(&self) -> Result<SpoolWriter, SpoolError> {
+        if self.reserve.is_reached() {
+            return Err(below_reserve());
+        }
+        self.create_entry(true).await
+    }
+
+    /// Start an entry the relay writes itself (a delivery status notification): like
+    /// [`create`](Self::create), but it may use the disk reserve.
+    ///
+    /// # Errors
+    /// When no free queue id can be found.
+    pub async fn create_bounce(&self) -> Result<SpoolWriter, SpoolError> {
+        self.create_entry(false).await
+    }
+
+    async fn create_entry(&self, keeps_reserve: bool) -> Result<SpoolWriter, SpoolError> {
+        for _ in 0..8 {
+            let id = self.new_id();
+            let (envelope, body) = (self.envelope_path(&id), self.body_path(&id));
+            if on_blocking_pool("check queue id", move || {
+                Ok(envelope.exists() || body.exists())
+            })
+            .await?
+            {
+                continue;
+            }
+            return Ok(SpoolWriter {
+                tmp_body: self.tmp.join(format!("{id}.msg")),
+                id,
+                queue_dir: self.queue.clone(),
+                queue_sync: Arc::clone(&self.queue_sync),
+                memory: Vec::new(),
+                file: None,
+                file_created: false,
+                abandoned: Arc::new(AtomicBool::new(false)),
+                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                len: 0,
+                reserve: Arc::clone(&self.reserve),
+                keeps_reserve,
+            });
+        }
+        Err(SpoolError::Io {
+            operation: "create spool entry",
+            source: io::Error::other("could not find a free queue id"),
+        })
+    }
+}
+
+/// The error of new mail below the disk reserve: "storage full", so it answers `452 4.3.1`.
+fn below_reserve() -> SpoolError {
+    SpoolError::Io {
+        operation: "store new mail",
+        source: io::Error::new(
+            io::ErrorKind::StorageFull,
+            "the spool's filesystem is below its disk reserve ([limits] min_free_space)",
+        ),
+    }
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -90,7 +158,7 @@ impl SpoolWriter {
             // From here the file may exist: Drop removes it, and if Drop ran before the
             // creation below, the creation removes it again (cancel-safe, no debris).
             self.file_created = true;
-            let file = blocking("create spool file", move || {
+            let file = on_blocking_pool("create spool file", move || {
                 let file = fsio::create_new(&path)?;
                 if abandoned.load(Ordering::SeqCst) {
                     drop(file);
@@ -143,7 +211,7 @@ impl SpoolWriter {
         let body = self.queue_dir.join(format!("{}.msg", self.id));
         // The file exists from here on (if the closure fails, Drop removes it).
         self.file_created = true;
-        blocking("commit entry", move || {
+        on_blocking_pool("commit entry", move || {
             let mut file = match spilled {
                 Some(file) => file,
                 None => fsio::create_new(&tmp_body)?,
@@ -161,7 +229,7 @@ impl SpoolWriter {
         if let Err(e) = self.queue_sync.sync().await {
             // Not durable: take the entry back out rather than acknowledge it.
             let body = self.queue_dir.join(format!("{}.msg", self.id));
-            let _ = blocking("undo commit", move || fsio::remove_if_exists(&body)).await;
+            let _ = on_blocking_pool("undo commit", move || fsio::remove_if_exists(&body)).await;
             return Err(e);
         }
         Ok(envelope)

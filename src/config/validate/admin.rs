@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Checker, same_socket};
+use super::Checker;
+use super::listeners::same_socket;
 use crate::config::raw::RawAdmin;
 use crate::config::{
     AdminSettings, DEFAULT_ADMIN_ADDRESS, DEFAULT_ADMIN_MAX_CONNECTIONS,

@@ -22,9 +22,10 @@ use crate::metrics::Metrics;
 use crate::spool::{SpoolError, unix_now};
 use crate::vocab::envelope::Envelope;
 
-type Reply = Response<Full<Bytes>>;
+/// An HTTP response of the admin endpoint (not to be confused with an SMTP reply).
+type HttpResponse = Response<Full<Bytes>>;
 
-fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -34,7 +35,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     response
 }
 
-fn html(body: String) -> Reply {
+fn html(body: String) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     let headers = response.headers_mut();
     headers.insert(
@@ -55,7 +56,7 @@ fn html(body: String) -> Reply {
     response
 }
 
-fn refused(refusal: &Refusal) -> Reply {
+fn refused(refusal: &Refusal) -> HttpResponse {
     let mut response = text(refusal.status, format!("{}\n", refusal.reason));
     if refusal.status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -66,7 +67,7 @@ fn refused(refusal: &Refusal) -> Reply {
     response
 }
 
-fn json_reply(status: StatusCode, value: &serde_json::Value) -> Reply {
+fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -81,7 +82,7 @@ pub(super) async fn handle(
     history: &History,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Reply {
+) -> HttpResponse {
     let access = state.access.load();
     if let Err(refusal) = access.check_request(
         request.method(),
@@ -116,7 +117,7 @@ pub(super) async fn handle(
         (&Method::GET, ["queue"]) => listing(state, state.spool.list_queued().await),
         (&Method::GET, ["failed"]) => listing(state, state.spool.list_failed().await),
         (&Method::GET, ["queue", id]) => match state.spool.load(id).await {
-            Ok(envelope) => json_reply(StatusCode::OK, &summary(state, &envelope)),
+            Ok(envelope) => json_response(StatusCode::OK, &summary(state, &envelope)),
             Err(_) => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
         },
         (&Method::POST, ["queue", "retry"]) => {
@@ -134,7 +135,7 @@ pub(super) async fn handle(
                 queue.resume();
             }
             tracing::info!(count, "retry of every queued message requested");
-            json_reply(StatusCode::OK, &json!({ "retried": count }))
+            json_response(StatusCode::OK, &json!({ "retried": count }))
         }
         (&Method::POST, ["queue", id, "retry"]) => match state.queue.find(id) {
             Some(queue) if queue.is_in_flight(id) => text(
@@ -145,7 +146,7 @@ pub(super) async fn handle(
                 queue.schedule(id, unix_now());
                 queue.resume();
                 tracing::info!(queue_id = %id, "retry requested");
-                json_reply(StatusCode::OK, &json!({ "retried": 1 }))
+                json_response(StatusCode::OK, &json!({ "retried": 1 }))
             }
             None => text(StatusCode::NOT_FOUND, format!("no queued message {id}\n")),
         },
@@ -164,13 +165,13 @@ pub(super) async fn handle(
                     Err(error) => errors.push(format!("{}: {error}", entry.id)),
                 }
             }
-            json_reply(
+            json_response(
                 StatusCode::OK,
                 &json!({ "requeued": requeued.len(), "errors": errors }),
             )
         }
         (&Method::POST, ["failed", id, "requeue"]) => match requeue(state, id).await {
-            Ok(_) => json_reply(StatusCode::OK, &json!({ "requeued": 1 })),
+            Ok(_) => json_response(StatusCode::OK, &json!({ "requeued": 1 })),
             Err(SpoolError::NotFound(_)) => {
                 text(StatusCode::NOT_FOUND, format!("no failed message {id}\n"))
             }
@@ -185,7 +186,7 @@ pub(super) async fn handle(
                 Ok(()) => {
                     queue.finish(id);
                     tracing::warn!(queue_id = %id, "queued message deleted by an administrator");
-                    json_reply(StatusCode::OK, &json!({ "deleted": id }))
+                    json_response(StatusCode::OK, &json!({ "deleted": id }))
                 }
                 Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
             },
@@ -209,9 +210,12 @@ async fn requeue(state: &AdminState, id: &str) -> Result<String, SpoolError> {
     Ok(envelope.id)
 }
 
-fn listing(state: &AdminState, entries: Result<Vec<Envelope>, crate::spool::SpoolError>) -> Reply {
+fn listing(
+    state: &AdminState,
+    entries: Result<Vec<Envelope>, crate::spool::SpoolError>,
+) -> HttpResponse {
     match entries {
-        Ok(entries) => json_reply(
+        Ok(entries) => json_response(
             StatusCode::OK,
             &json!(
                 entries
@@ -224,7 +228,7 @@ fn listing(state: &AdminState, entries: Result<Vec<Envelope>, crate::spool::Spoo
     }
 }
 
-fn metrics(state: &AdminState) -> Reply {
+fn metrics(state: &AdminState) -> HttpResponse {
     let now_ms = unix_now() * 1000;
     for (account, queue) in state.queue.accounts() {
         let label = Metrics::account(&account);
@@ -256,7 +260,7 @@ fn metrics(state: &AdminState) -> Reply {
     response
 }
 
-async fn readiness(state: &AdminState) -> Reply {
+async fn readiness(state: &AdminState) -> HttpResponse {
     let mut problems = Vec::new();
     if let Err(error) = state.spool.probe_writable().await {
         problems.push(format!("the spool is not writable: {error}"));
@@ -275,9 +279,9 @@ async fn readiness(state: &AdminState) -> Reply {
         }
     }
     if problems.is_empty() {
-        json_reply(StatusCode::OK, &json!({ "ready": true }))
+        json_response(StatusCode::OK, &json!({ "ready": true }))
     } else {
-        json_reply(
+        json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({ "ready": false, "problems": problems }),
         )
