@@ -103,7 +103,6 @@ pub struct DataRequest {
     pub helo: Option<String>,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA` or `ESMTPSA` (RFC 3848), for the Received header.
     pub protocol: &'static str,
-    pub tls: bool,
     pub smtputf8: bool,
     pub max_size: u64,
 }
