@@ -45,7 +45,8 @@ pub(in crate::smtp::server) struct DataStream {
 
 /// One chunk of DATA content.
 pub(in crate::smtp::server) struct DataChunk<'d> {
-    /// The content in this chunk (unstuffed, CRLF line ends; empty past the size limit).
+    /// The content in this chunk (unstuffed, CRLF line ends; what lies past the size limit is
+    /// left out).
     pub content: &'d [u8],
     /// The content is past the size limit (what follows is counted, not kept).
     pub over_limit: bool,
