@@ -1,6 +1,6 @@
 //! The connection driver: runs the pure [`Session`] state machine over a framed client
-//! [`Connection`], carrying out the actions it asks for (TLS, a password check, receiving a
-//! message into the spool) and logging and counting policy refusals.
+//! `Connection` (`framing.rs`), carrying out the actions it asks for (TLS, a password check,
+//! receiving a message into the spool) and logging and counting policy refusals.
 //!
 //! Invariants:
 //! - Replies go out in command order; pipelined commands are answered together when the
@@ -8,7 +8,7 @@
 //! - `250` after DATA is sent only after [`crate::spool::SpoolWriter::commit`] returned
 //!   (fsynced); any spool failure answers `451 4.3.0` (`452 4.3.1` for a full disk), never a
 //!   5xx.
-//! - Every wait on the client is bounded, by the [`Connection`] (see `framing.rs`: command,
+//! - Every wait on the client is bounded, by the `Connection` (see `framing.rs`: command,
 //!   DATA, reply, TLS and session deadlines, the shutdown grace); the waits the driver makes
 //!   for the client (a password check, the disk) take their deadlines from it too.
 //! - A message past `max_message_size` is drained (so the `552` lands in sync) for at most as
