@@ -1,10 +1,10 @@
-//! The DATA phase of the connection driver: content streamed from the socket through the
-//! header assembler into a spool entry, under the DATA deadlines.
+//! The DATA phase of the connection driver: the content streamed from the [`Connection`]
+//! into a [`MessageSink`] (header assembly, spool writes), then the commit, the counts and the
+//! log line, and, with `acknowledge = "delivered"`, the wait for Exchange's first verdict.
 //!
 //! Invariants (see the parent module): `250` only after the commit; the content is never held
-//! whole in memory; reads are bounded by `data_timeout`, `min_data_rate` after the first
-//! `data_timeout`, the session deadline and the shutdown grace; an oversized message is
-//! drained for at most as much again, then answered `552` and the connection closed.
+//! whole in memory; reads are bounded by the connection's DATA deadlines; an oversized message
+//! is drained for at most as much again, then answered `552` and the connection closed.
 //!
 //! Disk waits are bounded too (each by `data_timeout`, never past the session deadline; see
 //! [`crate::spool::BoundedCommit`]): a spool that does not create or write in time is given
@@ -17,294 +17,192 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
-use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::{ConnError, Connection, READ_CHUNK, SHUTDOWN_DATA_GRACE, SPOOL_CHUNK};
-use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
+use super::Driver;
 use crate::metrics::Metrics;
 use crate::queue::{FirstOutcome, Queue};
-use crate::smtp::proto::data::{DataReceiver, Feed};
-use crate::smtp::proto::reply::Reply;
+use crate::smtp::server::framing::{ConnError, Connection};
+use crate::smtp::server::message_sink::{MessageSink, spool_failure};
 use crate::smtp::server::session::{DataOutcome, DataRequest};
-use crate::spool::{BoundedCommit, unix_now};
+use crate::spool::{BoundedCommit, SpoolWriter, unix_now};
 use crate::vocab::envelope::{ClientInfo, Envelope};
 
-/// Deadlines of one DATA phase.
-struct DataClock {
-    started: Instant,
-    /// Raw bytes read in this DATA phase.
-    bytes_read: u64,
-    /// Set when shutdown began during DATA.
-    grace_deadline: Option<Instant>,
-}
-
-impl Connection {
+impl Driver {
     /// Read DATA content until CRLF.CRLF, streaming it through the header assembler into a
     /// spool entry; commit it only when everything went well.
     pub(super) async fn receive_data(
         &mut self,
         request: &DataRequest,
     ) -> Result<DataOutcome, ConnError> {
-        let spool = Arc::clone(&self.ctx.spool);
-        let mut failure: Option<DataOutcome> = None;
-        let mut writer = match spool.create_until(self.disk_deadline()).await {
-            Ok(writer) => Some(writer),
-            Err(error) => {
-                tracing::error!(%error, "cannot create a spool entry");
-                failure = Some(spool_failure(&error));
-                None
-            }
-        };
-        let queue_id = writer
-            .as_ref()
-            .map(|w| w.id().to_string())
-            .unwrap_or_default();
-        let now = OffsetDateTime::now_utc();
-        let single_recipient = match request.recipients.as_slice() {
-            [only] => Some(only.as_str()),
-            _ => None,
-        };
-        let received = received_field(&TraceInfo {
-            helo: request.helo.as_deref(),
-            peer: request.peer,
-            hostname: &self.ctx.settings.hostname,
-            protocol: request.protocol,
-            queue_id: &queue_id,
-            single_recipient,
-            now,
-        });
-        let mut assembler = MessageAssembler::new(
-            received,
-            &self.ctx.settings.hostname,
-            &queue_id,
-            now,
-            self.ctx.limits.max_header_size,
+        let ctx = Arc::clone(&self.ctx);
+        let connection = &mut self.connection;
+        let mut sink = MessageSink::open(
+            &ctx.spool,
+            request,
+            &ctx.settings.hostname,
+            ctx.limits.max_header_size,
+            connection.disk_deadline(),
         )
-        .with_sender_rules(SenderRules {
-            grant: Arc::clone(&request.grant),
-            envelope_sender: request.sender.clone(),
-        });
-        let mut receiver = DataReceiver::new(request.max_size);
-        let mut content = Vec::with_capacity(READ_CHUNK);
-        let mut pending = Vec::with_capacity(SPOOL_CHUNK);
-        let mut clock = DataClock {
-            started: Instant::now(),
-            bytes_read: 0,
-            grace_deadline: None,
-        };
-        // Past the limit, drain at most this much more, then give up on the connection.
-        let drain_limit = request.max_size.saturating_mul(2).max(1024 * 1024);
+        .await;
+        let mut data = connection.start_data(request.max_size);
         loop {
-            let feed = receiver.feed(&self.input, &mut content);
-            let consumed = match feed {
-                Feed::NeedMore => self.input.len(),
-                Feed::Finished { consumed } => consumed,
-            };
-            self.input.advance(consumed);
-            if receiver.exceeded() && failure.is_none() {
-                failure = Some(DataOutcome::TooLarge);
-            }
-            if failure.is_none()
-                && let Err(error) = assembler.push(&content, &mut pending)
-            {
-                failure = Some(assembly_failure(error));
-            }
-            content.clear();
-            let finished = matches!(feed, Feed::Finished { .. });
-            if finished
-                && failure.is_none()
-                && let Err(error) = assembler.finish(&mut pending)
-            {
-                failure = Some(assembly_failure(error));
-            }
-            if failure.is_some() {
-                // Stop storing; keep reading to the end so the reply lands in sync.
-                writer = None;
-                pending.clear();
-            } else if (pending.len() >= SPOOL_CHUNK || finished)
-                && let Some(w) = writer.as_mut()
-            {
-                let deadline = self.disk_deadline();
-                if let Err(error) = w.write_until(&pending, deadline).await {
-                    tracing::error!(%error, "cannot write to the spool");
-                    failure = Some(spool_failure(&error));
-                    writer = None;
-                }
-                pending.clear();
-            }
-            if finished {
+            let chunk = connection.next_data_chunk(&mut data).await?;
+            let last = chunk.last;
+            sink.take(chunk, || connection.disk_deadline()).await;
+            if last {
                 break;
             }
-            if failure.is_some() && clock.bytes_read > drain_limit {
-                let hostname = self.ctx.settings.hostname.clone();
-                self.goodbye(Reply::new(
-                    552,
-                    "5.3.4",
-                    format!("{hostname} Message too big, closing connection"),
-                ))
-                .await;
-                return Err(ConnError::OversizeDrain);
+            if sink.failed() {
+                data.discard_rest();
             }
-            self.read_data(&mut clock).await?;
         }
-        if let Some(outcome) = failure {
-            let reason = match &outcome {
-                DataOutcome::TooLarge | DataOutcome::HeaderTooLarge => "too large",
-                DataOutcome::FromRefused(_) => "From header not allowed",
-                _ => "storage",
-            };
-            match &outcome {
-                DataOutcome::FromRefused(address) => tracing::warn!(
-                    size = receiver.size(),
-                    reason,
-                    "refused: the From: header <{address}> is not in the allowed_senders of {}",
-                    request.principal
-                ),
-                _ => tracing::warn!(size = receiver.size(), reason, "message refused"),
-            }
-            self.ctx
-                .metrics
-                .messages_refused
-                .get_or_create(&Metrics::reason(reason))
-                .inc();
-            return Ok(outcome);
-        }
-        let Some(writer) = writer else {
-            return Ok(DataOutcome::StorageFailed);
-        };
-        let mut envelope = Envelope::new(
-            &request.account,
-            request.sender.clone(),
-            request.recipients.clone(),
-            ClientInfo {
-                peer: request.peer.to_string(),
-                helo: request.helo.clone(),
-                principal: request.principal.to_string(),
-            },
-            unix_now(),
-        );
-        envelope.eight_bit = receiver.eight_bit();
-        envelope.smtputf8 |= request.smtputf8;
-        let envelope = match writer.commit_until(envelope, self.disk_deadline()).await {
-            BoundedCommit::Committed(envelope) => *envelope,
-            BoundedCommit::Failed(error) => {
-                tracing::error!(%error, "cannot commit the message to the spool");
-                return Ok(spool_failure(&error));
-            }
-            BoundedCommit::StillRunning(commit) => {
-                tracing::error!(
-                    queue_id = %queue_id,
-                    "the spool did not commit the message before the deadline (data_timeout); \
-                     answering 451. If the commit completes later the message is queued, and \
-                     the client may send it a second time"
-                );
-                tokio::spawn(queue_late_commit(commit, Arc::clone(&self.ctx.queue)));
-                return Ok(DataOutcome::StorageTimeout);
+        let writer = match sink.finish() {
+            Ok(writer) => writer,
+            Err(outcome) => {
+                count_refusal(&ctx.metrics, &outcome, data.size(), request);
+                return Ok(outcome);
             }
         };
-        let account = Metrics::account(&envelope.account);
-        self.ctx.metrics.accepted.get_or_create(&account).inc();
-        self.ctx
-            .metrics
-            .accepted_bytes
-            .get_or_create(&account)
-            .inc_by(envelope.body_len);
-        tracing::info!(
-            queue_id = %envelope.id,
-            account = %envelope.account,
-            sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
-            recipients = envelope.recipients.len(),
-            size = envelope.body_len,
-            principal = %envelope.client.principal,
-            "message accepted"
-        );
-        let account_queue = self.ctx.queue.account(&envelope.account);
-        let waiter = match (self.ctx.acknowledge_delivered, &account_queue) {
-            (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
-            _ => None,
+        let envelope = match commit(writer, request, data.eight_bit(), connection, &ctx.queue).await
+        {
+            Ok(envelope) => envelope,
+            Err(outcome) => return Ok(outcome),
         };
-        if !self.ctx.queue.submit(&envelope) {
-            tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
-        }
-        let Some((receiver, timeout)) = waiter else {
-            return Ok(DataOutcome::Queued(envelope.id));
-        };
-        let verdict = tokio::select! {
-            verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
-            _ = self.cancel.cancelled() => None,
-        };
-        Ok(match verdict {
-            Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
-                id: envelope.id,
-                reply,
-            },
-            Some(FirstOutcome::Rejected { code, text }) => DataOutcome::Rejected { code, text },
-            Some(FirstOutcome::Deferred) | None => {
-                if let Some(queue) = account_queue {
-                    queue.unwatch(&envelope.id);
-                }
-                DataOutcome::Queued(envelope.id)
-            }
-        })
+        count_acceptance(&ctx.metrics, &envelope);
+        Ok(submit_and_wait(
+            &ctx.queue,
+            ctx.acknowledge_delivered,
+            envelope,
+            &self.cancel,
+        )
+        .await)
     }
+}
 
-    /// The deadline of one disk wait in the DATA phase: `data_timeout` from now, never past
-    /// the session deadline.
-    fn disk_deadline(&self) -> Instant {
-        (Instant::now() + self.ctx.limits.data_timeout).min(self.session_deadline)
+/// Log and count a message refused at the end of DATA (too large, a refused `From:`, the
+/// spool).
+fn count_refusal(metrics: &Metrics, outcome: &DataOutcome, size: u64, request: &DataRequest) {
+    let reason = match outcome {
+        DataOutcome::TooLarge | DataOutcome::HeaderTooLarge => "too large",
+        DataOutcome::FromRefused(_) => "From header not allowed",
+        _ => "storage",
+    };
+    match outcome {
+        DataOutcome::FromRefused(address) => tracing::warn!(
+            size,
+            reason,
+            "refused: the From: header <{address}> is not in the allowed_senders of {}",
+            request.principal
+        ),
+        _ => tracing::warn!(size, reason, "message refused"),
     }
+    metrics
+        .messages_refused
+        .get_or_create(&Metrics::reason(reason))
+        .inc();
+}
 
-    /// Read more DATA content: within `data_timeout` of the last read, at `min_data_rate` on
-    /// average once the first `data_timeout` has passed, and before the session deadline.
-    /// After shutdown began, the client gets a grace period.
-    async fn read_data(&mut self, clock: &mut DataClock) -> Result<(), ConnError> {
-        self.input.reserve(READ_CHUNK);
-        let limits = &self.ctx.limits;
-        let mut deadline = (Instant::now() + limits.data_timeout).min(self.session_deadline);
-        if let Some(grace) = clock.grace_deadline {
-            deadline = deadline.min(grace);
+/// Commit the entry with its envelope, within the connection's disk deadline. A commit past
+/// it is handed to its own task ([`queue_late_commit`]) and answered
+/// [`DataOutcome::StorageTimeout`].
+async fn commit(
+    writer: SpoolWriter,
+    request: &DataRequest,
+    eight_bit: bool,
+    connection: &Connection,
+    queue: &Arc<Queue>,
+) -> Result<Envelope, DataOutcome> {
+    let mut envelope = Envelope::new(
+        &request.account,
+        request.sender.clone(),
+        request.recipients.clone(),
+        ClientInfo {
+            peer: request.peer.to_string(),
+            helo: request.helo.clone(),
+            principal: request.principal.to_string(),
+        },
+        unix_now(),
+    );
+    envelope.eight_bit = eight_bit;
+    envelope.smtputf8 |= request.smtputf8;
+    let queue_id = writer.id().to_string();
+    match writer
+        .commit_until(envelope, connection.disk_deadline())
+        .await
+    {
+        BoundedCommit::Committed(envelope) => Ok(*envelope),
+        BoundedCommit::Failed(error) => {
+            tracing::error!(%error, "cannot commit the message to the spool");
+            Err(spool_failure(&error))
         }
-        let rate_deadline = (limits.min_data_rate > 0).then(|| {
-            // Bytes read so far buy this much time beyond the first data_timeout.
-            let earned =
-                Duration::from_secs_f64(clock.bytes_read as f64 / limits.min_data_rate as f64);
-            clock.started + limits.data_timeout + earned
-        });
-        if let Some(rate) = rate_deadline {
-            deadline = deadline.min(rate);
+        BoundedCommit::StillRunning(commit) => {
+            tracing::error!(
+                queue_id = %queue_id,
+                "the spool did not commit the message before the deadline (data_timeout); \
+                 answering 451. If the commit completes later the message is queued, and \
+                 the client may send it a second time"
+            );
+            tokio::spawn(queue_late_commit(commit, Arc::clone(queue)));
+            Err(DataOutcome::StorageTimeout)
         }
-        let shutting_down = clock.grace_deadline.is_some();
-        // Biased: a passed deadline wins over more input (see read_command).
-        tokio::select! {
-            biased;
-            read = self.stream.read_buf(&mut self.input), if Instant::now() < deadline => match read? {
-                0 => Err(ConnError::Closed),
-                n => {
-                    clock.bytes_read = clock.bytes_read.saturating_add(n as u64);
-                    Ok(())
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                let hostname = self.ctx.settings.hostname.clone();
-                let (reply, error) = if shutting_down {
-                    (Reply::new(421, "4.3.2", format!("{hostname} Service shutting down, closing connection")), ConnError::Shutdown)
-                } else if deadline >= self.session_deadline {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Session too long, closing connection")), ConnError::SessionTooLong)
-                } else if rate_deadline.is_some_and(|rate| deadline >= rate) {
-                    (Reply::new(421, "4.4.2", format!("{hostname} DATA too slow, closing connection")), ConnError::TooSlow)
-                } else {
-                    (Reply::new(421, "4.4.2", format!("{hostname} Timeout during DATA, closing connection")), ConnError::Timeout)
-                };
-                self.goodbye(reply).await;
-                Err(error)
+    }
+}
+
+/// Count and log a message stored durably.
+fn count_acceptance(metrics: &Metrics, envelope: &Envelope) {
+    let account = Metrics::account(&envelope.account);
+    metrics.accepted.get_or_create(&account).inc();
+    metrics
+        .accepted_bytes
+        .get_or_create(&account)
+        .inc_by(envelope.body_len);
+    tracing::info!(
+        queue_id = %envelope.id,
+        account = %envelope.account,
+        sender = %envelope.sender.as_ref().map(|s| s.as_str()).unwrap_or(""),
+        recipients = envelope.recipients.len(),
+        size = envelope.body_len,
+        principal = %envelope.client.principal,
+        "message accepted"
+    );
+}
+
+/// Hand a committed message to its account's queue and, with `acknowledge = "delivered"`
+/// (`acknowledge_delivered`), wait up to that long (or until shutdown) for Exchange's first
+/// verdict; without one in time the answer is "queued".
+async fn submit_and_wait(
+    queue: &Queue,
+    acknowledge_delivered: Option<Duration>,
+    envelope: Envelope,
+    shutdown: &CancellationToken,
+) -> DataOutcome {
+    let account_queue = queue.account(&envelope.account);
+    let waiter = match (acknowledge_delivered, &account_queue) {
+        (Some(timeout), Some(queue)) => Some((queue.watch(&envelope.id), timeout)),
+        _ => None,
+    };
+    if !queue.submit(&envelope) {
+        tracing::error!(queue_id = %envelope.id, account = %envelope.account, "no such account; the message stays in the spool");
+    }
+    let Some((receiver, timeout)) = waiter else {
+        return DataOutcome::Queued(envelope.id);
+    };
+    let verdict = tokio::select! {
+        verdict = tokio::time::timeout(timeout, receiver) => verdict.ok().and_then(Result::ok),
+        _ = shutdown.cancelled() => None,
+    };
+    match verdict {
+        Some(FirstOutcome::Delivered { reply }) => DataOutcome::Delivered {
+            id: envelope.id,
+            reply,
+        },
+        Some(FirstOutcome::Rejected { code, text }) => DataOutcome::Rejected { code, text },
+        Some(FirstOutcome::Deferred) | None => {
+            if let Some(queue) = account_queue {
+                queue.unwatch(&envelope.id);
             }
-            _ = self.cancel.cancelled(), if !shutting_down => {
-                clock.grace_deadline = Some(Instant::now() + SHUTDOWN_DATA_GRACE);
-                Ok(())
-            }
+            DataOutcome::Queued(envelope.id)
         }
     }
 }
@@ -334,28 +232,12 @@ async fn queue_late_commit(
     }
 }
 
-fn spool_failure(error: &crate::spool::SpoolError) -> DataOutcome {
-    if error.is_timeout() {
-        DataOutcome::StorageTimeout
-    } else if error.is_storage_full() {
-        DataOutcome::StorageFull
-    } else {
-        DataOutcome::StorageFailed
-    }
-}
-
-fn assembly_failure(error: AssemblyError) -> DataOutcome {
-    match error {
-        AssemblyError::HeaderTooLarge => DataOutcome::HeaderTooLarge,
-        AssemblyError::FromRefused(refused) => DataOutcome::FromRefused(refused.0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spool::Spool;
     use crate::spool::test_support::{envelope, runtime_with_one_disk_thread, stall_the_disk};
+    use tokio::time::Instant;
 
     /// A commit that outlives its deadline (the runtime's only blocking thread, where the
     /// spool's disk work runs, is held) is handed over, and queued once the disk answers.

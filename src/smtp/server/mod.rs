@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod conn;
+mod framing;
 pub mod listener;
+mod message_sink;
 pub mod registry;
 pub mod sasl;
 pub mod session;

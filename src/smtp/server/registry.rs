@@ -43,19 +43,19 @@ pub const PRESSURE_PERCENT: usize = 80;
 /// (Postfix's `smtpd_timeout` under stress is 10 s too).
 pub const BUSY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a connection was refused.
+/// Why a connection was refused at the door (not a policy [`super::session_io::Refusal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     TooManyConnections,
     TooManyFromAddress,
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     /// Short text for the 421 reply, the log and the metric label.
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::TooManyConnections => "too many connections",
-            Refusal::TooManyFromAddress => "too many connections from your address",
+            ConnectionRefusal::TooManyConnections => "too many connections",
+            ConnectionRefusal::TooManyFromAddress => "too many connections from your address",
         }
     }
 }
@@ -166,14 +166,14 @@ impl ConnectionLimits {
     /// slots it may use are full, or say which limit it hit.
     ///
     /// # Errors
-    /// The [`Refusal`] when no slot can be had.
-    pub fn admit(self: &Arc<Self>, newcomer: Newcomer) -> Result<SessionSlot, Refusal> {
+    /// The [`ConnectionRefusal`] when no slot can be had.
+    pub fn admit(self: &Arc<Self>, newcomer: Newcomer) -> Result<SessionSlot, ConnectionRefusal> {
         let mut inner = self.lock();
         let address_key = (!newcomer.favoured).then(|| address_key(newcomer.ip));
         if let Some(key) = address_key
             && inner.per_address.get(&key).copied().unwrap_or(0) >= inner.max_per_ip
         {
-            return Err(Refusal::TooManyFromAddress);
+            return Err(ConnectionRefusal::TooManyFromAddress);
         }
         let limit = if newcomer.favoured {
             inner.max_total
@@ -188,7 +188,7 @@ impl ConnectionLimits {
                 .min_by_key(|(_, e)| (e.favoured, e.idle_since))
                 .map(|(id, _)| *id);
             let Some(victim) = victim else {
-                return Err(Refusal::TooManyConnections);
+                return Err(ConnectionRefusal::TooManyConnections);
             };
             if let Some(entry) = inner.remove(victim) {
                 tracing::info!(
@@ -337,7 +337,7 @@ mod tests {
         let _b = limits.admit(ordinary("2001:db8::2")).unwrap();
         assert_eq!(
             limits.admit(ordinary("2001:db8::3")).unwrap_err(),
-            Refusal::TooManyFromAddress
+            ConnectionRefusal::TooManyFromAddress
         );
         let _other = limits.admit(ordinary("2001:db8:0:1::1")).unwrap();
         let pool: Vec<_> = (0..30)
@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(limits.in_use(), 10);
         assert_eq!(
             limits.admit(ordinary("192.0.2.2")).unwrap_err(),
-            Refusal::TooManyConnections
+            ConnectionRefusal::TooManyConnections
         );
         assert!(favoured_slots.iter().all(|s| !s.evicted().is_cancelled()));
         // A favoured newcomer may take the place of the longest-idle favoured one.
@@ -410,7 +410,7 @@ mod tests {
         }
         assert_eq!(
             limits.admit(favoured("127.0.0.1")).unwrap_err(),
-            Refusal::TooManyConnections
+            ConnectionRefusal::TooManyConnections
         );
     }
 

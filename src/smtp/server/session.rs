@@ -3,7 +3,8 @@
 //! No socket, no clock, no disk: the connection driver (`conn.rs`) feeds it command lines and
 //! the results of the actions it asked for (message stored, password checked, TLS started),
 //! and sends the replies it returns, in order. That keeps every protocol decision here and
-//! testable without I/O.
+//! testable without I/O. The verbs with steps of their own have a file each: AUTH
+//! (`session_auth.rs`) and DATA (`session_data.rs`).
 //!
 //! Invariants:
 //! - MAIL is accepted only from a client with a [`Grant`] (an authenticated user, or a trusted
@@ -22,43 +23,59 @@ use crate::policy::{Grant, SenderDecision};
 use crate::smtp::proto::command::{Command, MailFrom, parse_command};
 use crate::smtp::proto::reply::Reply;
 use crate::vocab::address::Address;
-use crate::vocab::secret::Secret;
 use crate::vocab::tls_mode::TlsMode;
 
-use super::sasl::{self, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, SaslError};
+#[path = "session_auth.rs"]
+mod auth_verb;
+#[path = "session_data.rs"]
+mod data_verb;
+use auth_verb::AuthPhase;
 
 pub use super::session_io::{Action, DataOutcome, DataRequest, Refusal, SessionSettings, Step};
 
+/// What EHLO or HELO told the session.
 #[derive(Debug)]
-enum AuthPhase {
-    Idle,
-    PlainResponse,
-    LoginUsername,
-    LoginPassword { username: String },
-    Verifying,
+struct Hello {
+    /// The name the client gave (its argument, as sent).
+    name: String,
+    /// EHLO (extended SMTP) rather than HELO.
+    extended: bool,
 }
 
+/// A mail transaction: from an accepted MAIL until DATA finished, RSET, a new EHLO/HELO or
+/// STARTTLS.
 #[derive(Debug)]
 struct Transaction {
+    /// The MAIL command as the client sent it.
     mail: MailFrom,
     /// The sender the message goes out with (the client's, or the account's mailbox).
     effective_sender: Option<Address>,
+    /// The accepted recipients, each mailbox once.
     recipients: Vec<Address>,
 }
 
 /// One inbound SMTP session.
 #[derive(Debug)]
 pub struct Session {
+    /// The listener's settings, as they were when the connection started.
     settings: Arc<SessionSettings>,
+    /// The client's address.
     peer: SocketAddr,
+    /// The grant of the trusted network the client is on, if any.
     network_grant: Option<Arc<Grant>>,
+    /// TLS is active (implicit TLS, or after STARTTLS).
     tls_active: bool,
-    helo: Option<(String, bool)>,
+    /// The latest EHLO/HELO since the start or STARTTLS.
+    helo: Option<Hello>,
+    /// The authenticated user's grant (it wins over `network_grant`).
     user: Option<Arc<Grant>>,
+    /// The mail transaction in progress.
     transaction: Option<Transaction>,
+    /// Where an AUTH exchange stands.
     auth: AuthPhase,
-    in_data: bool,
+    /// 5xx answers to commands so far (the session closes past `max_errors`).
     errors: u32,
+    /// Failed AUTH attempts so far (the session closes at `max_auth_failures`).
     auth_failures: u32,
 }
 
@@ -79,7 +96,6 @@ impl Session {
             user: None,
             transaction: None,
             auth: AuthPhase::Idle,
-            in_data: false,
             errors: 0,
             auth_failures: 0,
         }
@@ -93,23 +109,15 @@ impl Session {
         )
     }
 
-    /// The authenticated user, if any.
-    pub fn user(&self) -> Option<&Arc<Grant>> {
-        self.user.as_ref()
+    /// True once a user authenticated (the registry favours such a session).
+    pub fn is_authenticated(&self) -> bool {
+        self.user.is_some()
     }
 
     /// True from an accepted MAIL until the transaction ends (DATA finished, RSET, …): the
     /// connection registry never evicts such a session.
     pub fn in_transaction(&self) -> bool {
-        self.transaction.is_some() || self.in_data
-    }
-
-    /// True while the next line is a SASL response, not a command.
-    pub fn expects_auth_response(&self) -> bool {
-        matches!(
-            self.auth,
-            AuthPhase::PlainResponse | AuthPhase::LoginUsername | AuthPhase::LoginPassword { .. }
-        )
+        self.transaction.is_some()
     }
 
     /// Handle one input line (a command, or a SASL response while AUTH is in progress).
@@ -240,7 +248,7 @@ impl Session {
         } else {
             Reply::bare(250, vec![hostname.clone().into()])
         };
-        self.helo = Some((name, extended));
+        self.helo = Some(Hello { name, extended });
         Step::reply(reply)
     }
 
@@ -374,94 +382,6 @@ impl Session {
         Step::reply(reply)
     }
 
-    fn data(&mut self) -> Step {
-        let Some(transaction) = self.transaction.as_ref() else {
-            return self.error(Reply::new(503, "5.5.1", "Need MAIL command first"));
-        };
-        if transaction.recipients.is_empty() {
-            return self.error(Reply::new(554, "5.5.1", "No valid recipients"));
-        }
-        let Some(grant) = self.grant() else {
-            return self.error(Reply::new(530, "5.7.0", "Authentication required"));
-        };
-        let extended = self.helo.as_ref().is_some_and(|(_, extended)| *extended);
-        let authenticated = self.user.is_some();
-        let protocol = match (extended, self.tls_active, authenticated) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        };
-        let request = DataRequest {
-            account: grant.account.clone(),
-            principal: grant.principal.clone(),
-            grant: Arc::clone(grant),
-            sender: transaction.effective_sender.clone(),
-            recipients: transaction.recipients.clone(),
-            peer: self.peer,
-            helo: self.helo.as_ref().map(|(name, _)| name.clone()),
-            protocol,
-            tls: self.tls_active,
-            smtputf8: transaction.mail.smtputf8,
-            max_size: self.settings.max_message_size,
-        };
-        self.in_data = true;
-        Step::then(
-            Reply::bare(354, vec!["End data with <CR><LF>.<CR><LF>".into()]),
-            Action::ReceiveData(Box::new(request)),
-        )
-    }
-
-    /// The driver finished receiving the content.
-    pub fn data_finished(&mut self, outcome: DataOutcome) -> Step {
-        self.in_data = false;
-        self.transaction = None;
-        let max = self.settings.max_message_size;
-        Step::reply(match outcome {
-            DataOutcome::Queued(id) => Reply::new(250, "2.0.0", format!("Ok: queued as {id}")),
-            DataOutcome::Delivered { id, reply } => Reply::new(
-                250,
-                "2.0.0",
-                format!(
-                    "Ok: delivered as {id} ({})",
-                    crate::vocab::text::one_line_excerpt(&reply, 200)
-                ),
-            ),
-            DataOutcome::Rejected { code, text } => {
-                Reply::new(code, "", crate::vocab::text::one_line_excerpt(&text, 400))
-            }
-            DataOutcome::TooLarge => Reply::new(
-                552,
-                "5.3.4",
-                format!("Message size exceeds fixed maximum message size of {max} bytes"),
-            ),
-            DataOutcome::FromRefused(address) => Reply::new(
-                550,
-                "5.7.1",
-                format!("From: header address <{address}> is not allowed for this client"),
-            ),
-            DataOutcome::HeaderTooLarge => {
-                Reply::new(552, "5.3.4", "Message header section is too large")
-            }
-            DataOutcome::StorageFull => Reply::new(
-                452,
-                "4.3.1",
-                "Insufficient system storage, please try again later",
-            ),
-            DataOutcome::StorageFailed => Reply::new(
-                451,
-                "4.3.0",
-                "Local error while storing the message, please try again later",
-            ),
-            DataOutcome::StorageTimeout => Reply::new(
-                451,
-                "4.3.0",
-                "The relay's disk is too slow to store the message, please try again later",
-            ),
-        })
-    }
-
     fn starttls(&mut self) -> Step {
         if self.tls_active {
             return self.error(Reply::new(503, "5.5.1", "TLS is already active"));
@@ -486,132 +406,6 @@ impl Session {
         self.user = None;
         self.transaction = None;
         self.auth = AuthPhase::Idle;
-    }
-
-    fn auth(&mut self, mechanism: &str, initial_response: Option<String>) -> Step {
-        if self.user.is_some() {
-            return self.error(Reply::new(503, "5.5.1", "Already authenticated"));
-        }
-        if self.transaction.is_some() {
-            return self.error(Reply::new(
-                503,
-                "5.5.1",
-                "AUTH is not allowed during a mail transaction",
-            ));
-        }
-        if !self.auth_offered() {
-            return self.error(Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
-        }
-        match (mechanism, initial_response) {
-            ("PLAIN", None) => {
-                self.auth = AuthPhase::PlainResponse;
-                Step::reply(Reply::bare(334, vec![]))
-            }
-            ("PLAIN", Some(response)) => self.plain(&response),
-            ("LOGIN", None) => {
-                self.auth = AuthPhase::LoginUsername;
-                Step::reply(Reply::bare(334, vec![LOGIN_USERNAME_PROMPT.into()]))
-            }
-            ("LOGIN", Some(response)) => {
-                self.auth = AuthPhase::LoginUsername;
-                self.auth_response(response.as_bytes())
-            }
-            _ => self.error(Reply::new(504, "5.5.4", "Unrecognized authentication type")),
-        }
-    }
-
-    fn auth_response(&mut self, line: &[u8]) -> Step {
-        let phase = std::mem::replace(&mut self.auth, AuthPhase::Idle);
-        let Ok(line) = std::str::from_utf8(line) else {
-            return self.sasl_error(SaslError::BadBase64);
-        };
-        match phase {
-            AuthPhase::PlainResponse => self.plain(line),
-            AuthPhase::LoginUsername => match sasl::decode_login_field(line) {
-                Ok(username) if !username.is_empty() => {
-                    self.auth = AuthPhase::LoginPassword { username };
-                    Step::reply(Reply::bare(334, vec![LOGIN_PASSWORD_PROMPT.into()]))
-                }
-                Ok(_) => self.sasl_error(SaslError::BadPlain),
-                Err(error) => self.sasl_error(error),
-            },
-            AuthPhase::LoginPassword { username } => match sasl::decode_login_field(line) {
-                Ok(password) => self.verify(username, Secret::new(password)),
-                Err(error) => self.sasl_error(error),
-            },
-            AuthPhase::Idle | AuthPhase::Verifying => {
-                self.error(Reply::new(503, "5.5.1", "No authentication in progress"))
-            }
-        }
-    }
-
-    fn plain(&mut self, response: &str) -> Step {
-        match sasl::decode_plain(response) {
-            Ok((username, password)) => self.verify(username, password),
-            Err(error) => self.sasl_error(error),
-        }
-    }
-
-    fn verify(&mut self, username: String, password: Secret) -> Step {
-        self.auth = AuthPhase::Verifying;
-        Step {
-            reply: None,
-            action: Action::VerifyPassword { username, password },
-            refusal: None,
-        }
-    }
-
-    fn sasl_error(&mut self, error: SaslError) -> Step {
-        self.auth = AuthPhase::Idle;
-        match error {
-            SaslError::Cancelled => {
-                self.error(Reply::new(501, "5.7.0", "Authentication cancelled"))
-            }
-            SaslError::BadBase64 => {
-                self.error(Reply::new(501, "5.5.2", "Cannot decode the response"))
-            }
-            SaslError::BadPlain | SaslError::ProxyNotAllowed => self.auth_finished(None),
-        }
-    }
-
-    /// The password check could not run in time (the client's address or username is being
-    /// slowed down after failures): a temporary refusal that does not count as a failure.
-    pub fn auth_deferred(&mut self, reply: Reply) -> Step {
-        self.auth = AuthPhase::Idle;
-        Step::reply(reply)
-    }
-
-    /// The password check finished: `Some(grant)` on success.
-    pub fn auth_finished(&mut self, grant: Option<Arc<Grant>>) -> Step {
-        self.auth = AuthPhase::Idle;
-        match grant {
-            Some(grant) => {
-                self.user = Some(grant);
-                Step::reply(Reply::new(235, "2.7.0", "Authentication successful"))
-            }
-            None => {
-                self.auth_failures += 1;
-                if self.auth_failures >= self.settings.max_auth_failures {
-                    return Step::then(
-                        Reply::new(
-                            421,
-                            "4.7.0",
-                            "Too many authentication failures, closing connection",
-                        ),
-                        Action::Close,
-                    );
-                }
-                self.error(Reply::new(
-                    535,
-                    "5.7.8",
-                    "Authentication credentials invalid",
-                ))
-            }
-        }
     }
 }
 

@@ -31,15 +31,18 @@ pub struct SessionSettings {
     pub disk_reserve: Arc<DiskReserve>,
 }
 
-/// What the driver must do after sending [`Step::reply`].
+/// What the driver must do after sending the [`Step`]'s reply.
 #[derive(Debug)]
 pub enum Action {
     None,
-    /// Read the message content, store it, then call [`Session::data_finished`].
+    /// Read the message content, store it, then call
+    /// [`Session::data_finished`](super::session::Session::data_finished).
     ReceiveData(Box<DataRequest>),
-    /// Run the TLS handshake, then call [`Session::tls_established`].
+    /// Run the TLS handshake, then call
+    /// [`Session::tls_established`](super::session::Session::tls_established).
     StartTls,
-    /// Check these credentials off the reactor, then call [`Session::auth_finished`].
+    /// Check these credentials off the reactor, then call
+    /// [`Session::auth_finished`](super::session::Session::auth_finished).
     VerifyPassword {
         username: String,
         password: Secret,
@@ -103,7 +106,6 @@ pub struct DataRequest {
     pub helo: Option<String>,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA` or `ESMTPSA` (RFC 3848), for the Received header.
     pub protocol: &'static str,
-    pub tls: bool,
     pub smtputf8: bool,
     pub max_size: u64,
 }

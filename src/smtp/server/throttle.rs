@@ -301,14 +301,40 @@ pub struct FailureCounts {
     pub next_penalty: Duration,
 }
 
+/// One username tried from one address: the key of the opt-in lockout
+/// (`auth_lockout_after`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UserFromAddress {
+    address: AddressKey,
+    /// The username as [`username_key`] folds it.
+    user: String,
+}
+
+/// How many keys the throttle tracks now (its memory, for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackedKeys {
+    /// Addresses (IPv6: /64 prefixes) with recent failures.
+    pub addresses: usize,
+    /// Usernames with recent failures.
+    pub usernames: usize,
+    /// Addresses and usernames with an attempt in progress or waiting for its turn.
+    pub slot_entries: usize,
+}
+
 /// The AUTH throttle shared by every listener; survives reloads.
 #[derive(Debug)]
 pub struct AuthThrottle {
+    /// The `[limits] auth_*` settings in force (a reload replaces them).
     settings: Mutex<ThrottleSettings>,
+    /// Recent failures per address (IPv6: per /64).
     addresses: Mutex<PenaltyTable<AddressKey>>,
+    /// Recent failures per username, from anywhere.
     users: Mutex<PenaltyTable<String>>,
-    pairs: Mutex<PenaltyTable<(AddressKey, String)>>,
+    /// Recent failures per username and address, for the opt-in lockout.
+    pairs: Mutex<PenaltyTable<UserFromAddress>>,
+    /// Attempts in progress per address (`auth_parallel_per_address`).
     address_slots: SlotTable<AddressKey>,
+    /// Attempts in progress per username (`auth_parallel_per_user`).
     user_slots: SlotTable<String>,
 }
 
@@ -396,7 +422,11 @@ impl AuthThrottle {
         }
         let now = Instant::now();
         let window = settings.failure_window;
-        match locked(&self.pairs).current(&(address, user.to_string()), now, window) {
+        let pair = UserFromAddress {
+            address,
+            user: user.to_string(),
+        };
+        match locked(&self.pairs).current(&pair, now, window) {
             Some(record) if record.failures >= settings.lockout_after => {
                 Err(NotAdmitted::LockedOut {
                     retry_in: window.saturating_sub(now.duration_since(record.last_failure)),
@@ -432,7 +462,7 @@ impl AuthThrottle {
         let from_address = locked(&self.addresses).record(address, now, window);
         let for_user = locked(&self.users).record(user.clone(), now, window);
         if settings.lockout_after > 0 {
-            locked(&self.pairs).record((address, user), now, window);
+            locked(&self.pairs).record(UserFromAddress { address, user }, now, window);
         }
         FailureCounts {
             from_address,
@@ -441,13 +471,13 @@ impl AuthThrottle {
         }
     }
 
-    /// Keys tracked now: (addresses, usernames, slot entries in use).
-    pub fn tracked(&self) -> (usize, usize, usize) {
-        (
-            locked(&self.addresses).len(),
-            locked(&self.users).len(),
-            self.address_slots.len() + self.user_slots.len(),
-        )
+    /// The keys tracked now.
+    pub fn tracked(&self) -> TrackedKeys {
+        TrackedKeys {
+            addresses: locked(&self.addresses).len(),
+            usernames: locked(&self.users).len(),
+            slot_entries: self.address_slots.len() + self.user_slots.len(),
+        }
     }
 }
 

@@ -133,7 +133,7 @@ async fn a_deadline_gives_up_and_leaves_no_slot_behind() {
     );
     drop(held);
     drop(_other);
-    assert_eq!(throttle.tracked().2, 0, "slot entries are freed");
+    assert_eq!(throttle.tracked().slot_entries, 0, "slot entries are freed");
 }
 
 /// `attackers` tasks guess for `minutes` of (paused) time, each from `source(i)` for `user(i)`;
@@ -249,8 +249,8 @@ async fn tables_stay_bounded_and_keep_tracking_new_addresses() {
             tokio::time::advance(Duration::from_millis(10)).await;
         }
     }
-    let (addresses, users, _) = throttle.tracked();
-    assert!(addresses <= MAX_TRACKED && users <= MAX_TRACKED);
+    let tracked = throttle.tracked();
+    assert!(tracked.addresses <= MAX_TRACKED && tracked.usernames <= MAX_TRACKED);
     let newest = IpAddr::V4(std::net::Ipv4Addr::from(
         0x0a00_0000 + MAX_TRACKED as u32 + 999,
     ));
