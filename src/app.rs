@@ -34,7 +34,7 @@ use crate::smtp::server::listener::{ConnectionLimits, run_listener};
 use crate::smtp::server::session::SessionSettings;
 use crate::smtp::server::throttle::{AuthThrottle, ThrottleSettings};
 use crate::spool::Spool;
-use crate::upstream::Upstream;
+use crate::transport::Transport;
 use crate::vocab::tls_mode::TlsMode;
 
 /// Why the relay could not start.
@@ -342,7 +342,7 @@ impl Relay {
                 _ => TokenProvider::new(&account.client_app(), Arc::clone(&self.shared.metrics))
                     .map_err(|e| format!("account {}: {e}", account.name))?,
             };
-            let upstream = Upstream::new(account, &config.relay.hostname)
+            let upstream = Transport::new(account, &config.relay.hostname)
                 .map_err(|e| format!("account {}: {e}", account.name))?;
             prepared.insert(account.name.clone(), (tokens, upstream));
         }
@@ -616,7 +616,7 @@ async fn start_account(
     };
     let tokens =
         TokenProvider::new(&account.client_app(), Arc::clone(&shared.metrics)).map_err(failed)?;
-    let upstream = Upstream::new(account, &config.relay.hostname).map_err(failed)?;
+    let upstream = Transport::new(account, &config.relay.hostname).map_err(failed)?;
     let (queue, _) = shared.queue.add_account(&account.name);
     let delivery = Arc::new(
         AccountDelivery::new(

@@ -66,7 +66,7 @@ fn status_of(failure: &RecipientFailure) -> String {
         .split_once(' ')
         .filter(|(code, _)| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
         .map_or(reply, |(_, rest)| rest);
-    match super::classify::enhanced_code(after_code) {
+    match crate::vocab::enhanced_status::enhanced_code(after_code) {
         Some(status) if status.class == 5 => status.to_string(),
         _ => "5.0.0".into(),
     }

@@ -218,7 +218,7 @@ pub const MAX_QUOTED_REPLY_CHARS: usize = 200;
 
 /// What went wrong below SMTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportFailure {
+pub enum ConnectionFailure {
     /// The TCP connection was refused.
     Refused,
     /// No answer within the stage's timeout.
