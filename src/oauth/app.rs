@@ -20,8 +20,8 @@ pub enum ClientCredential {
     /// A certificate uploaded to the app registration, and its private key: the relay signs a
     /// client assertion (`private_key_jwt`) for every token request.
     Certificate {
-        certificate: Arc<super::assertion::ClientCertificate>,
-        algorithm: super::assertion::AssertionAlgorithm,
+        certificate: Arc<super::entra::certificate::ClientCertificate>,
+        algorithm: super::entra::assertion::AssertionAlgorithm,
     },
 }
 

@@ -18,7 +18,8 @@ use super::{
     AccountSettings, BouncePolicy, CLOUDS, Config, ConfigErrors, DEFAULT_STATE_DIR, Limits,
     ListenerSettings, PerIpLimitExempt, QueueSettings, RelaySettings, UpstreamTls,
 };
-use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
+use crate::oauth::entra::assertion::AssertionAlgorithm;
+use crate::oauth::entra::certificate::ClientCertificate;
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
 use crate::vocab::address::Address;
 use crate::vocab::secret::Secret;
