@@ -386,15 +386,10 @@ impl AccountDelivery {
                     let mut refused = ClassifiedFailure::from_transport(&failure);
                     // Refused twice: say what the token carries, or what Exchange lacks.
                     if refused.verdict.follow_up == FollowUp::RefreshTokenOnce
-                        && let Some(claims) = crate::oauth::claims::decode(fresh.secret().expose())
+                        && let Some(diagnosis) = self
+                            .tokens
+                            .refusal_diagnosis(&fresh, self.account.mailbox.as_str())
                     {
-                        let diagnosis = crate::oauth::claims::refusal_diagnosis(
-                            &claims,
-                            &self.account.client_id,
-                            &self.account.tenant_id,
-                            &self.account.scope,
-                            self.account.mailbox.as_str(),
-                        );
                         refused.detail = format!("{} (diagnosis: {diagnosis})", refused.detail);
                     }
                     refused

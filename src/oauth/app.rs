@@ -33,6 +33,8 @@ pub struct ClientApp {
     /// The full token URL (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub token_endpoint: String,
     pub client_id: String,
+    /// The directory (tenant) ID the app is registered in, to diagnose a refused token.
+    pub tenant_id: String,
     pub scope: String,
     pub credential: ClientCredential,
     /// Renew a cached token this long before it expires.

@@ -170,6 +170,14 @@ impl TokenProvider {
         }
     }
 
+    /// When the mail server refused `token` twice, what the provider can tell about why
+    /// (for Entra: the token's claims against the app's settings), for `mailbox`.
+    pub fn refusal_diagnosis(&self, token: &AccessToken, mailbox: &str) -> Option<String> {
+        match &self.grant {
+            Grant::Entra(grant) => grant.refusal_diagnosis(token.secret().expose(), mailbox),
+        }
+    }
+
     /// Token requests sent so far (for metrics and tests).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -23,6 +23,7 @@ use aadsts::EntraRefusal;
 pub(super) struct ClientCredentialsGrant {
     endpoint: String,
     client_id: String,
+    tenant_id: String,
     scope: String,
     credential: ClientCredential,
 }
@@ -32,6 +33,7 @@ impl ClientCredentialsGrant {
         ClientCredentialsGrant {
             endpoint: app.token_endpoint.clone(),
             client_id: app.client_id.clone(),
+            tenant_id: app.tenant_id.clone(),
             scope: app.scope.clone(),
             credential: app.credential.clone(),
         }
@@ -40,6 +42,19 @@ impl ClientCredentialsGrant {
     /// The token URL (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub(super) fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Why Exchange may have refused `token` for `mailbox`, read from the token's claims
+    /// (audience, roles, tenant, app); `None` when the token is not a readable JWT.
+    pub(super) fn refusal_diagnosis(&self, token: &str, mailbox: &str) -> Option<String> {
+        let claims = super::claims::decode(token)?;
+        Some(super::claims::refusal_diagnosis(
+            &claims,
+            &self.client_id,
+            &self.tenant_id,
+            &self.scope,
+            mailbox,
+        ))
     }
 
     /// One token request: the client secret, or a freshly signed client assertion.
