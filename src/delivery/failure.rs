@@ -10,7 +10,7 @@
 use crate::oauth::token::TokenError;
 use crate::transport::TransportError;
 use crate::vocab::address::Address;
-use crate::vocab::envelope::RecipientFailure;
+use crate::vocab::envelope::FailedRecipient;
 use crate::vocab::verdict::{Class, FollowUp, Stage, Verdict};
 
 /// One failure, classified: what delivery decides on.
@@ -141,8 +141,8 @@ impl ClassifiedFailure {
         }
     }
 
-    pub(super) fn record(&self, recipient: &Address, at: u64) -> RecipientFailure {
-        RecipientFailure {
+    pub(super) fn record(&self, recipient: &Address, at: u64) -> FailedRecipient {
+        FailedRecipient {
             recipient: recipient.clone(),
             at,
             class: self.verdict.class.to_string(),

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::queue::{FirstOutcome, retry};
 use crate::spool::unix_now;
 use crate::vocab::address::Address;
-use crate::vocab::envelope::{ClientInfo, Envelope, LastAttempt, RecipientFailure};
+use crate::vocab::envelope::{ClientInfo, Envelope, FailedRecipient, LastAttempt};
 use crate::vocab::verdict::{Class, FollowUp, Verdict};
 
 impl AccountDelivery {
@@ -60,7 +60,7 @@ impl AccountDelivery {
                 "recipient failed permanently",
             );
         }
-        let failures: Vec<RecipientFailure> = outcome
+        let failures: Vec<FailedRecipient> = outcome
             .failed
             .iter()
             .map(|(r, f)| f.record(r, now))
@@ -289,7 +289,7 @@ impl AccountDelivery {
         self.queue.finish(&failed.id);
     }
 
-    async fn record_failed_part(&self, envelope: &Envelope, failures: &[RecipientFailure]) {
+    async fn record_failed_part(&self, envelope: &Envelope, failures: &[FailedRecipient]) {
         let mut failed = envelope.clone();
         failed.recipients = failures.iter().map(|f| f.recipient.clone()).collect();
         failed.failures = failures.to_vec();
@@ -300,9 +300,9 @@ impl AccountDelivery {
 
     /// Queue a DSN for `failures`, unless the policy, a null sender or the message being a
     /// DSN itself forbid it.
-    async fn bounce(&self, original: &Envelope, head: &[u8], failures: &[RecipientFailure]) {
+    async fn bounce(&self, original: &Envelope, head: &[u8], failures: &[FailedRecipient]) {
         // A message that probably arrived is not reported as undelivered.
-        let failures: Vec<RecipientFailure> = failures
+        let failures: Vec<FailedRecipient> = failures
             .iter()
             .filter(|f| f.stage != OUTCOME_UNKNOWN_STAGE)
             .cloned()
