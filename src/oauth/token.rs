@@ -14,7 +14,7 @@
 //! - A failed request is remembered for a moment, so concurrent workers do not stampede the
 //!   endpoint (Entra penalises repeated identical requests, AADSTS50196).
 //! - The client secret and the token never appear in a log line or an error: errors carry
-//!   Entra's own explanation (decoded AADSTS code), never the request.
+//!   the provider's own explanation (for Entra, the decoded AADSTS code), never the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
