@@ -3,7 +3,7 @@
 //! only ever speak to these; how a token is obtained is the grant of an identity provider, a
 //! module of `oauth` (today `entra`: Microsoft Entra client credentials with a secret or a
 //! certificate). A second provider (a Google service account's JWT-bearer grant, say) adds
-//! its module, a `Grant` variant with its arms, and its refusal as a [`TokenError`] variant;
+//! its module, a `ProviderGrant` variant with its arms, and its refusal as a [`TokenError`] variant;
 //! the cache, the single flight and the renewal below stay as they are.
 //!
 //! Invariants:
@@ -119,7 +119,7 @@ struct State {
 /// How a provider obtains one token: one variant per identity provider, each a module of
 /// `oauth` (see the module docs).
 #[derive(Debug)]
-enum Grant {
+enum ProviderGrant {
     /// Microsoft Entra client credentials (a client secret or a certificate).
     Entra(super::entra::ClientCredentialsGrant),
 }
@@ -133,7 +133,7 @@ pub(super) struct IssuedToken {
 /// Obtains, caches and renews the tokens of one account, whatever the identity provider.
 #[derive(Debug)]
 pub struct TokenProvider {
-    grant: Grant,
+    grant: ProviderGrant,
     renew_before: Duration,
     http: reqwest::Client,
     state: Mutex<State>,
@@ -153,7 +153,7 @@ impl TokenProvider {
     ) -> Result<Arc<TokenProvider>, String> {
         let http = super::http::client(&app.extra_roots, REQUEST_TIMEOUT)?;
         Ok(Arc::new(TokenProvider {
-            grant: Grant::Entra(super::entra::ClientCredentialsGrant::new(app)),
+            grant: ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
             renew_before: app.renew_before,
             http,
             state: Mutex::new(State::default()),
@@ -166,7 +166,7 @@ impl TokenProvider {
     /// The URL tokens are requested from, for logs.
     pub fn endpoint(&self) -> &str {
         match &self.grant {
-            Grant::Entra(grant) => grant.endpoint(),
+            ProviderGrant::Entra(grant) => grant.endpoint(),
         }
     }
 
@@ -174,7 +174,9 @@ impl TokenProvider {
     /// (for Entra: the token's claims against the app's settings), for `mailbox`.
     pub fn refusal_diagnosis(&self, token: &AccessToken, mailbox: &str) -> Option<String> {
         match &self.grant {
-            Grant::Entra(grant) => grant.refusal_diagnosis(token.secret().expose(), mailbox),
+            ProviderGrant::Entra(grant) => {
+                grant.refusal_diagnosis(token.secret().expose(), mailbox)
+            }
         }
     }
 
@@ -238,7 +240,7 @@ impl TokenProvider {
             .get_or_create(&crate::metrics::Metrics::account(&self.account))
             .inc();
         let issued = match &self.grant {
-            Grant::Entra(grant) => grant.request(&self.http).await?,
+            ProviderGrant::Entra(grant) => grant.request(&self.http).await?,
         };
         let early = self.renew_before.min(issued.lifetime / 2);
         Ok(AccessToken {
