@@ -22,5 +22,5 @@ pub mod spool;
 pub mod telemetry;
 pub mod testkit;
 pub mod tls;
-pub mod upstream;
+pub mod transport;
 pub mod vocab;

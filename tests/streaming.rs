@@ -17,12 +17,11 @@ use std::time::Duration;
 
 use common::{PLAIN_TRUSTED, chain_toml, eventually};
 use smtp_oauth_relay::config::Config;
-use smtp_oauth_relay::delivery::attempt::Failure;
 use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::TokenProvider;
 use smtp_oauth_relay::spool::{Spool, SpoolError};
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
-use smtp_oauth_relay::upstream::{FailureKind, Upstream};
+use smtp_oauth_relay::transport::smtp::{SmtpFailureKind, SmtpTransport};
 use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
 use smtp_oauth_relay::vocab::verdict::{Class, Stage};
 
@@ -70,7 +69,7 @@ async fn a_spool_file_damaged_while_streaming_never_reaches_exchange_as_a_messag
 
     let tokens = TokenProvider::new(&account.client_app(), Arc::new(Metrics::new())).unwrap();
     let token = tokens.token().await.unwrap();
-    let upstream = Upstream::new(account, &config.relay.hostname).unwrap();
+    let upstream = SmtpTransport::new(account, &config.relay.hostname).unwrap();
 
     // The first entry is loaded (and verified), then damaged before it is sent: the kind of
     // change only a failing disk or another program makes.
@@ -88,11 +87,14 @@ async fn a_spool_file_damaged_while_streaming_never_reaches_exchange_as_a_messag
         .send(&envelope, &envelope.recipients, &content)
         .await
         .expect_err("a damaged file is not sent");
-    assert!(matches!(refusal.kind, FailureKind::Spool(_)), "{refusal:?}");
+    assert!(
+        matches!(refusal.kind, SmtpFailureKind::Spool(_)),
+        "{refusal:?}"
+    );
     assert_eq!(refusal.stage, Stage::Data);
-    let failure = Failure::from_upstream(&refusal);
-    assert_eq!(failure.verdict.class, Class::Transient);
-    assert!(!failure.verdict.duplicate_possible);
+    let verdict = refusal.verdict();
+    assert_eq!(verdict.class, Class::Transient);
+    assert!(!verdict.duplicate_possible);
     drop(session);
     // Exchange saw the connection drop before the end of data and kept nothing.
     assert!(

@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use common::{PLAIN_TRUSTED, chain_toml};
 use smtp_oauth_relay::config::Config;
-use smtp_oauth_relay::delivery::attempt::Failure;
 use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::TokenProvider;
 use smtp_oauth_relay::spool::Content;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
-use smtp_oauth_relay::upstream::{FailureKind, Upstream};
+use smtp_oauth_relay::transport::smtp::{SmtpFailureKind, SmtpTransport};
 use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
-use smtp_oauth_relay::vocab::verdict::{Class, Stage, TransportFailure};
+use smtp_oauth_relay::vocab::verdict::{Class, ConnectionFailure, Stage};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A plain-text SMTP server that accepts EHLO and AUTH, then answers MAIL with `answer`.
@@ -67,7 +66,7 @@ async fn scripted_server(answer: &'static [u8]) -> std::net::SocketAddr {
 async fn session_with(
     answer: &'static [u8],
 ) -> (
-    smtp_oauth_relay::upstream::UpstreamSession,
+    smtp_oauth_relay::transport::smtp::SmtpSession,
     Envelope,
     Testkit,
 ) {
@@ -90,7 +89,7 @@ async fn session_with(
         .token()
         .await
         .unwrap();
-    let upstream = Upstream::new(account, &config.relay.hostname).unwrap();
+    let upstream = SmtpTransport::new(account, &config.relay.hostname).unwrap();
     let session = upstream.open(&token).await.unwrap();
     let envelope = Envelope::new(
         &account.name,
@@ -119,15 +118,15 @@ async fn an_answer_that_is_not_smtp_is_named_so_in_one_line() {
         .await
         .expect_err("garbage is no acceptance");
     assert_eq!(refusal.stage, Stage::MailFrom);
-    let FailureKind::Transport { failure, detail } = &refusal.kind else {
+    let SmtpFailureKind::Connection { failure, detail } = &refusal.kind else {
         panic!("{refusal:?}")
     };
-    assert_eq!(*failure, TransportFailure::NotSmtp);
+    assert_eq!(*failure, ConnectionFailure::NotSmtp);
     assert!(
         !detail.contains('\n') && !detail.contains('\r') && !detail.contains('\x01'),
         "one printable line: {detail:?}"
     );
-    let verdict = Failure::from_upstream(&refusal).verdict;
+    let verdict = refusal.verdict();
     assert_eq!(verdict.class, Class::Transient);
     assert!(verdict.reason.contains("not an SMTP reply"), "{verdict:?}");
 }
@@ -144,8 +143,11 @@ async fn eight_bit_content_never_goes_to_a_server_without_8bitmime() {
         )
         .await
         .expect_err("refused before MAIL FROM");
-    assert!(matches!(refusal.kind, FailureKind::Local(_)), "{refusal:?}");
-    let verdict = Failure::from_upstream(&refusal).verdict;
+    assert!(
+        matches!(refusal.kind, SmtpFailureKind::Local(_)),
+        "{refusal:?}"
+    );
+    let verdict = refusal.verdict();
     assert_eq!(verdict.class, Class::Configuration);
     assert!(verdict.fix.contains("smtp_server"), "{verdict:?}");
 }

@@ -20,7 +20,7 @@ use smtp_oauth_relay::metrics::Metrics;
 use smtp_oauth_relay::oauth::token::{AccessToken, TokenProvider};
 use smtp_oauth_relay::spool::Content;
 use smtp_oauth_relay::testkit::{Testkit, TestkitOptions};
-use smtp_oauth_relay::upstream::{Timeouts, Upstream};
+use smtp_oauth_relay::transport::smtp::{SmtpTransport, Timeouts};
 use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -161,7 +161,7 @@ async fn fixture() -> Fixture {
 }
 
 /// An upstream client for `server` whose every step times out after [`STEP`].
-fn upstream_for(fixture: &Fixture, server: std::net::SocketAddr, tls: &str) -> Upstream {
+fn upstream_for(fixture: &Fixture, server: std::net::SocketAddr, tls: &str) -> SmtpTransport {
     let mut account = fixture.config.accounts[0].clone();
     account.smtp_host = server.ip().to_string();
     account.smtp_port = server.port();
@@ -169,7 +169,7 @@ fn upstream_for(fixture: &Fixture, server: std::net::SocketAddr, tls: &str) -> U
         "starttls" => smtp_oauth_relay::config::UpstreamTls::Starttls,
         _ => smtp_oauth_relay::config::UpstreamTls::None,
     };
-    let mut upstream = Upstream::new(&account, &fixture.config.relay.hostname).unwrap();
+    let mut upstream = SmtpTransport::new(&account, &fixture.config.relay.hostname).unwrap();
     upstream.timeouts = Timeouts {
         connect: STEP,
         command: STEP,

@@ -1,6 +1,6 @@
 //! Fuzzes the pure reply-handling code: `smtp::proto::reply::Reply` rendering,
-//! `delivery::classify::{classify_reply, enhanced_code}` on Exchange replies, and
-//! `oauth::aadsts::TokenFailure::from_response` on token-endpoint answers. Checks: nothing
+//! `transport::smtp::classify::{classify_reply, enhanced_code}` on Exchange replies, and
+//! `oauth::entra::aadsts::EntraRefusal::from_response` on token-endpoint answers. Checks: nothing
 //! panics; a rendered reply line is at most 512 octets with its CRLF and has no bare CR or LF;
 //! an enhanced code found is in range and parses back from its rendering; the operator
 //! messages built from remote text are one line.
@@ -9,9 +9,9 @@
 
 use fuzz_support::has_bare_cr_or_lf;
 use libfuzzer_sys::fuzz_target;
-use smtp_oauth_relay::delivery::classify::{classify_reply, enhanced_code};
+use smtp_oauth_relay::transport::smtp::classify::{classify_reply, enhanced_code};
 use smtp_oauth_relay::vocab::verdict::Stage;
-use smtp_oauth_relay::oauth::aadsts::TokenFailure;
+use smtp_oauth_relay::oauth::entra::aadsts::EntraRefusal;
 use smtp_oauth_relay::smtp::proto::reply::Reply;
 
 const STAGES: [Stage; 12] = [
@@ -74,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Token-endpoint answers.
-    let failure = TokenFailure::from_response(code, &text);
+    let failure = EntraRefusal::from_response(code, &text);
     let message = failure.operator_message();
     assert!(
         !message.contains(['\r', '\n']),

@@ -19,13 +19,13 @@ use crate::config::AccountSettings;
 use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::metrics::Metrics;
 use crate::oauth::token::TokenProvider;
-use crate::upstream::Upstream;
+use crate::transport::Transport;
 
 /// What an account needs before it can start, built before anything changes so that a
 /// failure leaves the running relay as it was.
 pub(super) struct PreparedAccount {
     tokens: Arc<TokenProvider>,
-    upstream: Upstream,
+    upstream: Transport,
 }
 
 /// When an account starts.
@@ -59,7 +59,7 @@ pub(super) fn prepare_account(
         Some(old) if same_identity(&old.settings, account) => Arc::clone(&old.delivery.tokens),
         _ => TokenProvider::new(&account.client_app(), Arc::clone(metrics)).map_err(failed)?,
     };
-    let upstream = Upstream::new(account, hostname).map_err(failed)?;
+    let upstream = Transport::new(account, hostname).map_err(failed)?;
     Ok(PreparedAccount { tokens, upstream })
 }
 

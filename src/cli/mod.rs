@@ -342,7 +342,7 @@ async fn send_test(
         let tokens = crate::oauth::token::TokenProvider::new(&account.client_app(), metrics)
             .map_err(|e| e.to_string())?;
         let token = tokens.token().await.map_err(|e| e.to_string())?;
-        let upstream = crate::upstream::Upstream::new(account, &config.relay.hostname)?;
+        let upstream = crate::transport::smtp::SmtpTransport::new(account, &config.relay.hostname)?;
         let mut session = upstream.open(&token).await.map_err(|f| explain(&f))?;
         let mut envelope = crate::vocab::envelope::Envelope::new(
             &account.name,
@@ -386,8 +386,8 @@ async fn send_test(
     }
 }
 
-fn explain(failure: &crate::upstream::UpstreamFailure) -> String {
-    let verdict = crate::delivery::attempt::Failure::from_upstream(failure).verdict;
+fn explain(failure: &crate::transport::smtp::SmtpFailure) -> String {
+    let verdict = failure.verdict();
     let fix = if verdict.fix.is_empty() {
         String::new()
     } else {

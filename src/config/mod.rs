@@ -333,6 +333,7 @@ impl AccountSettings {
             account: self.name.clone(),
             token_endpoint: self.token_endpoint(),
             client_id: self.client_id.clone(),
+            tenant_id: self.tenant_id.clone(),
             scope: self.scope.clone(),
             credential: self.credential.clone(),
             renew_before: self.renew_before,

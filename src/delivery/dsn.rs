@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 pub use crate::config::BouncePolicy;
 use crate::message::rfc5322_date;
-use crate::vocab::envelope::{Envelope, RecipientFailure};
+use crate::vocab::envelope::{Envelope, FailedRecipient};
 
 /// The most of the original header section that is attached.
 pub const MAX_ATTACHED_HEADERS: usize = 64 * 1024;
@@ -47,7 +47,7 @@ pub struct DsnInput<'a> {
     /// the header section is used).
     pub original_content: &'a [u8],
     /// The failed recipients.
-    pub failures: &'a [RecipientFailure],
+    pub failures: &'a [FailedRecipient],
     /// `host:port` of the upstream server (`Remote-MTA`).
     pub remote_mta: &'a str,
     pub now: OffsetDateTime,
@@ -57,7 +57,7 @@ pub struct DsnInput<'a> {
 
 /// The status code for a failure: the enhanced code of the reply when it has a permanent one,
 /// `5.4.7` for an expired message, `5.0.0` otherwise.
-fn status_of(failure: &RecipientFailure) -> String {
+fn status_of(failure: &FailedRecipient) -> String {
     if failure.stage == "expired" {
         return "5.4.7".into();
     }
@@ -66,7 +66,7 @@ fn status_of(failure: &RecipientFailure) -> String {
         .split_once(' ')
         .filter(|(code, _)| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
         .map_or(reply, |(_, rest)| rest);
-    match super::classify::enhanced_code(after_code) {
+    match crate::vocab::enhanced_status::enhanced_code(after_code) {
         Some(status) if status.class == 5 => status.to_string(),
         _ => "5.0.0".into(),
     }
@@ -286,8 +286,8 @@ mod tests {
         envelope
     }
 
-    fn failure(recipient: &str, reply: &str, stage: &str) -> RecipientFailure {
-        RecipientFailure {
+    fn failure(recipient: &str, reply: &str, stage: &str) -> FailedRecipient {
+        FailedRecipient {
             recipient: Address::parse(recipient).unwrap(),
             at: 1_795_900_100,
             class: "permanent".into(),
@@ -300,7 +300,7 @@ mod tests {
     }
 
     /// The DSN for `original()` with `content` and `failures`, at a fixed time.
-    fn dsn_for(content: &[u8], failures: &[RecipientFailure]) -> Vec<u8> {
+    fn dsn_for(content: &[u8], failures: &[FailedRecipient]) -> Vec<u8> {
         build(&DsnInput {
             reporting_host: "relay.test",
             from_mailbox: "relay@contoso.com",

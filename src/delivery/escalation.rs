@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use super::attempt::Failure;
+use super::failure::ClassifiedFailure;
 use crate::vocab::verdict::{Class, FollowUp};
 
 /// How long a persistent mailbox logon failure is transient before it counts as configuration.
@@ -16,14 +16,14 @@ pub const LOGON_FAILURE_GRACE_SECS: u64 = 3600;
 
 /// Since when one account's mailbox has failed to log on without a success in between.
 #[derive(Debug, Default)]
-pub struct PersistentFailure {
+pub struct LogonFailureClock {
     since: Mutex<Option<u64>>,
 }
 
-impl PersistentFailure {
+impl LogonFailureClock {
     /// Record `failure` at unix second `now`; once this kind of failure has lasted longer than
     /// [`LOGON_FAILURE_GRACE_SECS`], turn it into an account-wide configuration failure.
-    pub fn observe(&self, failure: &mut Failure, now: u64) {
+    pub fn observe(&self, failure: &mut ClassifiedFailure, now: u64) {
         if failure.verdict.follow_up != FollowUp::EscalateAfterOneHour {
             return;
         }
@@ -44,12 +44,12 @@ impl PersistentFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::classify::classify_reply;
+    use crate::transport::smtp::classify::classify_reply;
     use crate::vocab::verdict::Stage;
 
-    fn failure(code: u16, text: &str) -> Failure {
+    fn failure(code: u16, text: &str) -> ClassifiedFailure {
         let verdict = classify_reply(Stage::DataEnd, code, text);
-        Failure {
+        ClassifiedFailure {
             stage: Stage::DataEnd.to_string(),
             verdict,
             detail: format!("{code} {text}"),
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn a_logon_failure_is_transient_for_an_hour_then_configuration() {
-        let clock = PersistentFailure::default();
+        let clock = LogonFailureClock::default();
         let start = 1_800_000_000;
         // (seconds after the first failure, class expected, account-wide expected)
         let table = [
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_success_restarts_the_clock() {
-        let clock = PersistentFailure::default();
+        let clock = LogonFailureClock::default();
         let mut first = failure(LOGON.0, LOGON.1);
         clock.observe(&mut first, 1000);
         clock.clear();
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn other_failures_neither_start_nor_escalate() {
-        let clock = PersistentFailure::default();
+        let clock = LogonFailureClock::default();
         let mut busy = failure(451, "4.7.500 Server busy. Please try again later.");
         clock.observe(&mut busy, 1000);
         let mut logon = failure(LOGON.0, LOGON.1);

@@ -1,20 +1,21 @@
-//! One classified failure ([`Failure`]) and the ways to make one: from an upstream reply or
-//! transport error, from the token endpoint, from the relay's own limits (the recipient
-//! budget, recipients left for another transaction, outcomes too often unknown).
+//! The failure delivery acts on ([`ClassifiedFailure`]): a failure with its verdict and what
+//! delivery needs to settle it (account-wide or not, not before when), and the ways to make
+//! one: from a transport's raw failure ([`TransportError`], classified by its transport), from
+//! the token provider, from the relay's own limits (the recipient budget, recipients left for
+//! another transaction, outcomes too often unknown).
 //!
-//! Invariant: every failure carries its class, the reason in words and the administrator's fix
-//! (from `classify`), so the log line, the queue listing and the DSN all say the same thing.
+//! Invariant: every failure carries its class, the reason in words and the administrator's fix,
+//! so the log line, the queue listing and the DSN all say the same thing.
 
-use super::classify;
 use crate::oauth::token::TokenError;
-use crate::upstream::{FailureKind, UpstreamFailure};
+use crate::transport::TransportError;
 use crate::vocab::address::Address;
-use crate::vocab::envelope::RecipientFailure;
+use crate::vocab::envelope::FailedRecipient;
 use crate::vocab::verdict::{Class, FollowUp, Stage, Verdict};
 
-/// One failure, classified.
+/// One failure, classified: what delivery decides on.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub struct ClassifiedFailure {
     pub stage: String,
     pub verdict: Verdict,
     /// The server's reply or what went wrong.
@@ -33,28 +34,17 @@ pub const MAX_UNCERTAIN_ATTEMPTS: u32 = 3;
 /// The stage recorded for recipients held back by [`MAX_UNCERTAIN_ATTEMPTS`].
 pub(super) const OUTCOME_UNKNOWN_STAGE: &str = "outcome-unknown";
 
-impl Failure {
-    pub fn from_upstream(failure: &UpstreamFailure) -> Failure {
-        let verdict = match &failure.kind {
-            FailureKind::Reply { code, text } => {
-                classify::classify_reply(failure.stage, *code, text)
-            }
-            FailureKind::Transport { failure: kind, .. } => {
-                classify::classify_transport(failure.stage, *kind)
-            }
-            FailureKind::Local(_) => local_verdict(failure.stage),
-            FailureKind::Spool(_) => SPOOL_READ_VERDICT,
-        };
-        let code = match &failure.kind {
-            FailureKind::Reply { code, .. } => Some(*code),
-            _ => None,
-        };
-        Failure {
-            code,
-            stage: failure.stage.to_string(),
+impl ClassifiedFailure {
+    /// A failure of the transport, with the transport's verdict.
+    pub fn from_transport(failure: &TransportError) -> ClassifiedFailure {
+        let verdict = failure.verdict();
+        let stage = failure.stage();
+        ClassifiedFailure {
+            code: failure.reply_code(),
+            stage: stage.to_string(),
             detail: failure.to_string(),
             account_wide: matches!(
-                failure.stage,
+                stage,
                 Stage::Connect
                     | Stage::Greeting
                     | Stage::Ehlo
@@ -71,14 +61,14 @@ impl Failure {
         }
     }
 
-    pub fn from_token(error: &TokenError) -> Failure {
+    pub fn from_token(error: &TokenError) -> ClassifiedFailure {
         let class = if error.is_configuration() {
             Class::Configuration
         } else {
             Class::Transient
         };
         let fix = error.fix();
-        Failure {
+        ClassifiedFailure {
             stage: "token".into(),
             verdict: Verdict {
                 class,
@@ -95,8 +85,8 @@ impl Failure {
     }
 
     /// The mailbox's rolling 24-hour recipient budget is spent until `until`.
-    pub fn budget_spent(used: u64, limit: u64, until: u64) -> Failure {
-        Failure {
+    pub fn budget_spent(used: u64, limit: u64, until: u64) -> ClassifiedFailure {
+        ClassifiedFailure {
             stage: "budget".into(),
             verdict: Verdict {
                 class: Class::Transient,
@@ -115,8 +105,8 @@ impl Failure {
     /// The attempt used its share of transactions; the remaining recipients follow soon.
     /// The end of re-sending after `attempts` uncertain outcomes (see
     /// [`MAX_UNCERTAIN_ATTEMPTS`]).
-    pub fn outcome_unknown(attempts: u32) -> Failure {
-        Failure {
+    pub fn outcome_unknown(attempts: u32) -> ClassifiedFailure {
+        ClassifiedFailure {
             stage: OUTCOME_UNKNOWN_STAGE.into(),
             verdict: Verdict {
                 class: Class::Permanent,
@@ -134,8 +124,8 @@ impl Failure {
         }
     }
 
-    pub fn more_to_send() -> Failure {
-        Failure {
+    pub fn more_to_send() -> ClassifiedFailure {
+        ClassifiedFailure {
             stage: "split".into(),
             verdict: Verdict {
                 class: Class::Transient,
@@ -151,8 +141,8 @@ impl Failure {
         }
     }
 
-    pub(super) fn record(&self, recipient: &Address, at: u64) -> RecipientFailure {
-        RecipientFailure {
+    pub(super) fn record(&self, recipient: &Address, at: u64) -> FailedRecipient {
+        FailedRecipient {
             recipient: recipient.clone(),
             at,
             class: self.verdict.class.to_string(),
@@ -160,38 +150,5 @@ impl Failure {
             reply: self.detail.clone(),
             hint: self.verdict.fix.to_string(),
         }
-    }
-}
-
-/// The relay could not read its own copy: transient, and the entry is verified again (and
-/// quarantined if it really is damaged) when it is next loaded.
-const SPOOL_READ_VERDICT: Verdict = Verdict {
-    class: Class::Transient,
-    reason: "the relay could not read its spooled copy of the message",
-    fix: "check the disk and the permissions of the state directory",
-    duplicate_possible: false,
-    follow_up: FollowUp::None,
-};
-
-/// A failure the relay itself detected (e.g. no STARTTLS offered).
-fn local_verdict(stage: Stage) -> Verdict {
-    let (class, reason, fix) = match stage {
-        Stage::MailFrom | Stage::RcptTo => (
-            Class::Permanent,
-            "the message cannot be expressed for this server",
-            "check the sender and recipient addresses of the message",
-        ),
-        _ => (
-            Class::Configuration,
-            "the upstream server does not offer what Exchange Online offers",
-            "check smtp_server and smtp_tls of the account (smtp.office365.com:587 with STARTTLS)",
-        ),
-    };
-    Verdict {
-        class,
-        reason,
-        fix,
-        duplicate_possible: false,
-        follow_up: FollowUp::None,
     }
 }

@@ -1,5 +1,5 @@
 //! Per-account delivery workers: take due entries from the account's queue and send them over
-//! a reused, authenticated upstream session.
+//! a reused, authenticated session of the account's transport (`crate::transport`).
 //!
 //! Invariants:
 //! - At most `max_connections` workers per account, each owning at most one upstream session,
@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::attempt::{AttemptOutcome, Failure};
+use super::attempt::AttemptOutcome;
 use super::budget::RecipientBudget;
-use super::escalation::PersistentFailure;
+use super::escalation::LogonFailureClock;
+use super::failure::ClassifiedFailure;
 use super::pacer::Pacer;
 use super::share::SessionShare;
 use crate::config::{AccountSettings, QueueSettings};
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::oauth::token::TokenProvider;
 use crate::queue::{AccountQueue, Next, retry};
 use crate::spool::{Content, Spool, SpoolError, unix_now};
-use crate::upstream::{FailureKind, Upstream, UpstreamSession};
+use crate::transport::{Transport, TransportSession};
 use crate::vocab::envelope::Envelope;
 use crate::vocab::verdict::{Class, FollowUp};
 
@@ -53,14 +54,15 @@ pub struct AccountDelivery {
     pub account: Arc<AccountSettings>,
     pub queue: Arc<AccountQueue>,
     pub tokens: Arc<TokenProvider>,
-    pub upstream: Upstream,
+    /// How the account reaches its mail server (the transport seam).
+    pub transport: Transport,
     pub shared: Arc<DeliveryShared>,
     pub pacer: Pacer,
     /// How many workers may hold a session now (fewer for a while after a 432 4.3.2).
     pub share: SessionShare,
     pub budget: Arc<RecipientBudget>,
     /// Since when the mailbox has answered `430 4.2.0` without a success.
-    logon_failures: PersistentFailure,
+    logon_failures: LogonFailureClock,
     /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
     failing_since: Mutex<Option<u64>>,
     /// When the recipient counts were last written (unix seconds).
@@ -74,7 +76,7 @@ impl AccountDelivery {
         account: Arc<AccountSettings>,
         queue: Arc<AccountQueue>,
         tokens: Arc<TokenProvider>,
-        upstream: Upstream,
+        transport: Transport,
         shared: Arc<DeliveryShared>,
     ) -> AccountDelivery {
         let saved = shared.spool.read_state(&budget_file(&account.name)).await;
@@ -88,9 +90,9 @@ impl AccountDelivery {
             account,
             queue,
             tokens,
-            upstream,
+            transport,
             shared,
-            logon_failures: PersistentFailure::default(),
+            logon_failures: LogonFailureClock::default(),
             failing_since: Mutex::new(None),
             budget_saved_at: std::sync::atomic::AtomicU64::new(0),
         }
@@ -132,7 +134,7 @@ pub fn spawn_workers(
 
 impl AccountDelivery {
     async fn run(&self, index: usize, cancel: CancellationToken) {
-        let mut session: Option<UpstreamSession> = None;
+        let mut session: Option<TransportSession> = None;
         loop {
             // Registered before the share is read, so a reduction in between is not missed.
             let shrunk = self.share.shrunk();
@@ -161,7 +163,7 @@ impl AccountDelivery {
                 Next::Idle => {
                     if let Some(open) = session.take() {
                         tracing::debug!(
-                            messages = open.transactions(),
+                            messages = open.messages_sent(),
                             "closing idle upstream session"
                         );
                         open.quit().await;
@@ -210,7 +212,7 @@ impl AccountDelivery {
         }
     }
 
-    async fn deliver(&self, id: &str, session: &mut Option<UpstreamSession>) {
+    async fn deliver(&self, id: &str, session: &mut Option<TransportSession>) {
         let started = std::time::Instant::now();
         let (envelope, body) = match self.shared.spool.load_entry(id).await {
             Ok(entry) => entry,
@@ -260,7 +262,7 @@ impl AccountDelivery {
         &self,
         envelope: &Envelope,
         body: &Content,
-        session: &mut Option<UpstreamSession>,
+        session: &mut Option<TransportSession>,
     ) -> AttemptOutcome {
         if session.is_none() {
             match self.open_session().await {
@@ -282,7 +284,7 @@ impl AccountDelivery {
         &self,
         envelope: &Envelope,
         body: &Content,
-        session: &mut Option<UpstreamSession>,
+        session: &mut Option<TransportSession>,
     ) -> AttemptOutcome {
         let mut outcome = AttemptOutcome::default();
         let mut pending = envelope.recipients.clone();
@@ -299,7 +301,7 @@ impl AccountDelivery {
             let chunk: Vec<_> = pending.drain(..take).collect();
             let now = unix_now();
             if let Err(until) = self.budget.check(chunk.len(), now) {
-                outcome.stop = Some(Failure::budget_spent(
+                outcome.stop = Some(ClassifiedFailure::budget_spent(
                     self.budget.used(now),
                     self.budget.limit(),
                     until,
@@ -324,7 +326,7 @@ impl AccountDelivery {
                         outcome.reply = result.reply;
                     }
                     for (recipient, refusal) in result.rejected {
-                        let failure = Failure::from_upstream(&refusal);
+                        let failure = ClassifiedFailure::from_transport(&refusal);
                         match failure.verdict.class {
                             Class::Permanent => outcome.failed.push((recipient, failure)),
                             // 452 4.5.3: the rest go in a new transaction right away.
@@ -336,15 +338,9 @@ impl AccountDelivery {
                     }
                 }
                 Err(refusal) => {
-                    let mut failure = Failure::from_upstream(&refusal);
+                    let mut failure = ClassifiedFailure::from_transport(&refusal);
                     self.logon_failures.observe(&mut failure, unix_now());
-                    let broken = matches!(
-                        refusal.kind,
-                        FailureKind::Transport { .. }
-                            | FailureKind::Local(_)
-                            | FailureKind::Spool(_)
-                    ) || failure.verdict.follow_up == FollowUp::Reconnect;
-                    if broken || !open.reset().await {
+                    if refusal.breaks_session() || !open.reset().await {
                         *session = None;
                     }
                     outcome.untried.extend(chunk);
@@ -357,7 +353,7 @@ impl AccountDelivery {
         outcome.untried.append(&mut pending);
         if outcome.stop.is_none() && !outcome.untried.is_empty() {
             // Out of transactions for this attempt: the rest go on the next one.
-            let more = Failure::more_to_send();
+            let more = ClassifiedFailure::more_to_send();
             outcome
                 .deferred
                 .extend(outcome.untried.drain(..).map(|r| (r, more.clone())));
@@ -366,16 +362,16 @@ impl AccountDelivery {
     }
 
     /// Token, connect, STARTTLS, AUTH; with one token refresh on `535 5.7.3`.
-    async fn open_session(&self) -> Result<UpstreamSession, Failure> {
+    async fn open_session(&self) -> Result<TransportSession, ClassifiedFailure> {
         let token = self
             .tokens
             .token()
             .await
-            .map_err(|e| Failure::from_token(&e))?;
-        match self.upstream.open(&token).await {
+            .map_err(|e| ClassifiedFailure::from_token(&e))?;
+        match self.transport.open(&token).await {
             Ok(session) => Ok(session),
             Err(failure) => {
-                let first = Failure::from_upstream(&failure);
+                let first = ClassifiedFailure::from_transport(&failure);
                 if first.verdict.follow_up != FollowUp::RefreshTokenOnce {
                     return Err(first);
                 }
@@ -385,20 +381,15 @@ impl AccountDelivery {
                     .tokens
                     .token()
                     .await
-                    .map_err(|e| Failure::from_token(&e))?;
-                self.upstream.open(&fresh).await.map_err(|failure| {
-                    let mut refused = Failure::from_upstream(&failure);
+                    .map_err(|e| ClassifiedFailure::from_token(&e))?;
+                self.transport.open(&fresh).await.map_err(|failure| {
+                    let mut refused = ClassifiedFailure::from_transport(&failure);
                     // Refused twice: say what the token carries, or what Exchange lacks.
                     if refused.verdict.follow_up == FollowUp::RefreshTokenOnce
-                        && let Some(claims) = crate::oauth::claims::decode(fresh.secret().expose())
+                        && let Some(diagnosis) = self
+                            .tokens
+                            .refusal_diagnosis(&fresh, self.account.mailbox.as_str())
                     {
-                        let diagnosis = crate::oauth::claims::refusal_diagnosis(
-                            &claims,
-                            &self.account.client_id,
-                            &self.account.tenant_id,
-                            &self.account.scope,
-                            self.account.mailbox.as_str(),
-                        );
                         refused.detail = format!("{} (diagnosis: {diagnosis})", refused.detail);
                     }
                     refused

@@ -5,8 +5,9 @@
 //! `SMTP.SendAsApp`, tenant, app), TCP and STARTTLS to the SMTP host, TLS (version,
 //! certificate), `AUTH XOAUTH2` (the exchange-online.md §0 checklist on `535 5.7.3`, the exact
 //! `Set-CASMailbox` line on `5.7.139`), and a `MAIL FROM` probe followed by `RSET` (nothing is
-//! sent). Authentication and the probe use the relay's own upstream client, so `check` tests
-//! the path mail takes. No secret or token is printed.
+//! sent). Authentication and the probe use the relay's own SMTP transport
+//! (`transport::smtp`), so `check` tests the path mail takes; a second transport brings its
+//! own steps here. No secret or token is printed.
 
 pub mod tls_probe;
 
@@ -14,12 +15,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::AccountSettings;
-use crate::delivery::attempt::Failure;
 use crate::metrics::Metrics;
 use crate::oauth::app::ClientCredential;
 use crate::oauth::claims;
 use crate::oauth::token::{AccessToken, TokenError, TokenProvider};
-use crate::upstream::{Upstream, UpstreamFailure, UpstreamSession};
+use crate::transport::smtp::{SmtpFailure, SmtpSession, SmtpTransport};
 use crate::vocab::address::Address;
 
 /// One step of the diagnosis.
@@ -336,8 +336,8 @@ async fn auth_step(
     token: &AccessToken,
     decoded: Option<&claims::TokenClaims>,
     steps: &mut Vec<Step>,
-) -> Option<UpstreamSession> {
-    let upstream = match Upstream::new(account, hostname) {
+) -> Option<SmtpSession> {
+    let upstream = match SmtpTransport::new(account, hostname) {
         Ok(upstream) => upstream,
         Err(e) => {
             steps.push(Step::failed("auth", e, vec!["check ca_file".into()]));
@@ -361,10 +361,10 @@ async fn auth_step(
 
 fn auth_failure(
     account: &AccountSettings,
-    failure: &UpstreamFailure,
+    failure: &SmtpFailure,
     decoded: Option<&claims::TokenClaims>,
 ) -> Step {
-    let verdict = Failure::from_upstream(failure).verdict;
+    let verdict = failure.verdict();
     let text = failure.to_string();
     let fix = if text.contains("5.7.139") {
         vec![
@@ -382,7 +382,7 @@ fn auth_failure(
     Step::failed("auth", format!("{text} ({})", verdict.reason), fix)
 }
 
-async fn sender_step(account: &AccountSettings, session: &mut UpstreamSession) -> Step {
+async fn sender_step(account: &AccountSettings, session: &mut SmtpSession) -> Step {
     match session.probe_sender(&account.mailbox).await {
         Ok(reply) => Step::ok(
             "sender probe",
@@ -392,7 +392,7 @@ async fn sender_step(account: &AccountSettings, session: &mut UpstreamSession) -
             ),
         ),
         Err(failure) => {
-            let verdict = Failure::from_upstream(&failure).verdict;
+            let verdict = failure.verdict();
             Step::failed(
                 "sender probe",
                 failure.to_string(),

@@ -75,14 +75,16 @@ pub fn received_field(trace: &TraceInfo<'_>) -> String {
     field
 }
 
-enum Stage {
+/// Where the assembler is in the message: still buffering the header section, or streaming the
+/// body.
+enum HeaderStage {
     Headers(Vec<u8>),
     Body,
 }
 
 /// Streams content to the spool, adding the trace and missing fields. See the module docs.
 pub struct MessageAssembler {
-    stage: Stage,
+    stage: HeaderStage,
     received: String,
     hostname: String,
     queue_id: String,
@@ -103,7 +105,7 @@ impl MessageAssembler {
         max_header_size: usize,
     ) -> MessageAssembler {
         MessageAssembler {
-            stage: Stage::Headers(Vec::new()),
+            stage: HeaderStage::Headers(Vec::new()),
             received,
             hostname: hostname.to_string(),
             queue_id: queue_id.to_string(),
@@ -125,7 +127,7 @@ impl MessageAssembler {
     /// # Errors
     /// [`AssemblyError`] once the header section passes the limit or breaks the sender rules.
     pub fn push(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), AssemblyError> {
-        let Stage::Headers(buffer) = &mut self.stage else {
+        let HeaderStage::Headers(buffer) = &mut self.stage else {
             out.extend_from_slice(content);
             return Ok(());
         };
@@ -150,7 +152,7 @@ impl MessageAssembler {
     /// [`AssemblyError`] if the whole message is one oversized header section, or breaks
     /// the sender rules.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), AssemblyError> {
-        if let Stage::Headers(buffer) = &mut self.stage {
+        if let HeaderStage::Headers(buffer) = &mut self.stage {
             if buffer.len() > self.max_header_size {
                 return Err(AssemblyError::HeaderTooLarge);
             }
@@ -210,7 +212,7 @@ impl MessageAssembler {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(rest);
-        self.stage = Stage::Body;
+        self.stage = HeaderStage::Body;
         Ok(())
     }
 }

@@ -20,8 +20,8 @@ pub enum ClientCredential {
     /// A certificate uploaded to the app registration, and its private key: the relay signs a
     /// client assertion (`private_key_jwt`) for every token request.
     Certificate {
-        certificate: Arc<super::assertion::ClientCertificate>,
-        algorithm: super::assertion::AssertionAlgorithm,
+        certificate: Arc<super::entra::certificate::ClientCertificate>,
+        algorithm: super::entra::assertion::AssertionAlgorithm,
     },
 }
 
@@ -33,6 +33,8 @@ pub struct ClientApp {
     /// The full token URL (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub token_endpoint: String,
     pub client_id: String,
+    /// The directory (tenant) ID the app is registered in, to diagnose a refused token.
+    pub tenant_id: String,
     pub scope: String,
     pub credential: ClientCredential,
     /// Renew a cached token this long before it expires.

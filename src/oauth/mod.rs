@@ -1,9 +1,14 @@
-//! OAuth 2.0 client-credentials tokens for Exchange Online: the token provider (`token`), client
-//! assertions signed with a certificate (`assertion`), and the explanation of token-endpoint
-//! errors (`aadsts`).
+//! OAuth 2.0 access tokens for the transports. `token` is the provider seam: the
+//! [`TokenProvider`](token::TokenProvider) of an account (cache, renewal, single flight) and
+//! its [`AccessToken`](token::AccessToken)/[`TokenError`](token::TokenError); delivery and
+//! `diagnose` use nothing else to get a token. Each identity provider is a module: `entra`
+//! (Microsoft Entra client credentials, with `aadsts`, `certificate` and `assertion`). Shared by
+//! the providers: `app` (what a provider is given), `http` (the HTTPS client and the standard
+//! token answer), `jws` (signed JWTs) and `claims` (reading a token's claims for diagnostics).
 
-pub mod aadsts;
 pub mod app;
-pub mod assertion;
 pub mod claims;
+pub mod entra;
+mod http;
+pub mod jws;
 pub mod token;

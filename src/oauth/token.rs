@@ -1,4 +1,10 @@
-//! The token provider of one account: Microsoft identity platform client credentials.
+//! The provider seam: the token provider of one account ([`TokenProvider`]), the token it
+//! hands out ([`AccessToken`]) and why it could not ([`TokenError`]). Delivery and `diagnose`
+//! only ever speak to these; how a token is obtained is the grant of an identity provider, a
+//! module of `oauth` (today `entra`: Microsoft Entra client credentials with a secret or a
+//! certificate). A second provider (a Google service account's JWT-bearer grant, say) adds
+//! its module, a `ProviderGrant` variant with its arms, and its refusal as a [`TokenError`] variant;
+//! the cache, the single flight and the renewal below stay as they are.
 //!
 //! Invariants:
 //! - At most one token request per account is in flight: callers queue on one async mutex
@@ -8,7 +14,7 @@
 //! - A failed request is remembered for a moment, so concurrent workers do not stampede the
 //!   endpoint (Entra penalises repeated identical requests, AADSTS50196).
 //! - The client secret and the token never appear in a log line or an error: errors carry
-//!   Entra's own explanation (decoded AADSTS code), never the request.
+//!   the provider's own explanation (for Entra, the decoded AADSTS code), never the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::aadsts::{TokenFailure, TokenRetry};
 use super::app::{ClientApp, ClientCredential};
+use super::entra::aadsts::{EntraRefusal, TokenRetry};
 use crate::vocab::secret::Secret;
 
 /// Default: renew a cached token this long before it expires.
@@ -44,12 +50,13 @@ impl AccessToken {
     }
 }
 
-/// Why no token could be obtained.
+/// Why no token could be obtained. The failures below HTTP are every provider's; a refusal
+/// is decoded by its provider (a second provider adds its own `Refused…` variant).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// Entra answered with an error (decoded and explained).
     #[error("{}", .0.operator_message())]
-    Refused(TokenFailure),
+    Refused(EntraRefusal),
     /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -109,26 +116,30 @@ struct State {
     failure: Option<(Instant, TokenError)>,
 }
 
-/// Obtains, caches and renews the tokens of one account.
+/// How a provider obtains one token: one variant per identity provider, each a module of
+/// `oauth` (see the module docs).
+#[derive(Debug)]
+enum ProviderGrant {
+    /// Microsoft Entra client credentials (a client secret or a certificate).
+    Entra(super::entra::ClientCredentialsGrant),
+}
+
+/// What a grant obtained: the token and how long it lives.
+pub(super) struct IssuedToken {
+    pub(super) value: Secret,
+    pub(super) lifetime: Duration,
+}
+
+/// Obtains, caches and renews the tokens of one account, whatever the identity provider.
 #[derive(Debug)]
 pub struct TokenProvider {
-    endpoint: String,
-    client_id: String,
-    scope: String,
-    credential: ClientCredential,
+    grant: ProviderGrant,
     renew_before: Duration,
     http: reqwest::Client,
     state: Mutex<State>,
     requests: AtomicU64,
     account: String,
     metrics: Arc<crate::metrics::Metrics>,
-}
-
-#[derive(serde::Deserialize)]
-struct TokenResponse {
-    access_token: Option<String>,
-    expires_in: Option<serde_json::Value>,
-    token_type: Option<String>,
 }
 
 impl TokenProvider {
@@ -140,19 +151,9 @@ impl TokenProvider {
         app: &ClientApp,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<TokenProvider>, String> {
-        let tls = crate::tls::client_config(&app.extra_roots)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("smtp-oauth-relay/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        let http = super::http::client(&app.extra_roots, REQUEST_TIMEOUT)?;
         Ok(Arc::new(TokenProvider {
-            endpoint: app.token_endpoint.clone(),
-            client_id: app.client_id.clone(),
-            scope: app.scope.clone(),
-            credential: app.credential.clone(),
+            grant: ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
             renew_before: app.renew_before,
             http,
             state: Mutex::new(State::default()),
@@ -160,6 +161,23 @@ impl TokenProvider {
             account: app.account.clone(),
             metrics,
         }))
+    }
+
+    /// The URL tokens are requested from, for logs.
+    pub fn endpoint(&self) -> &str {
+        match &self.grant {
+            ProviderGrant::Entra(grant) => grant.endpoint(),
+        }
+    }
+
+    /// When the mail server refused `token` twice, what the provider can tell about why
+    /// (for Entra: the token's claims against the app's settings), for `mailbox`.
+    pub fn refusal_diagnosis(&self, token: &AccessToken, mailbox: &str) -> Option<String> {
+        match &self.grant {
+            ProviderGrant::Entra(grant) => {
+                grant.refusal_diagnosis(token.secret().expose(), mailbox)
+            }
+        }
     }
 
     /// Token requests sent so far (for metrics and tests).
@@ -187,7 +205,7 @@ impl TokenProvider {
         match self.fetch().await {
             Ok(token) => {
                 tracing::info!(
-                    endpoint = %self.endpoint,
+                    endpoint = %self.endpoint(),
                     expires_in_s = token.expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs()),
                     "access token obtained"
                 );
@@ -221,134 +239,15 @@ impl TokenProvider {
             .token_requests
             .get_or_create(&crate::metrics::Metrics::account(&self.account))
             .inc();
-        let (key, value) = match &self.credential {
-            ClientCredential::Secret(secret) => ("client_secret", Secret::new(secret.expose())),
-            ClientCredential::Certificate {
-                certificate,
-                algorithm,
-            } => {
-                let assertion = certificate
-                    .client_assertion(
-                        *algorithm,
-                        &self.client_id,
-                        &self.endpoint,
-                        SystemTime::now(),
-                    )
-                    .map_err(|e| TokenError::Credential(e.to_string()))?;
-                ("client_assertion", Secret::new(assertion))
-            }
+        let issued = match &self.grant {
+            ProviderGrant::Entra(grant) => grant.request(&self.http).await?,
         };
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", self.client_id.as_str()),
-            ("scope", self.scope.as_str()),
-            (key, value.expose()),
-        ];
-        if key == "client_assertion" {
-            form.push((
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ));
-        }
-        let response = self
-            .http
-            .post(&self.endpoint)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| transport_error(&e))?;
-        if status != 200 {
-            return Err(TokenError::Refused(TokenFailure::from_response(
-                status, &body,
-            )));
-        }
-        let parsed: TokenResponse =
-            serde_json::from_str(&body).map_err(|_| TokenError::BadAnswer("not JSON".into()))?;
-        let value = parsed
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| TokenError::BadAnswer("no access_token".into()))?;
-        if let Some(kind) = &parsed.token_type
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            return Err(TokenError::BadAnswer(format!(
-                "token_type is {kind}, not Bearer"
-            )));
-        }
-        let lifetime = match parsed.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_u64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
-            _ => None,
-        }
-        .map(Duration::from_secs)
-        .ok_or_else(|| TokenError::BadAnswer("no expires_in".into()))?;
-        let early = self.renew_before.min(lifetime / 2);
+        let early = self.renew_before.min(issued.lifetime / 2);
         Ok(AccessToken {
-            value: Secret::new(value),
-            expires_at: SystemTime::now() + lifetime,
-            renew_at: Instant::now() + lifetime.saturating_sub(early),
+            value: issued.value,
+            expires_at: SystemTime::now() + issued.lifetime,
+            renew_at: Instant::now() + issued.lifetime.saturating_sub(early),
         })
-    }
-}
-
-/// A reqwest error in one line, without the request body (which holds the secret; reqwest
-/// never prints it, but this keeps the promise explicit).
-/// A failed request: a refused certificate is a configuration problem, the rest an outage.
-fn transport_error(error: &reqwest::Error) -> TokenError {
-    match refused_certificate(error) {
-        Some(problem) => TokenError::UntrustedCertificate(problem),
-        None => TokenError::Unreachable(describe_reqwest_error(error)),
-    }
-}
-
-/// The certificate error in `error`'s causes, if the TLS handshake refused the peer's
-/// certificate. rustls errors arrive wrapped in (nested) `io::Error`s, whose `source` skips
-/// the wrapped error, so those are opened with `get_ref`.
-fn refused_certificate(error: &reqwest::Error) -> Option<String> {
-    fn tls_error<'a>(
-        mut error: &'a (dyn std::error::Error + 'static),
-    ) -> Option<&'a rustls::Error> {
-        for _ in 0..8 {
-            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-                return Some(tls);
-            }
-            error = error.downcast_ref::<std::io::Error>()?.get_ref()?;
-        }
-        None
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        if let Some(
-            tls @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
-        ) = tls_error(inner)
-        {
-            return Some(tls.to_string());
-        }
-        source = inner.source();
-    }
-    None
-}
-
-fn describe_reqwest_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut detail = String::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        detail = inner.to_string();
-        source = inner.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
     }
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::spool::test_support::envelope;
 use crate::vocab::address::Address;
-use crate::vocab::envelope::{Envelope, LastAttempt, RecipientFailure};
+use crate::vocab::envelope::{Envelope, FailedRecipient, LastAttempt};
 
 async fn commit(spool: &Spool, body: &[u8]) -> Envelope {
     let mut writer = spool.create().await.unwrap();
@@ -192,7 +192,7 @@ async fn failed_parts_share_the_body_and_old_failures_are_purged() {
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let entry = commit(&spool, b"shared body\r\n").await;
     let mut failed = entry.clone();
-    failed.failures = vec![RecipientFailure {
+    failed.failures = vec![FailedRecipient {
         recipient: Address::parse("a@x.example").unwrap(),
         at: 1_000,
         class: "permanent".into(),
@@ -352,8 +352,8 @@ async fn spool_files_and_folders_are_private_to_the_relay_user() {
     assert_eq!(mode(&root.join(format!("queue/{}.env", entry.id))), 0o600);
 }
 
-fn failure_of(recipient: &str) -> RecipientFailure {
-    RecipientFailure {
+fn failure_of(recipient: &str) -> FailedRecipient {
+    FailedRecipient {
         recipient: Address::parse(recipient).unwrap(),
         at: 1_000,
         class: "permanent".into(),

@@ -3,7 +3,7 @@
 //! checks client assertions against (`entra_assertion`).
 //!
 //! Invariants: a [`RegisteredCertificate`] is parsed once, when it is added (X.509 via
-//! x509-parser, independently of the relay's own `oauth::assertion` code); its thumbprints are
+//! x509-parser, independently of the relay's own `oauth::entra` code); its thumbprints are
 //! SHA-1 and SHA-256 of the DER exactly as uploaded; only public material is stored.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -52,9 +52,10 @@ pub struct LastAttempt {
     pub hint: String,
 }
 
-/// Why one recipient will not get the message (kept in `failed/` entries and used for DSNs).
+/// A recipient that will not get the message, and why: the record kept in `failed/` entries
+/// and reported in DSNs (the classified failure it came from is `delivery`'s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecipientFailure {
+pub struct FailedRecipient {
     pub recipient: Address,
     /// Unix seconds.
     pub at: u64,
@@ -94,7 +95,7 @@ pub struct Envelope {
     pub delivered: Vec<Address>,
     /// In `failed/` entries: why each recipient failed.
     #[serde(default)]
-    pub failures: Vec<RecipientFailure>,
+    pub failures: Vec<FailedRecipient>,
     /// This message is a delivery status notification made by the relay: it is never
     /// bounced itself.
     #[serde(default)]

@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod authority;
+pub mod enhanced_status;
 pub mod envelope;
 pub mod hex;
 pub mod random;

@@ -1,7 +1,8 @@
 //! The verdict on one delivery outcome, as every part speaks of it: the [`Stage`] where it
 //! happened, its [`Class`] (transient, configuration, permanent), the reason and the fix in
-//! words, and the follow-up advice. `delivery::classify` decides verdicts; the spool stores
-//! their words, the queue and the operator tools show them.
+//! words, and the follow-up advice. Each transport's classifier (`transport::smtp::classify`)
+//! decides verdicts and `delivery` acts on them; the spool stores their words, the queue and
+//! the operator tools show them.
 //!
 //! Invariant: a verdict's text is static and never contains a secret; reply text from a server
 //! enters an operator line only through [`super::text::one_line_excerpt`], cut to
@@ -216,9 +217,9 @@ impl Verdict {
 /// Longest piece of reply text quoted in an operator line, in characters.
 pub const MAX_QUOTED_REPLY_CHARS: usize = 200;
 
-/// What went wrong below SMTP.
+/// What went wrong below the mail protocol: the connection itself failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportFailure {
+pub enum ConnectionFailure {
     /// The TCP connection was refused.
     Refused,
     /// No answer within the stage's timeout.

@@ -23,7 +23,8 @@ use super::raw::{RawAccount, RawConfig, RawNetwork, RawUser};
 use super::{
     AccountSettings, CLOUDS, Config, ConfigErrors, DEFAULT_STATE_DIR, RelaySettings, UpstreamTls,
 };
-use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
+use crate::oauth::entra::assertion::AssertionAlgorithm;
+use crate::oauth::entra::certificate::ClientCertificate;
 use crate::policy::{Access, Credential, Policy, SenderPattern, SenderRewrite};
 use crate::vocab::address::Address;
 use crate::vocab::secret::Secret;

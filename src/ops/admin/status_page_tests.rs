@@ -93,7 +93,7 @@ fn envelope(id: &str, recipients: usize, reply: &str) -> Envelope {
     envelope.failures = envelope
         .recipients
         .iter()
-        .map(|recipient| crate::vocab::envelope::RecipientFailure {
+        .map(|recipient| crate::vocab::envelope::FailedRecipient {
             recipient: recipient.clone(),
             at: 1_000,
             class: "permanent".into(),

@@ -1,5 +1,5 @@
 //! Certificate credentials at the token endpoint over HTTPS: assertions made by the relay's
-//! own `oauth::assertion` code are accepted, and every broken variant gets the AADSTS answer
+//! own `oauth::entra` code are accepted, and every broken variant gets the AADSTS answer
 //! documented in `entra_assertion`.
 
 use std::time::{Duration, SystemTime};
@@ -11,7 +11,8 @@ use ring::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 
 use super::{assert_entra_error, kit, token_request};
-use crate::oauth::assertion::{AssertionAlgorithm, ClientCertificate};
+use crate::oauth::entra::assertion::AssertionAlgorithm;
+use crate::oauth::entra::certificate::ClientCertificate;
 use crate::testkit::entra::TokenOutcome;
 use crate::testkit::issuance::CredentialKind;
 use crate::testkit::jwt::{decode_claims_unverified, unix_seconds};

@@ -1,5 +1,5 @@
-//! Classifying every upstream outcome: turns an SMTP reply or a transport failure from Exchange
-//! Online into a [`Verdict`]: transient (back off and retry), configuration (an admin must act;
+//! Classifying every outcome of the SMTP transport: turns an SMTP reply or a broken connection
+//! from Exchange Online into a [`Verdict`]: transient (back off and retry), configuration (an admin must act;
 //! keep the mail queued, retry slowly, alert) or permanent (fail this message), with the reason
 //! in plain words and the admin fix from `exchange-online.md` §5.
 //!
@@ -28,71 +28,62 @@
 //!   failures at [`Stage::DataEnd`] and `4.4.2`/`4.4.3` "connection dropped" replies there.
 //! - Follow-up advice that needs memory (refresh the token once on `535 5.7.3`, escalate a
 //!   mailbox logon failure after an hour) is returned as [`FollowUp`]; acting on it is the
-//!   caller's job.
+//!   caller's job (`delivery`, the only part deciding what happens to the message).
 
 mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
-
-use crate::vocab::verdict::{Class, FollowUp, Stage, TlsFailure, TransportFailure, Verdict};
+use crate::vocab::verdict::{Class, ConnectionFailure, FollowUp, Stage, TlsFailure, Verdict};
 
 use self::rules::{RULES, ReplyCodes, Rule};
+use super::failure::{SmtpFailure, SmtpFailureKind};
+pub use crate::vocab::enhanced_status::{EnhancedStatus, enhanced_code};
 
-/// An RFC 3463 enhanced status code such as `5.7.139`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EnhancedStatus {
-    /// 2, 4 or 5.
-    pub class: u8,
-    /// 0..=999.
-    pub subject: u16,
-    /// 0..=999.
-    pub detail: u16,
-}
-
-impl fmt::Display for EnhancedStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+/// Classifies a failure of the SMTP transport: its reply by the catalogue, a broken
+/// connection by [`classify_connection`], and the relay's own stops (a limitation of the
+/// server, its unreadable spool copy) by what they mean for the message.
+pub fn classify_failure(failure: &SmtpFailure) -> Verdict {
+    match &failure.kind {
+        SmtpFailureKind::Reply { code, text } => classify_reply(failure.stage, *code, text),
+        SmtpFailureKind::Connection { failure: kind, .. } => {
+            classify_connection(failure.stage, *kind)
+        }
+        SmtpFailureKind::Local(_) => local_verdict(failure.stage),
+        SmtpFailureKind::Spool(_) => SPOOL_READ_VERDICT,
     }
 }
 
-/// Parses the enhanced status code at the start of a reply text (leading whitespace allowed):
-/// `class.subject.detail` with class 2, 4 or 5 and one to three digits in the others, followed
-/// by the end of the text or a character that is not a letter, digit or dot.
-pub fn enhanced_code(text: &str) -> Option<EnhancedStatus> {
-    let text = text.trim_start();
-    let token_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (token, rest) = text.split_at(token_end);
-    if rest.starts_with(|c: char| c.is_alphanumeric()) {
-        return None;
-    }
-    let mut parts = token.split('.');
-    let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let class = match class {
-        "2" => 2,
-        "4" => 4,
-        "5" => 5,
-        _ => return None,
+/// The relay could not read its own copy: transient, and the entry is verified again (and
+/// quarantined if it really is damaged) when it is next loaded.
+const SPOOL_READ_VERDICT: Verdict = Verdict {
+    class: Class::Transient,
+    reason: "the relay could not read its spooled copy of the message",
+    fix: "check the disk and the permissions of the state directory",
+    duplicate_possible: false,
+    follow_up: FollowUp::None,
+};
+
+/// A failure the relay itself detected (e.g. no STARTTLS offered).
+fn local_verdict(stage: Stage) -> Verdict {
+    let (class, reason, fix) = match stage {
+        Stage::MailFrom | Stage::RcptTo => (
+            Class::Permanent,
+            "the message cannot be expressed for this server",
+            "check the sender and recipient addresses of the message",
+        ),
+        _ => (
+            Class::Configuration,
+            "the upstream server does not offer what Exchange Online offers",
+            "check smtp_server and smtp_tls of the account (smtp.office365.com:587 with STARTTLS)",
+        ),
     };
-    Some(EnhancedStatus {
+    Verdict {
         class,
-        subject: one_to_three_digits(subject)?,
-        detail: one_to_three_digits(detail)?,
-    })
-}
-
-/// Parses 1 to 3 ASCII digits.
-fn one_to_three_digits(part: &str) -> Option<u16> {
-    if (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()) {
-        part.parse().ok()
-    } else {
-        None
+        reason,
+        fix,
+        duplicate_possible: false,
+        follow_up: FollowUp::None,
     }
 }
 
@@ -239,45 +230,45 @@ const LOST_AFTER_DOT: Verdict = Verdict::transient(
 
 /// Classifies a failure below SMTP. At [`Stage::DataEnd`] every failure is transient with
 /// `duplicate_possible`, because the final dot may have arrived.
-pub fn classify_transport(stage: Stage, kind: TransportFailure) -> Verdict {
+pub fn classify_connection(stage: Stage, kind: ConnectionFailure) -> Verdict {
     if stage == Stage::DataEnd {
         return LOST_AFTER_DOT;
     }
     let verdict = match kind {
-        TransportFailure::Refused => Verdict::transient(
+        ConnectionFailure::Refused => Verdict::transient(
             "the connection to smtp_server was refused",
             "if it lasts, check smtp_server (smtp.office365.com:587) and that the firewall \
              allows outbound TCP 587",
         ),
-        TransportFailure::Timeout => Verdict::transient(
+        ConnectionFailure::Timeout => Verdict::transient(
             "Exchange did not answer in time",
             "if it lasts, check that the firewall allows outbound TCP 587 to smtp_server",
         ),
-        TransportFailure::Reset => Verdict::transient("the connection was reset", ""),
-        TransportFailure::Closed => {
+        ConnectionFailure::Reset => Verdict::transient("the connection was reset", ""),
+        ConnectionFailure::Closed => {
             Verdict::transient("the server closed the connection without a reply", "")
         }
-        TransportFailure::NotSmtp => Verdict::transient(
+        ConnectionFailure::NotSmtp => Verdict::transient(
             "the server's answer is not an SMTP reply",
             "check that smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\", and \
              that no proxy or firewall answers in its place",
         ),
-        TransportFailure::Dns => Verdict::transient(
+        ConnectionFailure::Dns => Verdict::transient(
             "the smtp_server host name could not be resolved",
             "check the host name in smtp_server and the relay host's DNS resolver",
         ),
-        TransportFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
+        ConnectionFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
             "the server's TLS certificate is not trusted or does not match the host name",
             "check that smtp_server names the host (smtp.office365.com, not an IP address); \
              behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file",
         ),
-        TransportFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
+        ConnectionFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
             "TLS failed on the protocol version: the relay requires TLS 1.2 or later and the \
              other side offered less",
             "check that smtp_server is Exchange Online and that no proxy in between downgrades \
              TLS",
         ),
-        TransportFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
+        ConnectionFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
             "the TLS handshake failed",
             "if it lasts, check for a TLS-inspecting proxy (its root goes in ca_file) and that \
              smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\"",

@@ -1,4 +1,5 @@
-//! The outbound SMTP session to Exchange Online, on lettre: connect, STARTTLS (TLS ≥ 1.2,
+//! The SMTP transport, the first implementation of the transport seam (`super`): the outbound
+//! SMTP session to Exchange Online, on lettre: connect, STARTTLS (TLS ≥ 1.2,
 //! host name verified against the webpki roots plus `ca_file`), EHLO again, `AUTH XOAUTH2`,
 //! then any number of MAIL/RCPT/DATA transactions with RSET between them.
 //!
@@ -8,7 +9,7 @@
 //!   mechanism, so it can never fall back to sending the token as a LOGIN password.
 //! - Every network step has a timeout (RFC 5321 §4.5.3.2 values for the transaction).
 //! - Every failure names its [`Stage`] and carries either the server's reply or the kind of
-//!   transport failure, so the classifier can decide and the log can explain.
+//!   broken connection, so `classify` can judge it and the log can explain.
 //! - lettre's `tracing` feature stays off: it would log the AUTH line.
 
 use std::str::FromStr;
@@ -28,13 +29,15 @@ use crate::oauth::token::AccessToken;
 use crate::spool::Content;
 use crate::vocab::address::Address;
 use crate::vocab::envelope::Envelope;
-use crate::vocab::verdict::{Stage, TransportFailure};
+use crate::vocab::verdict::{ConnectionFailure, Stage};
 
+pub mod classify;
 mod failure;
 mod stream;
 
+use super::SendResult;
 use failure::tls_failure;
-pub use failure::{FailureKind, UpstreamFailure};
+pub use failure::{SmtpFailure, SmtpFailureKind};
 use stream::{BreakHandle, ImplicitTls};
 
 /// Time limits for each step of the upstream conversation.
@@ -57,20 +60,9 @@ impl Default for Timeouts {
     }
 }
 
-/// What one transaction achieved.
-#[derive(Debug, Default)]
-pub struct TransactionResult {
-    /// Recipients the server accepted (they have the message when `reply` is set).
-    pub accepted: Vec<Address>,
-    /// Recipients the server refused, each with its reply.
-    pub rejected: Vec<(Address, UpstreamFailure)>,
-    /// The server's reply to the content; `None` when no recipient was accepted.
-    pub reply: Option<String>,
-}
-
 /// How to reach one account's SMTP server; built once per account.
 #[derive(Clone)]
-pub struct Upstream {
+pub struct SmtpTransport {
     host: String,
     port: u16,
     mode: UpstreamTls,
@@ -81,9 +73,13 @@ pub struct Upstream {
     pub timeouts: Timeouts,
 }
 
-impl std::fmt::Debug for Upstream {
+impl std::fmt::Debug for SmtpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({}:{}, {:?})", self.host, self.port, self.mode)
+        write!(
+            f,
+            "SmtpTransport({}:{}, {:?})",
+            self.host, self.port, self.mode
+        )
     }
 }
 
@@ -91,11 +87,11 @@ async fn timed<T>(
     stage: Stage,
     limit: Duration,
     work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
-) -> Result<T, UpstreamFailure> {
+) -> Result<T, SmtpFailure> {
     match tokio::time::timeout(limit, work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(UpstreamFailure::from_lettre(stage, &error)),
-        Err(_) => Err(UpstreamFailure::timeout(stage)),
+        Ok(Err(error)) => Err(SmtpFailure::from_lettre(stage, &error)),
+        Err(_) => Err(SmtpFailure::timeout(stage)),
     }
 }
 
@@ -114,12 +110,12 @@ async fn abort_bounded(connection: &mut AsyncSmtpConnection, limit: Duration) {
     }
 }
 
-impl Upstream {
+impl SmtpTransport {
     /// Prepare the connection parameters of `account`; `hostname` is our EHLO name.
     ///
     /// # Errors
     /// When the TLS parameters cannot be built (an unusable `ca_file` certificate).
-    pub fn new(account: &AccountSettings, hostname: &str) -> Result<Upstream, String> {
+    pub fn new(account: &AccountSettings, hostname: &str) -> Result<SmtpTransport, String> {
         let tls = match account.smtp_tls {
             UpstreamTls::None => None,
             UpstreamTls::Starttls | UpstreamTls::Implicit => {
@@ -138,7 +134,7 @@ impl Upstream {
                 )
             }
         };
-        Ok(Upstream {
+        Ok(SmtpTransport {
             host: account.smtp_host.clone(),
             port: account.smtp_port,
             mode: account.smtp_tls,
@@ -155,26 +151,26 @@ impl Upstream {
     /// wrapped in TLS first for implicit TLS.
     async fn connect_stream(
         &self,
-    ) -> Result<(Box<dyn AsyncTokioStream>, Option<BreakHandle>), UpstreamFailure> {
-        let transport = |failure: TransportFailure, detail: String| UpstreamFailure {
+    ) -> Result<(Box<dyn AsyncTokioStream>, Option<BreakHandle>), SmtpFailure> {
+        let transport = |failure: ConnectionFailure, detail: String| SmtpFailure {
             stage: Stage::Connect,
-            kind: FailureKind::Transport { failure, detail },
+            kind: SmtpFailureKind::Connection { failure, detail },
         };
         let tcp = tokio::time::timeout(
             self.timeouts.connect,
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| UpstreamFailure::timeout(Stage::Connect))?
+        .map_err(|_| SmtpFailure::timeout(Stage::Connect))?
         .map_err(|e| {
             let kind = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => TransportFailure::Refused,
-                std::io::ErrorKind::TimedOut => TransportFailure::Timeout,
+                std::io::ErrorKind::ConnectionRefused => ConnectionFailure::Refused,
+                std::io::ErrorKind::TimedOut => ConnectionFailure::Timeout,
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput => {
-                    TransportFailure::Dns
+                    ConnectionFailure::Dns
                 }
-                _ if e.to_string().contains("lookup") => TransportFailure::Dns,
-                _ => TransportFailure::Reset,
+                _ if e.to_string().contains("lookup") => ConnectionFailure::Dns,
+                _ => ConnectionFailure::Reset,
             };
             transport(
                 kind,
@@ -187,18 +183,18 @@ impl Upstream {
             return Ok((Box::new(tcp), breaker));
         }
         let config = crate::tls::client_config(&self.extra_roots)
-            .map_err(|e| UpstreamFailure::local(Stage::Tls, e))?;
+            .map_err(|e| SmtpFailure::local(Stage::Tls, e))?;
         let name = rustls_pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|e| UpstreamFailure::local(Stage::Tls, format!("{}: {e}", self.host)))?;
+            .map_err(|e| SmtpFailure::local(Stage::Tls, format!("{}: {e}", self.host)))?;
         let tls = tokio::time::timeout(
             self.timeouts.connect,
             tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp),
         )
         .await
-        .map_err(|_| UpstreamFailure::timeout(Stage::Tls))?
-        .map_err(|e| UpstreamFailure {
+        .map_err(|_| SmtpFailure::timeout(Stage::Tls))?
+        .map_err(|e| SmtpFailure {
             stage: Stage::Tls,
-            kind: FailureKind::Transport {
+            kind: SmtpFailureKind::Connection {
                 failure: tls_failure(&e),
                 detail: format!("TLS with {}: {e}", self.host),
             },
@@ -214,8 +210,8 @@ impl Upstream {
     /// Connect, secure and authenticate a session with `token`.
     ///
     /// # Errors
-    /// [`UpstreamFailure`] naming the stage that failed.
-    pub async fn open(&self, token: &AccessToken) -> Result<UpstreamSession, UpstreamFailure> {
+    /// [`SmtpFailure`] naming the stage that failed.
+    pub async fn open(&self, token: &AccessToken) -> Result<SmtpSession, SmtpFailure> {
         let (stream, breaker) = self.connect_stream().await?;
         let connect = AsyncSmtpConnection::connect_with_transport(stream, &self.client_id);
         let mut connection = timed(Stage::Greeting, self.timeouts.connect, connect).await?;
@@ -225,7 +221,7 @@ impl Upstream {
                 .supports_feature(Extension::StartTls)
             {
                 abort_bounded(&mut connection, self.timeouts.command).await;
-                return Err(UpstreamFailure::local(
+                return Err(SmtpFailure::local(
                     Stage::StartTls,
                     "the server does not offer STARTTLS; refusing to send the token in clear",
                 ));
@@ -233,7 +229,7 @@ impl Upstream {
             let tls = self
                 .tls
                 .clone()
-                .ok_or_else(|| UpstreamFailure::local(Stage::StartTls, "no TLS parameters"))?;
+                .ok_or_else(|| SmtpFailure::local(Stage::StartTls, "no TLS parameters"))?;
             timed(
                 Stage::StartTls,
                 self.timeouts.connect,
@@ -246,7 +242,7 @@ impl Upstream {
             .supports_auth_mechanism(Mechanism::Xoauth2)
         {
             abort_bounded(&mut connection, self.timeouts.command).await;
-            return Err(UpstreamFailure::local(
+            return Err(SmtpFailure::local(
                 Stage::Auth,
                 "the server does not offer AUTH XOAUTH2 (is smtp_server an Exchange Online submission endpoint?)",
             ));
@@ -259,7 +255,7 @@ impl Upstream {
             connection.auth(&[Mechanism::Xoauth2], &credentials),
         )
         .await?;
-        Ok(UpstreamSession {
+        Ok(SmtpSession {
             connection,
             breaker,
             timeouts: self.timeouts.clone(),
@@ -269,7 +265,7 @@ impl Upstream {
 }
 
 /// An authenticated upstream session, reused for many messages.
-pub struct UpstreamSession {
+pub struct SmtpSession {
     connection: AsyncSmtpConnection,
     /// Breaks the connection off mid-DATA if streamed content fails (see [`Content::chunks`]).
     breaker: Option<BreakHandle>,
@@ -277,7 +273,7 @@ pub struct UpstreamSession {
     transactions: u32,
 }
 
-impl UpstreamSession {
+impl SmtpSession {
     /// Messages sent (or attempted) on this session.
     pub fn transactions(&self) -> u32 {
         self.transactions
@@ -288,7 +284,7 @@ impl UpstreamSession {
     /// others; the caller decides what its refusal means.
     ///
     /// # Errors
-    /// [`UpstreamFailure`] at the stage that failed (MAIL, DATA, the final dot, or the
+    /// [`SmtpFailure`] at the stage that failed (MAIL, DATA, the final dot, or the
     /// connection); after a reply failure the session is usable again once
     /// [`reset`](Self::reset) succeeds.
     pub async fn send(
@@ -296,7 +292,7 @@ impl UpstreamSession {
         envelope: &Envelope,
         recipients: &[Address],
         content: &Content,
-    ) -> Result<TransactionResult, UpstreamFailure> {
+    ) -> Result<SendResult<SmtpFailure>, SmtpFailure> {
         self.transactions += 1;
         let info = self.connection.server_info();
         let size = usize::try_from(content.len()).unwrap_or(usize::MAX);
@@ -304,7 +300,7 @@ impl UpstreamSession {
         if envelope.eight_bit {
             if !info.supports_feature(Extension::EightBitMime) {
                 // RFC 6152: 8-bit content only to a server that offers 8BITMIME.
-                return Err(UpstreamFailure::local(
+                return Err(SmtpFailure::local(
                     Stage::Data,
                     "the message has 8-bit content and the server does not offer 8BITMIME",
                 ));
@@ -313,7 +309,7 @@ impl UpstreamSession {
         }
         if envelope.smtputf8 {
             if !info.supports_feature(Extension::SmtpUtfEight) {
-                return Err(UpstreamFailure::local(
+                return Err(SmtpFailure::local(
                     Stage::MailFrom,
                     "the message needs SMTPUTF8 (non-ASCII addresses) and the server does not offer it",
                 ));
@@ -324,7 +320,7 @@ impl UpstreamSession {
         // said 354, the only clean way out is the final dot.
         if content.is_streamed() && self.breaker.is_none() {
             // Without a way to break off, a read failure would end in a truncated message.
-            return Err(UpstreamFailure::spool(
+            return Err(SmtpFailure::spool(
                 Stage::MailFrom,
                 "cannot stream this message safely on this connection (no socket handle)",
             ));
@@ -343,14 +339,14 @@ impl UpstreamSession {
             })
         };
         let chunks = content.chunks(abort).map_err(|e| {
-            UpstreamFailure::spool(
+            SmtpFailure::spool(
                 Stage::MailFrom,
                 format!("cannot read the spooled message: {e}"),
             )
         })?;
         let sender = match &envelope.sender {
             Some(sender) => Some(lettre::Address::from_str(sender.as_str()).map_err(|e| {
-                UpstreamFailure::local(
+                SmtpFailure::local(
                     Stage::MailFrom,
                     format!("sender <{sender}> cannot be sent: {e}"),
                 )
@@ -364,12 +360,12 @@ impl UpstreamSession {
             self.connection.command(mail),
         )
         .await?;
-        let mut result = TransactionResult::default();
+        let mut result = SendResult::default();
         for recipient in recipients {
             let address = match lettre::Address::from_str(recipient.as_str()) {
                 Ok(address) => address,
                 Err(e) => {
-                    let failure = UpstreamFailure::local(
+                    let failure = SmtpFailure::local(
                         Stage::RcptTo,
                         format!("recipient <{recipient}> cannot be sent: {e}"),
                     );
@@ -383,14 +379,14 @@ impl UpstreamSession {
                 // 421: the server is closing the session; that is about the session, not
                 // about this recipient (RFC 5321 §3.8).
                 Err(
-                    failure @ UpstreamFailure {
-                        kind: FailureKind::Reply { code: 421, .. },
+                    failure @ SmtpFailure {
+                        kind: SmtpFailureKind::Reply { code: 421, .. },
                         ..
                     },
                 ) => return Err(failure),
                 Err(
-                    failure @ UpstreamFailure {
-                        kind: FailureKind::Reply { .. },
+                    failure @ SmtpFailure {
+                        kind: SmtpFailureKind::Reply { .. },
                         ..
                     },
                 ) => {
@@ -417,7 +413,7 @@ impl UpstreamSession {
         .await;
         if broken_off.load(std::sync::atomic::Ordering::SeqCst) {
             // The final dot never left: nothing was delivered, so this is no uncertain outcome.
-            return Err(UpstreamFailure::spool(
+            return Err(SmtpFailure::spool(
                 Stage::Data,
                 "the spooled message changed or could not be read while it was sent; the connection was broken off before the end of data",
             ));
@@ -434,10 +430,10 @@ impl UpstreamSession {
     /// (Exchange checks SendAs permissions only after DATA, so this cannot catch those.)
     ///
     /// # Errors
-    /// [`UpstreamFailure`] for a refused sender or a broken connection.
-    pub async fn probe_sender(&mut self, sender: &Address) -> Result<String, UpstreamFailure> {
+    /// [`SmtpFailure`] for a refused sender or a broken connection.
+    pub async fn probe_sender(&mut self, sender: &Address) -> Result<String, SmtpFailure> {
         let address = lettre::Address::from_str(sender.as_str()).map_err(|e| {
-            UpstreamFailure::local(
+            SmtpFailure::local(
                 Stage::MailFrom,
                 format!("sender <{sender}> cannot be sent: {e}"),
             )
@@ -463,7 +459,7 @@ impl UpstreamSession {
     }
 
     /// RSET, with the reason when it fails.
-    async fn try_reset(&mut self) -> Result<(), UpstreamFailure> {
+    async fn try_reset(&mut self) -> Result<(), SmtpFailure> {
         timed(
             Stage::Rset,
             self.timeouts.command,

@@ -182,11 +182,11 @@ fn follow_ups_and_duplicates() {
 }
 
 #[test]
-fn transport_failures() {
+fn connection_failures() {
+    use ConnectionFailure::{Closed, Dns, NotSmtp, Refused, Reset, Timeout};
     use TlsFailure::{CertificateInvalid, HandshakeFailed, ProtocolVersion};
-    use TransportFailure::{Closed, Dns, NotSmtp, Refused, Reset, Timeout};
-    let tls = TransportFailure::Tls;
-    let cases: &[(Stage, TransportFailure, Class, bool)] = &[
+    let tls = ConnectionFailure::Tls;
+    let cases: &[(Stage, ConnectionFailure, Class, bool)] = &[
         (Connect, Refused, T, false),
         (Connect, Timeout, T, false),
         (Connect, Dns, T, false),
@@ -204,7 +204,7 @@ fn transport_failures() {
         (Tls, tls(HandshakeFailed), T, false),
     ];
     for &(stage, kind, class, duplicate) in cases {
-        let verdict = classify_transport(stage, kind);
+        let verdict = classify_connection(stage, kind);
         assert_eq!(verdict.class, class, "{stage} {kind:?}");
         assert_eq!(verdict.duplicate_possible, duplicate, "{stage} {kind:?}");
         assert_eq!(verdict.follow_up, FollowUp::Reconnect, "{stage} {kind:?}");
@@ -212,7 +212,7 @@ fn transport_failures() {
             assert!(!verdict.fix.is_empty(), "{stage} {kind:?}");
         }
     }
-    let certificate = classify_transport(Tls, tls(CertificateInvalid));
+    let certificate = classify_connection(Tls, tls(CertificateInvalid));
     assert!(certificate.fix.contains("ca_file") && certificate.fix.contains("smtp_server"));
 }
 
@@ -322,7 +322,7 @@ fn operator_lines() {
     let long = verdict.reply_operator_line(Auth, 535, &"x".repeat(10_000));
     assert!(long.len() < 1000 && long.contains('…'), "{long}");
 
-    let after_dot = classify_transport(DataEnd, TransportFailure::Reset).operator_line();
+    let after_dot = classify_connection(DataEnd, ConnectionFailure::Reset).operator_line();
     assert!(after_dot.contains("deliver it twice"), "{after_dot}");
 }
 

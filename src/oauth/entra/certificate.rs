@@ -1,6 +1,7 @@
-//! Certificate credentials for the client-credentials grant: a [`ClientCertificate`] loaded from
-//! one PEM file signs OAuth 2.0 `private_key_jwt` client assertions (exchange-online.md §1.3)
-//! that replace `client_secret` in the token request.
+//! The certificate credential of an Entra app registration: a [`ClientCertificate`] loaded from
+//! one PEM file (the app's certificate and its RSA private key), checked at load, with its
+//! thumbprints and validity. `assertion` signs client assertions with it (exchange-online.md
+//! §1.3), which replace `client_secret` in the token request.
 //!
 //! # Creating and uploading the certificate (for the administrator)
 //!
@@ -26,35 +27,23 @@
 //! - a [`ClientCertificate`] only exists when its private key is an RSA key (2048 bits or
 //!   more) that belongs to the file's first certificate: loading signs a probe with the key
 //!   and verifies it with the certificate's public key;
-//! - the private key never leaves this module: it is not stored as text, has no accessor, and
-//!   `Debug` shows only the subject, the thumbprint and the validity; error texts never quote
-//!   the file's content;
-//! - an assertion is a compact JWS `b64url(header).b64url(claims).b64url(signature)`, base64url
-//!   without padding, signed over `b64url(header).b64url(claims)`; the header names the
-//!   certificate with the thumbprint whose hash matches its name (`x5t#S256` = SHA-256 for
-//!   PS256, `x5t` = SHA-1 for RS256); every assertion has a fresh random `jti` and lives
-//!   [`ASSERTION_LIFETIME`].
+//! - the private key never leaves this module: it is not stored as text, has no accessor
+//!   (only [`ClientCertificate::sign`] uses it), and `Debug` shows only the subject, the
+//!   thumbprint and the validity; error texts never quote the file's content.
 
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
 use ring::rand::SystemRandom;
-use ring::signature::{
-    RSA_PKCS1_SHA256, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256, RsaKeyPair, UnparsedPublicKey,
-};
+use ring::signature::{RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256, RsaKeyPair, UnparsedPublicKey};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use x509_parser::public_key::PublicKey;
 
-/// How long a client assertion is valid (`exp - nbf`); Entra accepts at most 10 minutes.
-pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
 /// From how long before the certificate's expiry [`ClientCertificate::expiry_warning`] warns.
 pub const EXPIRY_WARNING_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
@@ -64,35 +53,6 @@ const CREATE_HINT: &str = "create one with: openssl req -x509 -newkey rsa:2048 -
 const RENEW_HINT: &str = "create a new certificate, upload its public part in the app \
      registration (Entra admin center → App registrations → the app → Certificates & secrets), \
      then replace the client_certificate file with the new certificate and key";
-
-/// Signature algorithm and thumbprint header of client assertions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AssertionAlgorithm {
-    /// RSA-PSS with SHA-256, header `x5t#S256` (SHA-256 thumbprint): Microsoft's current form.
-    #[default]
-    Ps256,
-    /// RSA PKCS#1 v1.5 with SHA-256, header `x5t` (SHA-1 thumbprint): the legacy form.
-    Rs256,
-}
-
-impl AssertionAlgorithm {
-    /// The JWS `alg` value (`PS256` or `RS256`).
-    pub fn jws_name(self) -> &'static str {
-        match self {
-            AssertionAlgorithm::Ps256 => "PS256",
-            AssertionAlgorithm::Rs256 => "RS256",
-        }
-    }
-
-    /// The header field carrying the certificate thumbprint (`x5t#S256` or `x5t`).
-    pub fn thumbprint_header(self) -> &'static str {
-        match self {
-            AssertionAlgorithm::Ps256 => "x5t#S256",
-            AssertionAlgorithm::Rs256 => "x5t",
-        }
-    }
-}
 
 /// An app registration's certificate and its RSA private key, ready to sign client assertions.
 pub struct ClientCertificate {
@@ -199,62 +159,6 @@ impl ClientCertificate {
         self.not_after
     }
 
-    /// Builds and signs a client assertion for `client_id` at the token URL `token_endpoint`
-    /// (which becomes `aud`; it must be the exact URL the request is sent to): `iss` = `sub` =
-    /// `client_id`, a random UUID-shaped `jti`, `nbf` = `iat` = `now`, `exp` = `now` + 300 s.
-    ///
-    /// An expired certificate still signs: Entra's answer (AADSTS700027) is the clearest
-    /// diagnosis, and [`ClientCertificate::expiry_warning`] explains it beforehand.
-    ///
-    /// # Errors
-    /// The clock is before 1970, or the system random generator or RSA signing failed.
-    pub fn client_assertion(
-        &self,
-        algorithm: AssertionAlgorithm,
-        client_id: &str,
-        token_endpoint: &str,
-        now: SystemTime,
-    ) -> Result<String, String> {
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| "the system clock is set before 1970".to_owned())?
-            .as_secs();
-        let now = i64::try_from(now).map_err(|_| "the system clock is out of range".to_owned())?;
-        let thumbprint = match algorithm {
-            AssertionAlgorithm::Ps256 => URL_SAFE_NO_PAD.encode(self.sha256),
-            AssertionAlgorithm::Rs256 => URL_SAFE_NO_PAD.encode(self.sha1),
-        };
-        let header = AssertionHeader {
-            alg: algorithm.jws_name(),
-            typ: "JWT",
-            x5t_s256: (algorithm == AssertionAlgorithm::Ps256).then(|| thumbprint.clone()),
-            x5t: (algorithm == AssertionAlgorithm::Rs256).then_some(thumbprint),
-        };
-        let lifetime = i64::try_from(ASSERTION_LIFETIME.as_secs()).unwrap_or(300);
-        let claims = AssertionClaims {
-            aud: token_endpoint,
-            exp: now.saturating_add(lifetime),
-            iss: client_id,
-            jti: self.random_uuid()?,
-            nbf: now,
-            sub: client_id,
-            iat: now,
-        };
-        let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
-        let padding: &'static dyn ring::signature::RsaEncoding = match algorithm {
-            AssertionAlgorithm::Ps256 => &RSA_PSS_SHA256,
-            AssertionAlgorithm::Rs256 => &RSA_PKCS1_SHA256,
-        };
-        let mut signature = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(padding, &self.rng, signing_input.as_bytes(), &mut signature)
-            .map_err(|_| "signing the client assertion with the private key failed".to_owned())?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(&signature)
-        ))
-    }
-
     /// Whole days until `notAfter` (rounded down; negative once expired).
     pub fn days_until_expiry(&self, now: SystemTime) -> i64 {
         seconds_until(now, self.not_after).div_euclid(SECONDS_PER_DAY)
@@ -298,55 +202,22 @@ impl ClientCertificate {
         ))
     }
 
-    /// A random version-4 UUID in lowercase hyphenated form.
-    fn random_uuid(&self) -> Result<String, String> {
-        let mut bytes: [u8; 16] =
-            crate::vocab::random::secret_bytes().map_err(|error| error.to_string())?;
-        if let Some(b) = bytes.get_mut(6) {
-            *b = (*b & 0x0f) | 0x40;
-        }
-        if let Some(b) = bytes.get_mut(8) {
-            *b = (*b & 0x3f) | 0x80;
-        }
-        let hex = crate::vocab::hex::upper(&bytes).to_ascii_lowercase();
-        let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default().to_owned();
-        Ok(format!(
-            "{}-{}-{}-{}-{}",
-            part(0..8),
-            part(8..12),
-            part(12..16),
-            part(16..20),
-            part(20..32)
-        ))
+    /// Signs `message` with the private key (`padding`: PSS or PKCS#1 v1.5, SHA-256). The key
+    /// itself never leaves this module; this is the only use of it besides the load check.
+    ///
+    /// # Errors
+    /// The system random generator or RSA signing failed.
+    pub(super) fn sign(
+        &self,
+        padding: &'static dyn ring::signature::RsaEncoding,
+        message: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
+        self.key
+            .sign(padding, &self.rng, message, &mut signature)
+            .map_err(|_| "signing with the private key failed".to_owned())?;
+        Ok(signature)
     }
-}
-
-#[derive(Serialize)]
-struct AssertionHeader {
-    alg: &'static str,
-    typ: &'static str,
-    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
-    x5t_s256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    x5t: Option<String>,
-}
-
-#[derive(Serialize)]
-struct AssertionClaims<'a> {
-    aud: &'a str,
-    exp: i64,
-    iss: &'a str,
-    jti: String,
-    nbf: i64,
-    sub: &'a str,
-    iat: i64,
-}
-
-/// base64url (no padding) of a value's JSON, for both JWS segments.
-fn b64_json<T: Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_vec(value)
-        .map(|json| URL_SAFE_NO_PAD.encode(json))
-        .map_err(|e| format!("encoding the client assertion failed: {e}"))
 }
 
 /// The first `CERTIFICATE` block.

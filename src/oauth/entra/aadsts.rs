@@ -148,12 +148,12 @@ enum Answer {
 
 /// The whole verdict on a failed token request: the HTTP status and the decoded body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenFailure {
+pub struct EntraRefusal {
     http_status: u16,
     answer: Answer,
 }
 
-impl TokenFailure {
+impl EntraRefusal {
     /// Decodes a failed token response. Never fails: a body that is not an Entra error is kept
     /// as a short sanitised excerpt and still explained.
     pub fn from_response(http_status: u16, body: &str) -> Self {

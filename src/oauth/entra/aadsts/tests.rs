@@ -62,7 +62,7 @@ fn only_throttling_and_transient_codes_back_off() {
 
 #[test]
 fn documented_bad_secret_body_is_explained() {
-    let failure = TokenFailure::from_response(401, BAD_SECRET_BODY);
+    let failure = EntraRefusal::from_response(401, BAD_SECRET_BODY);
     let body = failure.body().unwrap();
     assert_eq!(body.error, "invalid_client");
     assert_eq!(failure.code(), Some(7000215));
@@ -114,7 +114,7 @@ const RETRY_CASES: &[(u16, &str, TokenRetry, &str)] = &[
 #[test]
 fn retry_and_message_table() {
     for &(status, body, retry, needle) in RETRY_CASES {
-        let failure = TokenFailure::from_response(status, body);
+        let failure = EntraRefusal::from_response(status, body);
         assert_eq!(failure.retry(), retry, "HTTP {status} {body}");
         let message = failure.operator_message();
         assert!(message.contains(needle), "HTTP {status} {body}: {message}");
@@ -127,7 +127,7 @@ fn retry_and_message_table() {
 
 #[test]
 fn code_is_read_from_description_when_error_codes_is_missing() {
-    let failure = TokenFailure::from_response(
+    let failure = EntraRefusal::from_response(
         400,
         r#"{"error":"invalid_request","error_description":"AADSTS90002: Tenant 'contso.com' not found.\r\nTrace ID: x"}"#,
     );
@@ -163,7 +163,7 @@ fn long_descriptions_are_capped_to_one_line() {
     let body = format!(
         r#"{{"error":"invalid_request","error_codes":[123],"error_description":"{long}\r\nTrace ID: t"}}"#
     );
-    let failure = TokenFailure::from_response(400, &body);
+    let failure = EntraRefusal::from_response(400, &body);
     let first_line = failure.body().unwrap().first_line_of_description();
     assert_eq!(first_line.chars().count(), MAX_DESCRIPTION_CHARS);
     let message = failure.operator_message();
@@ -182,7 +182,7 @@ fn hostile_bodies_never_break_the_line() {
     ]
     .map(str::to_owned);
     for body in &bodies {
-        let message = TokenFailure::from_response(400, body).operator_message();
+        let message = EntraRefusal::from_response(400, body).operator_message();
         assert!(!message.chars().any(char::is_control), "{message:?}");
     }
 }

@@ -9,6 +9,7 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, Unpa
 use serde_json::Value;
 
 use super::*;
+use crate::oauth::entra::assertion::AssertionAlgorithm;
 use crate::testkit::TestClientCertificate;
 
 const DAY: Duration = Duration::from_secs(86_400);
