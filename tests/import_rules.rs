@@ -10,6 +10,10 @@
 //! `smtp`); an imported path likewise. `super::` paths are resolved against the file's own
 //! module path, so a `super::super::` that leaves its top-level module is checked too.
 //!
+//! The same walk checks the size rule of the house style: every production file under `src/`
+//! is below 500 lines of non-test code, or says why at its top in a module doc line starting
+//! with `//! Over 500 lines:`.
+//!
 //! Test code may import anything: files named `tests.rs`, `*_tests.rs` or `test_support.rs`,
 //! files under a `tests/` folder, and inline `#[cfg(test)] mod … { … }` blocks.
 
@@ -504,4 +508,57 @@ fn a_forbidden_edge_is_reported_with_its_file_and_line() {
     assert_eq!(violations[0].file, "src/vocab/mod.rs");
     assert_eq!(violations[0].line, 3);
     assert_eq!(violations[0].to, "spool");
+}
+
+/// Lines a file may have before its inline test module, without saying why.
+const MAX_PRODUCTION_LINES: usize = 500;
+
+/// Lines of `text` before its inline `#[cfg(test)] mod tests { … }` block (all of it when
+/// there is none).
+fn production_line_count(text: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let test_block = lines.windows(2).position(|pair| {
+        pair[0].trim_start().starts_with("#[cfg(test)]")
+            && pair[1].trim_start().starts_with("mod tests")
+            && pair[1].contains('{')
+    });
+    test_block.unwrap_or(lines.len())
+}
+
+#[test]
+fn every_file_is_below_500_lines_of_production_code_or_says_why() {
+    let src = manifest_dir().join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut too_long = Vec::new();
+    for file in files {
+        let Ok(relative) = file.strip_prefix(&src) else {
+            continue;
+        };
+        if is_test_file(relative) {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let count = production_line_count(&text);
+        let says_why = text
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .any(|line| line.starts_with("//! Over 500 lines:"));
+        if count >= MAX_PRODUCTION_LINES && !says_why {
+            too_long.push(format!("src/{}: {count} lines", relative.display()));
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "files of {MAX_PRODUCTION_LINES} lines or more of production code without a reason \
+         (`//! Over 500 lines: …` at the top), split them where the seam is:\n{}",
+        too_long.join("\n")
+    );
+}
+
+#[test]
+fn the_line_count_stops_at_the_inline_test_module() {
+    let text = "//! doc\nfn a() {}\n\n#[cfg(test)]\nmod tests {\n    fn b() {}\n}\n";
+    assert_eq!(production_line_count(text), 3);
+    assert_eq!(production_line_count("fn a() {}\nfn b() {}\n"), 2);
 }
