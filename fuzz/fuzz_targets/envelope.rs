@@ -13,11 +13,12 @@
 use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use smtp_oauth_relay::vocab::address::Address;
-use smtp_oauth_relay::spool::format::{decode, encode, encode_trailer, hex, split_entry};
+use smtp_oauth_relay::spool::format::{decode, encode, encode_trailer, split_entry};
+use smtp_oauth_relay::vocab::hex;
 use smtp_oauth_relay::vocab::envelope::{ClientInfo, Envelope, LastAttempt, is_valid_id};
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    hex::lower(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn wrap(json: &str) -> Vec<u8> {

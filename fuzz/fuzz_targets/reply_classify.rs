@@ -9,7 +9,8 @@
 
 use fuzz_support::has_bare_cr_or_lf;
 use libfuzzer_sys::fuzz_target;
-use smtp_oauth_relay::transport::smtp::classify::{classify_reply, enhanced_code};
+use smtp_oauth_relay::transport::smtp::classify::classify_reply;
+use smtp_oauth_relay::vocab::enhanced_status::enhanced_code;
 use smtp_oauth_relay::vocab::verdict::Stage;
 use smtp_oauth_relay::oauth::entra::aadsts::EntraRefusal;
 use smtp_oauth_relay::smtp::proto::reply::Reply;

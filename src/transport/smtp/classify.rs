@@ -38,7 +38,7 @@ use crate::vocab::verdict::{Class, ConnectionFailure, FollowUp, Stage, TlsFailur
 
 use self::rules::{RULES, ReplyCodes, Rule};
 use super::failure::{SmtpFailure, SmtpFailureKind};
-pub use crate::vocab::enhanced_status::{EnhancedStatus, enhanced_code};
+use crate::vocab::enhanced_status::{EnhancedStatus, enhanced_code};
 
 /// Classifies a failure of the SMTP transport: its reply by the catalogue, a broken
 /// connection by [`classify_connection`], and the relay's own stops (a limitation of the
