@@ -63,7 +63,11 @@ impl Directory {
     ///
     /// # Errors
     /// [`TestkitError::UnknownMailbox`].
-    pub fn set_mailbox_rest_enabled(&self, mailbox: &str, enabled: bool) -> Result<(), TestkitError> {
+    pub fn set_mailbox_rest_enabled(
+        &self,
+        mailbox: &str,
+        enabled: bool,
+    ) -> Result<(), TestkitError> {
         let address = self.with_mailbox(mailbox, |m| m.address.clone())?;
         let mut state = self.lock();
         if enabled {
@@ -109,6 +113,9 @@ mod tests {
         dir.set_mailbox_rest_enabled("relay@contoso.com", true)
             .unwrap();
         assert!(dir.mailbox_rest_enabled("relay@contoso.com"));
-        assert!(dir.set_mailbox_rest_enabled("ghost@contoso.com", false).is_err());
+        assert!(
+            dir.set_mailbox_rest_enabled("ghost@contoso.com", false)
+                .is_err()
+        );
     }
 }

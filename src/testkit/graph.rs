@@ -49,6 +49,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use super::TestkitError;
 use super::bundle::Testkit;
 use super::directory::Directory;
 use super::graph_http;
@@ -56,7 +57,6 @@ use super::graph_mime::MessageAddresses;
 use super::graph_state::GraphShared;
 use super::issuance::Resource;
 use super::pki::TestPki;
-use super::TestkitError;
 
 /// Graph's request size limit: 4 MiB per request body.
 pub const GRAPH_REQUEST_LIMIT: usize = 4 * 1024 * 1024;

@@ -288,7 +288,9 @@ impl GraphError {
         GraphError::new(
             416,
             "ErrorRangeNotSatisfiable",
-            format!("The requested range is not satisfiable; the next expected byte is {expected}."),
+            format!(
+                "The requested range is not satisfiable; the next expected byte is {expected}."
+            ),
         )
     }
 
@@ -437,9 +439,8 @@ pub(crate) fn inner_error_date(now: SystemTime) -> String {
 
 /// `2019-09-25T01:09:30.7671707Z`, the format of `expirationDateTime`.
 pub(crate) fn odata_timestamp(at: SystemTime) -> String {
-    let format = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
-    );
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
     OffsetDateTime::from(at)
         .format(&format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.0000000Z".to_owned())

@@ -199,11 +199,11 @@ async fn process(
             session,
             authtoken,
         } => {
-            let caller =
-                match graph_upload::authorize(shared, &session, authtoken.as_deref(), ids) {
-                    Ok(caller) => caller,
-                    Err(error) => return Outcome::Refuse(error),
-                };
+            let caller = match graph_upload::authorize(shared, &session, authtoken.as_deref(), ids)
+            {
+                Ok(caller) => caller,
+                Err(error) => return Outcome::Refuse(error),
+            };
             record.client_id = Some(caller.client_id.clone());
             record.mailbox = Some(caller.mailbox.clone());
             let _slot = match admit(shared, &caller.client_id, &caller.mailbox).await {
@@ -389,7 +389,11 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Route {
     let user = seg(2).to_ascii_lowercase();
     let post = *method == Method::POST;
     let api = |operation: GraphOperation, message: Option<&str>| Route::Api {
-        operation: if post { operation } else { GraphOperation::Other },
+        operation: if post {
+            operation
+        } else {
+            GraphOperation::Other
+        },
         user: user.clone(),
         message: message.map(str::to_owned),
     };
@@ -407,7 +411,10 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Route {
             segments
                 .iter()
                 .skip(3)
-                .find(|s| !["messages", "attachments", "send", "sendmail"].contains(&s.to_ascii_lowercase().as_str()))
+                .find(|s| {
+                    !["messages", "attachments", "send", "sendmail"]
+                        .contains(&s.to_ascii_lowercase().as_str())
+                })
                 .or_else(|| segments.last())
                 .cloned()
                 .unwrap_or_default(),
@@ -476,7 +483,9 @@ impl BodyReader {
         let read = async {
             while let Some(frame) = body.frame().await {
                 let Ok(frame) = frame else {
-                    return Err(GraphError::invalid_request("The request body could not be read."));
+                    return Err(GraphError::invalid_request(
+                        "The request body could not be read.",
+                    ));
                 };
                 if let Ok(data) = frame.into_data() {
                     self.read += data.len() as u64;
@@ -538,16 +547,52 @@ mod tests {
     fn routes() {
         let post = Method::POST;
         let table = [
-            (&post, "/v1.0/users/Relay%40contoso.com/sendMail", api(GraphOperation::SendMail, "relay@contoso.com", None)),
-            (&post, "/v1.0/users/relay@contoso.com/sendmail", api(GraphOperation::SendMail, "relay@contoso.com", None)),
-            (&post, "/v1.0/users/r@x.com/messages", api(GraphOperation::CreateDraft, "r@x.com", None)),
-            (&post, "/v1.0/users/r@x.com/messages/AAMk=/send", api(GraphOperation::SendDraft, "r@x.com", Some("AAMk="))),
-            (&post, "/v1.0/users/r@x.com/messages/AAMk%3D/attachments", api(GraphOperation::AddAttachment, "r@x.com", Some("AAMk="))),
-            (&post, "/v1.0/users/r@x.com/messages/A/attachments/createUploadSession", api(GraphOperation::CreateUploadSession, "r@x.com", Some("A"))),
-            (&Method::GET, "/v1.0/users/r@x.com/sendMail", api(GraphOperation::Other, "r@x.com", None)),
-            (&post, "/beta/users/r@x.com/sendMail", Route::Unknown("beta".to_owned())),
+            (
+                &post,
+                "/v1.0/users/Relay%40contoso.com/sendMail",
+                api(GraphOperation::SendMail, "relay@contoso.com", None),
+            ),
+            (
+                &post,
+                "/v1.0/users/relay@contoso.com/sendmail",
+                api(GraphOperation::SendMail, "relay@contoso.com", None),
+            ),
+            (
+                &post,
+                "/v1.0/users/r@x.com/messages",
+                api(GraphOperation::CreateDraft, "r@x.com", None),
+            ),
+            (
+                &post,
+                "/v1.0/users/r@x.com/messages/AAMk=/send",
+                api(GraphOperation::SendDraft, "r@x.com", Some("AAMk=")),
+            ),
+            (
+                &post,
+                "/v1.0/users/r@x.com/messages/AAMk%3D/attachments",
+                api(GraphOperation::AddAttachment, "r@x.com", Some("AAMk=")),
+            ),
+            (
+                &post,
+                "/v1.0/users/r@x.com/messages/A/attachments/createUploadSession",
+                api(GraphOperation::CreateUploadSession, "r@x.com", Some("A")),
+            ),
+            (
+                &Method::GET,
+                "/v1.0/users/r@x.com/sendMail",
+                api(GraphOperation::Other, "r@x.com", None),
+            ),
+            (
+                &post,
+                "/beta/users/r@x.com/sendMail",
+                Route::Unknown("beta".to_owned()),
+            ),
             (&post, "/v1.0/me/sendMail", Route::Unknown("me".to_owned())),
-            (&post, "/v1.0/users/r@x.com/mailFolders", Route::Unknown("mailFolders".to_owned())),
+            (
+                &post,
+                "/v1.0/users/r@x.com/mailFolders",
+                Route::Unknown("mailFolders".to_owned()),
+            ),
         ];
         for (method, path, expected) in table {
             assert_eq!(route(method, path, None), expected, "{method} {path}");
@@ -573,7 +618,10 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(route(&Method::POST, path, None), Route::Unknown(_)));
+        assert!(matches!(
+            route(&Method::POST, path, None),
+            Route::Unknown(_)
+        ));
         assert!(matches!(
             route(&Method::PUT, "/api/v2.0/Users('r')/Messages('m')", None),
             Route::Unknown(_)
@@ -585,6 +633,9 @@ mod tests {
         assert_eq!(required_role(GraphOperation::SendMail), "Mail.Send");
         assert_eq!(required_role(GraphOperation::SendDraft), "Mail.Send");
         assert_eq!(required_role(GraphOperation::CreateDraft), "Mail.ReadWrite");
-        assert_eq!(required_role(GraphOperation::CreateUploadSession), "Mail.ReadWrite");
+        assert_eq!(
+            required_role(GraphOperation::CreateUploadSession),
+            "Mail.ReadWrite"
+        );
     }
 }

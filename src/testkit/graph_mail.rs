@@ -94,21 +94,30 @@ fn parse_json(bytes: &[u8]) -> Result<Value, GraphError> {
         .ok_or_else(GraphError::unreadable_json)
 }
 
-fn send_mail(shared: &GraphShared, caller: &Caller, content_type: &str, body: &[u8]) -> HandlerResult {
+fn send_mail(
+    shared: &GraphShared,
+    caller: &Caller,
+    content_type: &str,
+    body: &[u8],
+) -> HandlerResult {
     if is_mime(content_type) {
         let mime = decode_mime_base64(body)?;
         let addresses = mime_addresses(&mime);
         let size = mime.len();
-        submit(shared, caller, Submission {
-            path: SendPath::MimeSendMail,
-            addresses,
-            seen_by_recipients: strip_bcc(&mime),
-            raw_mime: Some(mime),
-            json: None,
-            saved_to_sent_items: true,
-            attachments: Vec::new(),
-            size,
-        })?;
+        submit(
+            shared,
+            caller,
+            Submission {
+                path: SendPath::MimeSendMail,
+                addresses,
+                seen_by_recipients: strip_bcc(&mime),
+                raw_mime: Some(mime),
+                json: None,
+                saved_to_sent_items: true,
+                attachments: Vec::new(),
+                size,
+            },
+        )?;
     } else if is_json(content_type) {
         let request = parse_json(body)?;
         let message = request
@@ -128,16 +137,20 @@ fn send_mail(shared: &GraphShared, caller: &Caller, content_type: &str, body: &[
         let id = shared.new_item_id();
         let rendered = render_json_message(&message, &caller.mailbox, &format!("{id}@fake.graph"));
         let size = rendered.len() + attachments_size(&attachments);
-        submit(shared, caller, Submission {
-            path: SendPath::JsonSendMail,
-            addresses,
-            seen_by_recipients: rendered,
-            raw_mime: None,
-            json: Some(message),
-            saved_to_sent_items,
-            attachments,
-            size,
-        })?;
+        submit(
+            shared,
+            caller,
+            Submission {
+                path: SendPath::JsonSendMail,
+                addresses,
+                seen_by_recipients: rendered,
+                raw_mime: None,
+                json: Some(message),
+                saved_to_sent_items,
+                attachments,
+                size,
+            },
+        )?;
     } else {
         return Err(GraphError::unsupported_media_type(content_type));
     }
@@ -205,7 +218,10 @@ fn attachments_size(attachments: &[GraphAttachment]) -> usize {
 }
 
 /// The `attachments` of a JSON message (file attachments with `contentBytes`).
-fn json_attachments(shared: &GraphShared, message: &Value) -> Result<Vec<GraphAttachment>, GraphError> {
+fn json_attachments(
+    shared: &GraphShared,
+    message: &Value,
+) -> Result<Vec<GraphAttachment>, GraphError> {
     let Some(list) = message.get("attachments") else {
         return Ok(Vec::new());
     };
@@ -219,14 +235,18 @@ fn json_attachments(shared: &GraphShared, message: &Value) -> Result<Vec<GraphAt
 
 /// A `#microsoft.graph.fileAttachment` resource, decoded.
 fn file_attachment(shared: &GraphShared, value: &Value) -> Result<GraphAttachment, GraphError> {
-    let odata_type = value.get("@odata.type").and_then(Value::as_str).unwrap_or_default();
+    let odata_type = value
+        .get("@odata.type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !odata_type.eq_ignore_ascii_case("#microsoft.graph.fileAttachment") {
         return Err(GraphError::invalid_request(
             "A file attachment needs \"@odata.type\": \"#microsoft.graph.fileAttachment\".",
         ));
     }
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
-    let name = text("name").ok_or_else(|| GraphError::invalid_request("The attachment has no name."))?;
+    let name =
+        text("name").ok_or_else(|| GraphError::invalid_request("The attachment has no name."))?;
     let bytes = text("contentBytes")
         .and_then(|b64| STANDARD.decode(b64.trim()).ok())
         .ok_or_else(|| GraphError::invalid_request("contentBytes is missing or not base64."))?;
@@ -234,13 +254,25 @@ fn file_attachment(shared: &GraphShared, value: &Value) -> Result<GraphAttachmen
         name,
         size: bytes.len() as u64,
         content_type: text("contentType").unwrap_or_else(|| "application/octet-stream".to_owned()),
-        is_inline: value.get("isInline").and_then(Value::as_bool).unwrap_or(false),
+        is_inline: value
+            .get("isInline")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         content_id: text("contentId"),
     };
-    Ok(GraphAttachment::in_memory(shared.new_item_id(), &item, bytes))
+    Ok(GraphAttachment::in_memory(
+        shared.new_item_id(),
+        &item,
+        bytes,
+    ))
 }
 
-fn create_draft(shared: &GraphShared, caller: &Caller, content_type: &str, body: &[u8]) -> HandlerResult {
+fn create_draft(
+    shared: &GraphShared,
+    caller: &Caller,
+    content_type: &str,
+    body: &[u8],
+) -> HandlerResult {
     let content = if is_mime(content_type) {
         DraftContent::Mime(decode_mime_base64(body)?)
     } else if is_json(content_type) {
@@ -285,7 +317,12 @@ fn create_draft(shared: &GraphShared, caller: &Caller, content_type: &str, body:
     Ok(json_response(StatusCode::CREATED, &body, &caller.ids))
 }
 
-fn add_attachment(shared: &GraphShared, caller: &Caller, message_id: &str, body: &[u8]) -> HandlerResult {
+fn add_attachment(
+    shared: &GraphShared,
+    caller: &Caller,
+    message_id: &str,
+    body: &[u8],
+) -> HandlerResult {
     let value = parse_json(body)?;
     let attachment = file_attachment(shared, &value)?;
     if attachment.size >= UPLOAD_SESSION_MINIMUM {
@@ -333,8 +370,11 @@ fn send_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> Handle
             attachments: draft.attachments,
         },
         DraftContent::Json(message) => {
-            let rendered =
-                render_json_message(&message, &caller.mailbox, &format!("{message_id}@fake.graph"));
+            let rendered = render_json_message(
+                &message,
+                &caller.mailbox,
+                &format!("{message_id}@fake.graph"),
+            );
             Submission {
                 path: SendPath::Draft,
                 addresses: json_addresses(&message).map_err(GraphError::invalid_request)?,
@@ -350,7 +390,9 @@ fn send_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> Handle
     submit(shared, caller, submission)?;
     let mut runtime = shared.lock();
     runtime.drafts.remove(message_id);
-    runtime.uploads.retain(|_, session| session.message_id != message_id);
+    runtime
+        .uploads
+        .retain(|_, session| session.message_id != message_id);
     drop(runtime);
     Ok(empty_response(StatusCode::ACCEPTED, &caller.ids))
 }
@@ -363,18 +405,17 @@ mod tests {
     fn base64_decoding_like_graph() {
         let table: [(&str, Option<&str>); 5] = [
             ("VG86IGFAeC5jb20NCg0KaGk=", Some("To: a@x.com\r\n\r\nhi")),
-            ("VG86IGFAeC5j\r\nb20NCg0KaGk=\r\n", Some("To: a@x.com\r\n\r\nhi")),
+            (
+                "VG86IGFAeC5j\r\nb20NCg0KaGk=\r\n",
+                Some("To: a@x.com\r\n\r\nhi"),
+            ),
             ("To: a@x.com", None),
             ("VG86IGFAeC5jb20NCg0KaGk", None),
             ("", None),
         ];
         for (input, expected) in table {
             let decoded = decode_mime_base64(input.as_bytes()).ok();
-            assert_eq!(
-                decoded.as_deref(),
-                expected.map(str::as_bytes),
-                "{input:?}"
-            );
+            assert_eq!(decoded.as_deref(), expected.map(str::as_bytes), "{input:?}");
         }
     }
 
@@ -389,7 +430,7 @@ mod tests {
         };
         let three = GraphAttachment::in_memory("1".to_owned(), &item, vec![0; 3]);
         let four = GraphAttachment::in_memory("2".to_owned(), &item, vec![0; 4]);
-        assert_eq!(attachments_size(&[three.clone()]), 4);
+        assert_eq!(attachments_size(std::slice::from_ref(&three)), 4);
         assert_eq!(attachments_size(&[three, four]), 12);
         assert_eq!(attachments_size(&[]), 0);
     }

@@ -52,7 +52,8 @@ impl MessageAddresses {
 /// Reads the header section of `mime`.
 pub fn mime_addresses(mime: &[u8]) -> MessageAddresses {
     let header_end = header_section_end(mime);
-    let Some(parsed) = MessageParser::default().parse_headers(mime.get(..header_end).unwrap_or(mime))
+    let Some(parsed) =
+        MessageParser::default().parse_headers(mime.get(..header_end).unwrap_or(mime))
     else {
         return MessageAddresses::default();
     };
@@ -63,7 +64,11 @@ pub fn mime_addresses(mime: &[u8]) -> MessageAddresses {
             .filter_map(mail_parser::HeaderValue::as_address)
             .flat_map(|list| list.iter())
         {
-            let text = address.address().unwrap_or_default().trim().to_ascii_lowercase();
+            let text = address
+                .address()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             if !text.is_empty() && !out.contains(&text) {
                 out.push(text);
             }
@@ -128,7 +133,12 @@ pub fn is_plausible_address(address: &str) -> bool {
     let Some((local, domain)) = address.rsplit_once('@') else {
         return false;
     };
-    let clean = |s: &str| !s.is_empty() && !s.bytes().any(|b| b.is_ascii_whitespace() || b"<>,;".contains(&b));
+    let clean = |s: &str| {
+        !s.is_empty()
+            && !s
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b"<>,;".contains(&b))
+    };
     clean(local) && clean(domain) && (domain.contains('.') || domain.starts_with('['))
 }
 
@@ -193,7 +203,9 @@ pub fn render_json_message(message: &Value, sender: &str, message_id: &str) -> V
         }
     }
     let subject = addresses.subject.unwrap_or_default();
-    out.push_str(&format!("Subject: {subject}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n"));
+    out.push_str(&format!(
+        "Subject: {subject}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n"
+    ));
     let content_type = message
         .pointer("/body/contentType")
         .and_then(Value::as_str)
@@ -244,8 +256,7 @@ mod tests {
 
     #[test]
     fn from_and_subject_are_read() {
-        let addresses =
-            mime_addresses(b"From: \"Boss\" <CEO@contoso.com>\r\nSubject: Hi\r\n\r\n");
+        let addresses = mime_addresses(b"From: \"Boss\" <CEO@contoso.com>\r\nSubject: Hi\r\n\r\n");
         assert_eq!(addresses.from, vec!["ceo@contoso.com"]);
         assert_eq!(addresses.subject.as_deref(), Some("Hi"));
     }
@@ -253,13 +264,22 @@ mod tests {
     #[test]
     fn strip_bcc_removes_only_bcc_fields() {
         let table: [(&str, &str); 5] = [
-            ("To: a@x\r\nBcc: b@x\r\n\r\nBcc: body\r\n", "To: a@x\r\n\r\nBcc: body\r\n"),
+            (
+                "To: a@x\r\nBcc: b@x\r\n\r\nBcc: body\r\n",
+                "To: a@x\r\n\r\nBcc: body\r\n",
+            ),
             (
                 "Bcc: b@x,\r\n c@x\r\nSubject: s\r\n\r\nb",
                 "Subject: s\r\n\r\nb",
             ),
-            ("BCC:b@x\r\nbcc : obsolete form\r\nX: y\r\n\r\n", "X: y\r\n\r\n"),
-            ("Subject: Bcc: x\r\n X-Bcc: y\r\n\r\n", "Subject: Bcc: x\r\n X-Bcc: y\r\n\r\n"),
+            (
+                "BCC:b@x\r\nbcc : obsolete form\r\nX: y\r\n\r\n",
+                "X: y\r\n\r\n",
+            ),
+            (
+                "Subject: Bcc: x\r\n X-Bcc: y\r\n\r\n",
+                "Subject: Bcc: x\r\n X-Bcc: y\r\n\r\n",
+            ),
             ("To: a@x\nBcc: b@x\n\nbody", "To: a@x\n\nbody"),
         ];
         for (input, expected) in table {
@@ -282,7 +302,10 @@ mod tests {
             "from": {"emailAddress": {"address": "Ceo@contoso.com"}}
         });
         let addresses = json_addresses(&message).unwrap();
-        assert_eq!(addresses.all_recipients(), ["a@x.com", "c@x.com", "b@x.com"]);
+        assert_eq!(
+            addresses.all_recipients(),
+            ["a@x.com", "c@x.com", "b@x.com"]
+        );
         assert_eq!(addresses.from, ["ceo@contoso.com"]);
         let rendered =
             String::from_utf8(render_json_message(&message, "relay@contoso.com", "id@x")).unwrap();

@@ -290,7 +290,11 @@ impl GraphShared {
             _ => {}
         }
         if let Some(code) = &record.error_code {
-            *runtime.stats.errors_by_code.entry(code.clone()).or_default() += 1;
+            *runtime
+                .stats
+                .errors_by_code
+                .entry(code.clone())
+                .or_default() += 1;
         }
         if runtime.log.len() >= LOG_CAPACITY {
             runtime.log.pop_front();
@@ -386,8 +390,18 @@ mod tests {
     #[test]
     fn faults_are_taken_in_order_and_by_operation() {
         let shared = shared(GraphOptions::default());
-        shared.queue_fault(1, GraphFault::GatewayTimeout, Some(GraphOperation::SendDraft));
-        shared.queue_fault(2, GraphFault::Throttle { retry_after: Duration::from_secs(1) }, None);
+        shared.queue_fault(
+            1,
+            GraphFault::GatewayTimeout,
+            Some(GraphOperation::SendDraft),
+        );
+        shared.queue_fault(
+            2,
+            GraphFault::Throttle {
+                retry_after: Duration::from_secs(1),
+            },
+            None,
+        );
         assert_eq!(
             shared.take_fault(GraphOperation::SendDraft),
             Some(GraphFault::GatewayTimeout)

@@ -1,4 +1,4 @@
-//! Upload sessions of the fake Graph (graph.md §3, outlook-large-attachments): 
+//! Upload sessions of the fake Graph (graph.md §3, outlook-large-attachments):
 //! `createUploadSession` on a draft's attachments (201 with `uploadUrl`,
 //! `expirationDateTime`, `nextExpectedRanges: ["0-"]`), then `PUT {uploadUrl}` with
 //! `Content-Range: bytes a-b/total`, chunks in order and at most 4 MiB each (200 with
@@ -19,7 +19,9 @@ use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
 use serde_json::{Value, json};
 
-use super::graph::{GRAPH_REQUEST_LIMIT, GraphAttachment, MAX_MAILBOX_SIZE_LIMIT, UPLOAD_SESSION_MINIMUM};
+use super::graph::{
+    GRAPH_REQUEST_LIMIT, GraphAttachment, MAX_MAILBOX_SIZE_LIMIT, UPLOAD_SESSION_MINIMUM,
+};
 use super::graph_errors::{GraphError, RequestIds, empty_response, json_response, odata_timestamp};
 use super::graph_http::{BodyReader, Caller, Outcome};
 use super::graph_state::{AttachmentItem, GraphShared, UploadSession};
@@ -41,8 +43,13 @@ impl ContentRange {
 
 /// Parses `bytes first-last/total` (first ≤ last < total).
 pub(crate) fn parse_content_range(value: &str) -> Result<ContentRange, GraphError> {
-    let invalid = || GraphError::invalid_content_range(&format!("'{value}' is not 'bytes first-last/total'"));
-    let rest = value.trim().strip_prefix("bytes").ok_or_else(invalid)?.trim_start();
+    let invalid =
+        || GraphError::invalid_content_range(&format!("'{value}' is not 'bytes first-last/total'"));
+    let rest = value
+        .trim()
+        .strip_prefix("bytes")
+        .ok_or_else(invalid)?
+        .trim_start();
     let (range, total) = rest.split_once('/').ok_or_else(invalid)?;
     let (first, last) = range.split_once('-').ok_or_else(invalid)?;
     let number = |s: &str| s.trim().parse::<u64>().map_err(|_| invalid());
@@ -88,13 +95,18 @@ pub(crate) async fn create(
     let request: Value = serde_json::from_slice(body).map_err(|_| GraphError::unreadable_json())?;
     let item = request
         .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("AttachmentItem")))
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("AttachmentItem"))
+        })
         .map(|(_, v)| v)
         .filter(|v| v.is_object())
         .ok_or_else(|| GraphError::invalid_request("The 'AttachmentItem' parameter is missing."))?;
     let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
     if !text("attachmentType").is_some_and(|t| t.eq_ignore_ascii_case("file")) {
-        return Err(GraphError::invalid_request("Only attachmentType 'file' is supported here."));
+        return Err(GraphError::invalid_request(
+            "Only attachmentType 'file' is supported here.",
+        ));
     }
     let size = item
         .get("size")
@@ -107,13 +119,21 @@ pub(crate) async fn create(
         return Err(GraphError::attachment_above_maximum());
     }
     let item = AttachmentItem {
-        name: text("name").ok_or_else(|| GraphError::invalid_request("AttachmentItem.name is required."))?,
+        name: text("name")
+            .ok_or_else(|| GraphError::invalid_request("AttachmentItem.name is required."))?,
         size,
         content_type: text("contentType").unwrap_or_else(|| "application/octet-stream".to_owned()),
-        is_inline: item.get("isInline").and_then(Value::as_bool).unwrap_or(false),
+        is_inline: item
+            .get("isInline")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         content_id: text("contentId"),
     };
-    let dir = shared.options.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = shared
+        .options
+        .upload_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
     let file = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
         .await
         .map_err(|_| GraphError::service_unavailable(None))?
@@ -123,10 +143,10 @@ pub(crate) async fn create(
     let expires_at = SystemTime::now() + shared.options.upload_session_lifetime;
     {
         let mut runtime = shared.lock();
-        if !runtime
+        if runtime
             .drafts
             .get(message_id)
-            .is_some_and(|d| d.mailbox == caller.mailbox)
+            .is_none_or(|d| d.mailbox != caller.mailbox)
         {
             return Err(GraphError::item_not_found());
         }
@@ -159,7 +179,12 @@ pub(crate) async fn create(
 }
 
 /// `DELETE {uploadUrl}`.
-pub(crate) fn cancel(shared: &GraphShared, caller: &Caller, session_id: &str, deliver: bool) -> Outcome {
+pub(crate) fn cancel(
+    shared: &GraphShared,
+    caller: &Caller,
+    session_id: &str,
+    deliver: bool,
+) -> Outcome {
     if !deliver {
         return Outcome::Drop;
     }
@@ -197,7 +222,9 @@ async fn put_chunk_inner(
         content_range.ok_or_else(|| GraphError::invalid_content_range("the header is missing"))?,
     )?;
     if range.len() > GRAPH_REQUEST_LIMIT as u64 {
-        return Err(GraphError::invalid_content_range("a chunk may carry at most 4 MB"));
+        return Err(GraphError::invalid_content_range(
+            "a chunk may carry at most 4 MB",
+        ));
     }
     let (file, mut digest, message_id) = {
         let mut runtime = shared.lock();
@@ -214,8 +241,15 @@ async fn put_chunk_inner(
         if range.first != session.received || session.digest.is_none() {
             return Err(GraphError::range_not_satisfiable(session.received));
         }
-        let digest = session.digest.take().unwrap_or_else(|| ring::digest::Context::new(&ring::digest::SHA256));
-        (Arc::clone(&session.file), digest, session.message_id.clone())
+        let digest = session
+            .digest
+            .take()
+            .unwrap_or_else(|| ring::digest::Context::new(&ring::digest::SHA256));
+        (
+            Arc::clone(&session.file),
+            digest,
+            session.message_id.clone(),
+        )
     };
     let release = |digest: ring::digest::Context| {
         if let Some(session) = shared.lock().uploads.get_mut(session_id) {
@@ -242,7 +276,8 @@ async fn put_chunk_inner(
     }
     digest.update(&chunk);
     let offset = range.first;
-    let written = tokio::task::spawn_blocking(move || file.as_file().write_all_at(&chunk, offset)).await;
+    let written =
+        tokio::task::spawn_blocking(move || file.as_file().write_all_at(&chunk, offset)).await;
     if !matches!(written, Ok(Ok(()))) {
         release(digest);
         return Err(GraphError::service_unavailable(None));
@@ -305,7 +340,10 @@ mod tests {
         let ok = |first, last, total| Some(ContentRange { first, last, total });
         let table = [
             ("bytes 0-2097151/3483322", ok(0, 2_097_151, 3_483_322)),
-            ("bytes 2097152-3483321/3483322", ok(2_097_152, 3_483_321, 3_483_322)),
+            (
+                "bytes 2097152-3483321/3483322",
+                ok(2_097_152, 3_483_321, 3_483_322),
+            ),
             (" bytes  0-0/1 ", ok(0, 0, 1)),
             ("bytes 0-9/5", None),
             ("bytes 5-4/10", None),
@@ -317,6 +355,14 @@ mod tests {
         for (value, expected) in table {
             assert_eq!(parse_content_range(value).ok(), expected, "{value}");
         }
-        assert_eq!(ContentRange { first: 2, last: 5, total: 9 }.len(), 4);
+        assert_eq!(
+            ContentRange {
+                first: 2,
+                last: 5,
+                total: 9
+            }
+            .len(),
+            4
+        );
     }
 }
