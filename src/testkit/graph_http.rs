@@ -9,14 +9,14 @@
 //! a `client-request-id` header is echoed, as Graph does, else the request id is used.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request};
 
 use super::graph::{GRAPH_REQUEST_LIMIT, GraphFault, GraphOperation, GraphRequestRecord};
+use super::graph_body::BodyReader;
 use super::graph_errors::{GraphError, GraphResponse, RequestIds};
 use super::graph_mail;
 use super::graph_state::GraphShared;
@@ -25,10 +25,6 @@ use super::issuance::GRAPH_RESOURCE;
 use super::jwt::{Claims, TokenRejection};
 use super::random::new_guid;
 
-/// What is read and thrown away after a refused body before the connection is given up.
-const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-/// How long reading (or draining) one body may take.
-const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Graph's application id, also accepted as `aud`.
 const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
@@ -458,77 +454,6 @@ fn percent_decode_path(text: &str) -> String {
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Reads a request body with the 4 MiB bound.
-pub(crate) struct BodyReader {
-    body: Option<Incoming>,
-    pub read: u64,
-}
-
-impl BodyReader {
-    fn new(body: Incoming) -> BodyReader {
-        BodyReader {
-            body: Some(body),
-            read: 0,
-        }
-    }
-
-    /// The whole body, or 413 once it passes [`GRAPH_REQUEST_LIMIT`] (the rest is drained).
-    pub async fn read_all(&mut self) -> Result<Vec<u8>, GraphError> {
-        let Some(mut body) = self.body.take() else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<u8> = Vec::new();
-        let read = async {
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    return Err(GraphError::invalid_request(
-                        "The request body could not be read.",
-                    ));
-                };
-                if let Ok(data) = frame.into_data() {
-                    self.read += data.len() as u64;
-                    if out.len() + data.len() > GRAPH_REQUEST_LIMIT {
-                        return Err(GraphError::request_too_large());
-                    }
-                    out.extend_from_slice(&data);
-                }
-            }
-            Ok(())
-        };
-        let result = tokio::time::timeout(BODY_TIMEOUT, read)
-            .await
-            .unwrap_or_else(|_| Err(GraphError::invalid_request("The request body timed out.")));
-        match result {
-            Ok(()) => Ok(out),
-            Err(error) => {
-                drop(out);
-                self.body = Some(body);
-                self.drain().await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Reads and discards what is left (bounded), so the client can read the answer.
-    pub async fn drain(&mut self) {
-        let Some(mut body) = self.body.take() else {
-            return;
-        };
-        let mut discarded: u64 = 0;
-        let drain = async {
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    discarded += data.len() as u64;
-                    if discarded > DRAIN_LIMIT {
-                        break;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(BODY_TIMEOUT, drain).await;
-    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 use super::graph::{
     GRAPH_REQUEST_LIMIT, GraphAttachment, MAX_MAILBOX_SIZE_LIMIT, UPLOAD_SESSION_MINIMUM,
 };
+use super::graph_body::BodyReader;
 use super::graph_errors::{GraphError, RequestIds, empty_response, json_response, odata_timestamp};
-use super::graph_http::{BodyReader, Caller, Outcome};
+use super::graph_http::{Caller, Outcome};
 use super::graph_state::{AttachmentItem, GraphShared, UploadSession};
 use super::random::{hex_lower, random_b64url};
 
