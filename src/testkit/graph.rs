@@ -21,15 +21,15 @@
 //! (403 `ErrorAccessDenied`) → concurrency per (app, mailbox) (429, counted from the moment
 //! the headers are read) → request rate (429) → held by the test gate → injected fault →
 //! body (413 past 4 MiB, never buffered beyond) → the operation. Upload `PUT`/`DELETE` carry
-//! no token: the session id and `authtoken` in the URL authorise them.
+//! no token: the session id and `authtoken` in the URL authorise them, and one that sends an
+//! `Authorization` header anyway gets 401 `InvalidAudienceForResource`, as the Outlook
+//! endpoint answers a Graph token (microsoftgraph/msgraph-sdk-java#409).
 //!
 //! Known deviations (graph.md marks these unconfirmed or the emulator simplifies):
 //! - `MailboxNotEnabledForRESTAPI` is 404 and `ErrorMessageSizeExceeded` 400 (statuses
 //!   unconfirmed); too many recipients is refused at once (Exchange may accept and NDR);
 //! - the message size counts the MIME plus every attachment at its base64 size (4/3);
 //! - a MIME draft's attachments are kept beside its MIME, not merged into it;
-//! - an upload `PUT` carrying `Authorization` is accepted and recorded
-//!   ([`GraphRequestRecord::had_authorization`]): the docs only say not to send it;
 //! - the codes of Content-Range errors and of the request-rate 429 are the emulator's;
 //! - not modelled: the 150 MB per 5 min upload quota, upload-session expiry extension,
 //!   `$batch`, reading messages back, NDRs after the 202;

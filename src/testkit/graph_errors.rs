@@ -108,6 +108,19 @@ impl GraphError {
         )
     }
 
+    /// A Graph token sent to the pre-authenticated upload URL (an Outlook resource), as
+    /// observed in microsoftgraph/msgraph-sdk-java#409.
+    pub fn upload_audience(url: &str) -> GraphError {
+        GraphError::new(
+            401,
+            "InvalidAudienceForResource",
+            format!(
+                "The audience claim value is invalid for current resource. Audience claim is \
+                 'https://graph.microsoft.com/', request url is '{url}'."
+            ),
+        )
+    }
+
     pub fn no_permissions() -> GraphError {
         GraphError::new(
             403,

@@ -195,6 +195,10 @@ async fn process(
             session,
             authtoken,
         } => {
+            if parts.headers.contains_key(AUTHORIZATION) {
+                let url = format!("{}{}", shared.base_url, parts.uri.path());
+                return Outcome::Refuse(GraphError::upload_audience(&url));
+            }
             let caller = match graph_upload::authorize(shared, &session, authtoken.as_deref(), ids)
             {
                 Ok(caller) => caller,

@@ -122,6 +122,15 @@ impl GraphAttachment {
         }
     }
 
+    /// The temporary file holding the bytes of an uploaded attachment (`None` when they
+    /// came in a request body and are kept in memory).
+    pub fn stored_file(&self) -> Option<&std::path::Path> {
+        match &self.content {
+            AttachmentContent::Memory(_) => None,
+            AttachmentContent::File(file) => Some(file.path()),
+        }
+    }
+
     /// Reads the bytes (from memory or from the upload's temporary file).
     ///
     /// # Errors

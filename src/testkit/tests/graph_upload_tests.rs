@@ -109,6 +109,12 @@ async fn a_20_mb_attachment_through_an_upload_session_then_send() {
     let big = &message.attachments[1];
     assert!(big.via_upload_session);
     assert_eq!(big.size, total as u64);
+    let on_disk = std::fs::metadata(big.stored_file().unwrap()).unwrap().len();
+    assert_eq!(
+        on_disk, total as u64,
+        "upload bytes live in a temporary file"
+    );
+    assert_eq!(message.attachments[0].stored_file(), None);
     assert_eq!(big.read_bytes().unwrap(), data);
     let digest = ring::digest::digest(&ring::digest::SHA256, &data);
     assert_eq!(
@@ -171,6 +177,20 @@ async fn upload_session_errors() {
     let forged = url.replace("authtoken=", "authtoken=x");
     let answer = put(&g, &forged, "bytes 0-9/5242880", vec![0; 10]).await;
     assert_graph_error(&answer, 401, "InvalidAuthenticationToken");
+
+    let answer = GraphKit::answer(
+        g.client
+            .put(&url)
+            .bearer_auth(&g.token)
+            .header("content-range", "bytes 0-9/5242880")
+            .body(vec![0; 10]),
+    )
+    .await;
+    let text = assert_graph_error(&answer, 401, "InvalidAudienceForResource");
+    assert!(
+        text.contains("Audience claim is 'https://graph.microsoft.com/'"),
+        "{text}"
+    );
 
     // The session still expects byte 0: the refused chunks left no trace.
     let answer = put(&g, &url, "bytes 0-9/5242880", vec![7; 10]).await;
