@@ -1,7 +1,8 @@
 //! A Microsoft-Graph-like mail API over HTTPS (hyper http1 on tokio-rustls, like
 //! [`FakeEntra`](super::FakeEntra)), for app-only sending as described in graph.md:
-//! `POST /v1.0/users/{id}/sendMail` (MIME base64 as `text/plain`, or JSON), the large-message
-//! path (`POST …/messages` draft, `POST …/messages/{id}/attachments`,
+//! `POST /v1.0/users/{id}/sendMail` (MIME base64 as `text/plain`, or JSON), the draft path
+//! (`POST …/messages` draft, `PATCH …/messages/{id}` to set its recipient collections,
+//! `POST …/messages/{id}/attachments`,
 //! `…/attachments/createUploadSession`, `PUT`/`DELETE` on the pre-authenticated upload URL,
 //! `POST …/messages/{id}/send`), with Graph's JSON error shape (`graph_errors`).
 //!
@@ -141,6 +142,8 @@ pub enum GraphOperation {
     SendMail,
     /// `POST /users/{id}/messages`.
     CreateDraft,
+    /// `PATCH /users/{id}/messages/{id}` (recipient collections of a draft).
+    UpdateDraft,
     /// `POST /users/{id}/messages/{id}/attachments`.
     AddAttachment,
     /// `POST …/attachments/createUploadSession`.

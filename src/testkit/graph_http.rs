@@ -387,18 +387,24 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Route {
         return Route::Unknown(seg(1).to_owned());
     }
     let user = seg(2).to_ascii_lowercase();
-    let post = *method == Method::POST;
-    let api = |operation: GraphOperation, message: Option<&str>| Route::Api {
-        operation: if post {
-            operation
-        } else {
-            GraphOperation::Other
-        },
-        user: user.clone(),
-        message: message.map(str::to_owned),
+    let api = |operation: GraphOperation, message: Option<&str>| {
+        let expected = match operation {
+            GraphOperation::UpdateDraft => Method::PATCH,
+            _ => Method::POST,
+        };
+        Route::Api {
+            operation: if *method == expected {
+                operation
+            } else {
+                GraphOperation::Other
+            },
+            user: user.clone(),
+            message: message.map(str::to_owned),
+        }
     };
     match segments.len() {
         4 if is(3, "sendMail") => api(GraphOperation::SendMail, None),
+        5 if is(3, "messages") => api(GraphOperation::UpdateDraft, Some(seg(4))),
         4 if is(3, "messages") => api(GraphOperation::CreateDraft, None),
         6 if is(3, "messages") && is(5, "send") => api(GraphOperation::SendDraft, Some(seg(4))),
         6 if is(3, "messages") && is(5, "attachments") => {
@@ -510,6 +516,16 @@ mod tests {
                 &Method::GET,
                 "/v1.0/users/r@x.com/sendMail",
                 api(GraphOperation::Other, "r@x.com", None),
+            ),
+            (
+                &Method::PATCH,
+                "/v1.0/users/r@x.com/messages/AAMk=",
+                api(GraphOperation::UpdateDraft, "r@x.com", Some("AAMk=")),
+            ),
+            (
+                &post,
+                "/v1.0/users/r@x.com/messages/AAMk=",
+                api(GraphOperation::Other, "r@x.com", Some("AAMk=")),
             ),
             (
                 &post,

@@ -1,6 +1,8 @@
 //! The mail operations of the fake Graph, once a request passed the checks of `graph_http`:
-//! `sendMail` (MIME base64 as `text/plain`, or JSON), draft creation, small attachments and
-//! sending a draft; `createUploadSession` is handed to `graph_upload`.
+//! `sendMail` (MIME base64 as `text/plain`, or JSON), draft creation, `PATCH` of a draft's
+//! recipient collections (for a MIME draft they replace the header lists, and the
+//! recipients' copy gets regenerated `To:`/`Cc:` fields), small attachments and sending a
+//! draft; `createUploadSession` is handed to `graph_upload`.
 //!
 //! Submission checks, in this order, for every way of sending: each `From:` address is the
 //! mailbox or one it has SendAs on (403 `ErrorSendAsDenied`) → at least one recipient
@@ -26,7 +28,8 @@ use super::graph::{
 use super::graph_errors::{GraphError, empty_response, json_response};
 use super::graph_http::{Caller, Outcome};
 use super::graph_mime::{
-    MessageAddresses, json_addresses, mime_addresses, render_json_message, strip_bcc,
+    MessageAddresses, RecipientOverrides, json_addresses, mime_addresses, recipients_copy,
+    render_json_message, strip_bcc,
 };
 use super::graph_state::{AttachmentItem, Draft, DraftContent, GraphShared};
 use super::graph_upload;
@@ -49,6 +52,9 @@ pub(crate) async fn dispatch(
     let result = match operation {
         GraphOperation::SendMail => send_mail(shared, caller, content_type, &bytes),
         GraphOperation::CreateDraft => create_draft(shared, caller, content_type, &bytes),
+        GraphOperation::UpdateDraft => {
+            update_draft(shared, caller, message_id, content_type, &bytes)
+        }
         GraphOperation::AddAttachment => add_attachment(shared, caller, message_id, &bytes),
         GraphOperation::CreateUploadSession => {
             graph_upload::create(shared, caller, message_id, &bytes).await
@@ -288,33 +294,92 @@ fn create_draft(
         ),
     };
     let id = shared.new_item_id();
-    let has_attachments = !attachments.is_empty();
+    let body = message_json(caller, &id, &addresses, !attachments.is_empty());
     shared.lock().drafts.insert(
-        id.clone(),
+        id,
         Draft {
             mailbox: caller.mailbox.clone(),
             content,
             attachments,
+            overrides: RecipientOverrides::default(),
         },
     );
+    Ok(json_response(StatusCode::CREATED, &body, &caller.ids))
+}
+
+/// The message resource Graph answers for a draft.
+fn message_json(caller: &Caller, id: &str, addresses: &MessageAddresses, attached: bool) -> Value {
     let recipients = |list: &[String]| -> Value {
         list.iter()
             .map(|a| json!({"emailAddress": {"name": a, "address": a}}))
             .collect()
     };
-    let body = json!({
+    json!({
         "@odata.context": format!("https://graph.microsoft.com/v1.0/$metadata#users('{}')/messages/$entity", caller.mailbox),
         "@odata.etag": "W/\"CQAAABYAAAAA\"",
         "id": id,
         "createdDateTime": super::graph_errors::odata_timestamp(SystemTime::now()),
         "subject": addresses.subject,
         "isDraft": true,
-        "hasAttachments": has_attachments,
+        "hasAttachments": attached,
         "toRecipients": recipients(&addresses.to),
         "ccRecipients": recipients(&addresses.cc),
         "bccRecipients": recipients(&addresses.bcc),
-    });
-    Ok(json_response(StatusCode::CREATED, &body, &caller.ids))
+    })
+}
+
+/// The addresses a draft will be sent to: its MIME headers with the `PATCH`ed collections,
+/// or its JSON message.
+fn draft_addresses(draft: &Draft) -> Result<MessageAddresses, GraphError> {
+    match &draft.content {
+        DraftContent::Mime(mime) => {
+            let mut addresses = mime_addresses(mime);
+            draft.overrides.apply(&mut addresses);
+            Ok(addresses)
+        }
+        DraftContent::Json(message) => json_addresses(message).map_err(GraphError::invalid_request),
+    }
+}
+
+/// `PATCH /users/{id}/messages/{id}`: a JSON draft takes the given properties; a MIME draft
+/// takes the recipient collections (other properties are accepted and ignored).
+fn update_draft(
+    shared: &GraphShared,
+    caller: &Caller,
+    message_id: &str,
+    content_type: &str,
+    body: &[u8],
+) -> HandlerResult {
+    if !is_json(content_type) {
+        return Err(GraphError::unsupported_media_type(content_type));
+    }
+    let patch = parse_json(body)?;
+    let overrides = RecipientOverrides::from_patch(&patch).map_err(GraphError::invalid_request)?;
+    let mut runtime = shared.lock();
+    let draft = runtime
+        .drafts
+        .get_mut(message_id)
+        .filter(|d| d.mailbox == caller.mailbox)
+        .ok_or_else(GraphError::item_not_found)?;
+    match &mut draft.content {
+        DraftContent::Mime(_) => draft.overrides.merge(overrides),
+        DraftContent::Json(message) => {
+            if let (Some(target), Some(fields)) = (message.as_object_mut(), patch.as_object()) {
+                for (key, value) in fields {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    let addresses = draft_addresses(draft)?;
+    let body = message_json(
+        caller,
+        message_id,
+        &addresses,
+        !draft.attachments.is_empty(),
+    );
+    drop(runtime);
+    Ok(json_response(StatusCode::OK, &body, &caller.ids))
 }
 
 fn add_attachment(
@@ -358,11 +423,12 @@ fn send_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> Handle
         .cloned()
         .ok_or_else(GraphError::item_not_found)?;
     let attachments_size = attachments_size(&draft.attachments);
+    let addresses = draft_addresses(&draft)?;
     let submission = match draft.content {
         DraftContent::Mime(mime) => Submission {
             path: SendPath::Draft,
-            addresses: mime_addresses(&mime),
-            seen_by_recipients: strip_bcc(&mime),
+            addresses,
+            seen_by_recipients: recipients_copy(&mime, &draft.overrides),
             size: mime.len().saturating_add(attachments_size),
             raw_mime: Some(mime),
             json: None,
@@ -377,7 +443,7 @@ fn send_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> Handle
             );
             Submission {
                 path: SendPath::Draft,
-                addresses: json_addresses(&message).map_err(GraphError::invalid_request)?,
+                addresses,
                 size: rendered.len().saturating_add(attachments_size),
                 seen_by_recipients: rendered,
                 raw_mime: None,

@@ -89,42 +89,89 @@ pub fn mime_addresses(mime: &[u8]) -> MessageAddresses {
 /// # Errors
 /// A text naming the first recipient entry that has no `emailAddress.address` string.
 pub fn json_addresses(message: &Value) -> Result<MessageAddresses, String> {
-    let list = |field: &str| -> Result<Vec<String>, String> {
-        let mut out: Vec<String> = Vec::new();
-        let Some(entries) = message.get(field) else {
-            return Ok(out);
-        };
-        let entries = entries
-            .as_array()
-            .ok_or_else(|| format!("'{field}' is not a collection"))?;
-        for entry in entries {
-            let address = entry
-                .pointer("/emailAddress/address")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("an entry of '{field}' has no emailAddress.address"))?
-                .trim()
-                .to_ascii_lowercase();
-            if !out.contains(&address) {
-                out.push(address);
-            }
-        }
-        Ok(out)
-    };
     let from = message
         .pointer("/from/emailAddress/address")
         .and_then(Value::as_str)
         .map(|a| vec![a.trim().to_ascii_lowercase()])
         .unwrap_or_default();
     Ok(MessageAddresses {
-        to: list("toRecipients")?,
-        cc: list("ccRecipients")?,
-        bcc: list("bccRecipients")?,
+        to: recipient_list(message, "toRecipients")?.unwrap_or_default(),
+        cc: recipient_list(message, "ccRecipients")?.unwrap_or_default(),
+        bcc: recipient_list(message, "bccRecipients")?.unwrap_or_default(),
         from,
         subject: message
             .get("subject")
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
+}
+
+/// The addresses of a recipient collection (`None` when the field is absent).
+fn recipient_list(message: &Value, field: &str) -> Result<Option<Vec<String>>, String> {
+    let Some(entries) = message.get(field) else {
+        return Ok(None);
+    };
+    let entries = entries
+        .as_array()
+        .ok_or_else(|| format!("'{field}' is not a collection"))?;
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let address = entry
+            .pointer("/emailAddress/address")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("an entry of '{field}' has no emailAddress.address"))?
+            .trim()
+            .to_ascii_lowercase();
+        if !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Recipient collections set on a MIME draft with `PATCH` (each replaces the header's list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecipientOverrides {
+    /// `toRecipients`, if set.
+    pub to: Option<Vec<String>>,
+    /// `ccRecipients`, if set.
+    pub cc: Option<Vec<String>>,
+    /// `bccRecipients`, if set.
+    pub bcc: Option<Vec<String>>,
+}
+
+impl RecipientOverrides {
+    /// The recipient collections present in a `PATCH` body.
+    ///
+    /// # Errors
+    /// A text naming a malformed collection.
+    pub fn from_patch(patch: &Value) -> Result<RecipientOverrides, String> {
+        Ok(RecipientOverrides {
+            to: recipient_list(patch, "toRecipients")?,
+            cc: recipient_list(patch, "ccRecipients")?,
+            bcc: recipient_list(patch, "bccRecipients")?,
+        })
+    }
+
+    /// Later settings win.
+    pub fn merge(&mut self, later: RecipientOverrides) {
+        self.to = later.to.or(self.to.take());
+        self.cc = later.cc.or(self.cc.take());
+        self.bcc = later.bcc.or(self.bcc.take());
+    }
+
+    /// Replaces the lists of `addresses` that were set.
+    pub fn apply(&self, addresses: &mut MessageAddresses) {
+        for (set, list) in [
+            (&self.to, &mut addresses.to),
+            (&self.cc, &mut addresses.cc),
+            (&self.bcc, &mut addresses.bcc),
+        ] {
+            if let Some(set) = set {
+                list.clone_from(set);
+            }
+        }
+    }
 }
 
 /// `local@domain` with no white space or angle brackets, a non-empty local part and a domain
@@ -156,36 +203,70 @@ pub fn header_section_end(mime: &[u8]) -> usize {
 
 /// `mime` without its `Bcc:` fields (with their continuation lines): the copy recipients see.
 pub fn strip_bcc(mime: &[u8]) -> Vec<u8> {
+    recipients_copy(mime, &RecipientOverrides::default())
+}
+
+/// The copy recipients see of a MIME draft whose recipient collections were set: no `Bcc:`,
+/// and `To:` / `Cc:` regenerated from the collections that were set (an empty one leaves no
+/// field), at the end of the header section. Everything else keeps its bytes.
+pub fn recipients_copy(mime: &[u8], overrides: &RecipientOverrides) -> Vec<u8> {
     let end = header_section_end(mime);
     let (headers, body) = mime.split_at(end.min(mime.len()));
-    let mut out = Vec::with_capacity(mime.len());
+    let newline: &[u8] = if memchr::memmem::find(headers, b"\r\n").is_some() {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let mut added: Vec<u8> = Vec::new();
+    for (name, set) in [("To", &overrides.to), ("Cc", &overrides.cc)] {
+        if let Some(list) = set.as_ref().filter(|l| !l.is_empty()) {
+            let joined: Vec<String> = list.iter().map(|a| format!("<{a}>")).collect();
+            added.extend_from_slice(format!("{name}: {}", joined.join(", ")).as_bytes());
+            added.extend_from_slice(newline);
+        }
+    }
+    let dropped = |line: &[u8]| match field_name(line) {
+        Some(name) if name.eq_ignore_ascii_case(b"bcc") => true,
+        Some(name) if name.eq_ignore_ascii_case(b"to") => overrides.to.is_some(),
+        Some(name) if name.eq_ignore_ascii_case(b"cc") => overrides.cc.is_some(),
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(mime.len() + added.len());
     let mut skipping = false;
+    let mut inserted = false;
     for line in headers.split_inclusive(|b| *b == b'\n') {
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            skipping = is_bcc_field(line);
+        if line == b"\r\n" || line == b"\n" {
+            out.extend_from_slice(&added);
+            inserted = true;
+            out.extend_from_slice(line);
+            continue;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            skipping = dropped(line);
         }
         if !skipping {
             out.extend_from_slice(line);
         }
     }
+    if !inserted {
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.extend_from_slice(newline);
+        }
+        out.extend_from_slice(&added);
+    }
     out.extend_from_slice(body);
     out
 }
 
-/// Whether a field line is `Bcc:` (also the obsolete `Bcc :` with white space before the
-/// colon, which parsers accept).
-fn is_bcc_field(line: &[u8]) -> bool {
-    let Some(colon) = memchr::memchr(b':', line) else {
-        return false;
-    };
-    let name = line.get(..colon).unwrap_or_default();
+/// The name of a field line (also the obsolete form with white space before the colon).
+fn field_name(line: &[u8]) -> Option<&[u8]> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = line.get(..colon)?;
     let trimmed_len = name
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |last| last + 1);
     name.get(..trimmed_len)
-        .is_some_and(|name| name.eq_ignore_ascii_case(b"bcc"))
 }
 
 /// A plain MIME rendering of a JSON `message` as Exchange would submit it, without `Bcc:`.
@@ -289,6 +370,42 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn patched_recipients_replace_the_header_lists() {
+        let mime = b"From: r@x.com\r\nTo: a@x.com,\r\n b@x.com\r\nCc: c@x.com\r\nBcc: d@x.com\r\nSubject: s\r\n\r\nTo: body\r\n";
+        let overrides = RecipientOverrides {
+            to: Some(vec!["a@x.com".to_owned()]),
+            cc: Some(Vec::new()),
+            bcc: Some(vec!["e@x.com".to_owned()]),
+        };
+        let copy = String::from_utf8(recipients_copy(mime, &overrides)).unwrap();
+        assert_eq!(
+            copy,
+            "From: r@x.com\r\nSubject: s\r\nTo: <a@x.com>\r\n\r\nTo: body\r\n"
+        );
+        let mut addresses = mime_addresses(mime);
+        overrides.apply(&mut addresses);
+        assert_eq!(addresses.all_recipients(), ["a@x.com", "e@x.com"]);
+        let only_bcc = RecipientOverrides {
+            bcc: Some(vec!["z@x.com".to_owned()]),
+            ..RecipientOverrides::default()
+        };
+        let copy = recipients_copy(mime, &only_bcc);
+        assert_eq!(copy, strip_bcc(mime));
+        assert_eq!(
+            recipients_copy(b"Subject: no body", &overrides),
+            b"Subject: no body\nTo: <a@x.com>\n"
+        );
+        let mut merged = RecipientOverrides::from_patch(
+            &json!({"toRecipients": [{"emailAddress": {"address": "Q@x.com"}}]}),
+        )
+        .unwrap();
+        merged.merge(RecipientOverrides::from_patch(&json!({"ccRecipients": []})).unwrap());
+        assert_eq!(merged.to, Some(vec!["q@x.com".to_owned()]));
+        assert_eq!(merged.cc, Some(Vec::new()));
+        assert_eq!(merged.bcc, None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Draft {
     pub mailbox: String,
     pub content: DraftContent,
     pub attachments: Vec<GraphAttachment>,
+    /// Recipient collections set with `PATCH` (MIME drafts; JSON drafts are edited in place).
+    pub overrides: super::graph_mime::RecipientOverrides,
 }
 
 /// What `createUploadSession` was told about the attachment.

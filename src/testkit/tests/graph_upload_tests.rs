@@ -252,3 +252,50 @@ async fn the_large_path_needs_mail_read_write_and_respects_the_size_limit() {
     assert_eq!(last.recipients, ["a@example.com"]);
     assert!(last.json.is_some());
 }
+
+#[tokio::test]
+async fn patched_recipient_collections_decide_who_gets_a_mime_draft() {
+    let g = graph_kit().await;
+    let mime = b"From: relay@contoso.com\r\nTo: a@example.com\r\nCc: header-only@example.com\r\n\
+Subject: s\r\n\r\nbody\r\n";
+    let draft = g.create_mime_draft(mime).await;
+    let path = format!("/v1.0/users/{}/messages/{draft}", g.mailbox());
+    let patch = json!({
+        "ccRecipients": [],
+        "bccRecipients": [{"emailAddress": {"address": "envelope-only@example.com"}}]
+    });
+    let answer = GraphKit::answer(
+        g.client
+            .patch(g.url(&path))
+            .bearer_auth(&g.token)
+            .json(&patch),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["ccRecipients"], json!([]));
+    assert_eq!(
+        answer.body["bccRecipients"][0]["emailAddress"]["address"],
+        "envelope-only@example.com"
+    );
+    let answer = GraphKit::answer(
+        g.client
+            .patch(g.url("/v1.0/users/relay@contoso.com/messages/AAMkADnone="))
+            .bearer_auth(&g.token)
+            .json(&patch),
+    )
+    .await;
+    assert_graph_error(&answer, 404, "ErrorItemNotFound");
+
+    let answer = GraphKit::answer(g.post(&format!("{path}/send"))).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let message = &g.graph.delivered()[0];
+    assert_eq!(
+        message.recipients,
+        ["a@example.com", "envelope-only@example.com"]
+    );
+    assert_eq!(message.raw_mime.as_deref(), Some(&mime[..]));
+    assert_eq!(
+        String::from_utf8_lossy(&message.seen_by_recipients),
+        "From: relay@contoso.com\r\nTo: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+    );
+}
