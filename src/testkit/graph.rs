@@ -58,6 +58,7 @@ use super::directory::Directory;
 use super::graph_http;
 pub use super::graph_records::{
     DeliveredMessage, GraphAttachment, GraphRequestRecord, GraphStats, SendPath,
+    retry_after_violations,
 };
 use super::graph_state::GraphShared;
 use super::issuance::Resource;
@@ -336,6 +337,12 @@ impl FakeGraph {
     /// The request log, in the order the answers were given (bounded to the last 20,000).
     pub fn requests(&self) -> Vec<GraphRequestRecord> {
         self.shared.lock().log.iter().cloned().collect()
+    }
+
+    /// Requests that came before an earlier answer's `Retry-After` had elapsed for the same
+    /// mailbox (see [`retry_after_violations`]); empty for a client that honours it.
+    pub fn retry_after_violations(&self) -> Vec<(GraphRequestRecord, GraphRequestRecord)> {
+        retry_after_violations(&self.requests())
     }
 
     /// A snapshot of the counters.

@@ -9,7 +9,7 @@
 //! a `client-request-id` header is echoed, as Graph does, else the request id is used.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -17,7 +17,7 @@ use hyper::{HeaderMap, Method, Request};
 
 use super::graph::{GRAPH_REQUEST_LIMIT, GraphFault, GraphOperation, GraphRequestRecord};
 use super::graph_body::BodyReader;
-use super::graph_errors::{GraphError, GraphResponse, RequestIds};
+use super::graph_errors::{GraphError, GraphResponse, RequestIds, retry_after_seconds};
 use super::graph_mail;
 use super::graph_state::GraphShared;
 use super::graph_upload;
@@ -101,6 +101,8 @@ pub(crate) async fn handle(
         status: 0,
         error_code: None,
         fault: None,
+        retry_after: None,
+        answered: Instant::now(),
     };
     let mut body = BodyReader::new(body);
     let outcome = process(&shared, &parts, &mut body, route, &ids, &mut record).await;
@@ -113,6 +115,9 @@ pub(crate) async fn handle(
         Outcome::Refuse(error) => {
             body.drain().await;
             record.status = error.status;
+            record.retry_after = error
+                .retry_after
+                .map(|after| Duration::from_secs(retry_after_seconds(after)));
             record.error_code = Some(error.code.to_owned());
             Ok(error.response(&ids))
         }
@@ -125,6 +130,7 @@ pub(crate) async fn handle(
         code = ?record.error_code,
         "Graph request"
     );
+    record.answered = Instant::now();
     shared.record(record);
     result
 }

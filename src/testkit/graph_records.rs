@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::graph::{GraphFault, GraphOperation};
 use super::graph_mime::MessageAddresses;
@@ -41,6 +41,40 @@ pub struct GraphRequestRecord {
     pub error_code: Option<String>,
     /// The injected fault that answered, if any.
     pub fault: Option<GraphFault>,
+    /// The `Retry-After` of the answer (429, 503), if any.
+    pub retry_after: Option<Duration>,
+    /// When the answer was handed to the connection (or the connection dropped).
+    pub answered: Instant,
+}
+
+impl GraphRequestRecord {
+    /// The earliest moment the client may come back for this mailbox, if the answer said
+    /// `Retry-After`.
+    pub fn retry_not_before(&self) -> Option<Instant> {
+        self.retry_after.map(|after| self.answered + after)
+    }
+}
+
+/// Requests that came before an earlier answer's `Retry-After` had elapsed, for the same
+/// mailbox: pairs of (the answer with `Retry-After`, the request that came too early).
+pub fn retry_after_violations(
+    log: &[GraphRequestRecord],
+) -> Vec<(GraphRequestRecord, GraphRequestRecord)> {
+    let mut violations = Vec::new();
+    for answer in log {
+        let (Some(not_before), Some(mailbox)) = (answer.retry_not_before(), &answer.mailbox) else {
+            continue;
+        };
+        for later in log {
+            if later.mailbox.as_ref() == Some(mailbox)
+                && later.arrived > answer.arrived
+                && later.arrived < not_before
+            {
+                violations.push((answer.clone(), later.clone()));
+            }
+        }
+    }
+    violations
 }
 
 /// How a delivered message reached the emulator.
@@ -189,4 +223,60 @@ pub struct GraphStats {
     pub delivered: u64,
     /// Error answers by `error.code`.
     pub errors_by_code: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(mailbox: &str, arrived: Instant, retry_after: Option<u64>) -> GraphRequestRecord {
+        GraphRequestRecord {
+            at: SystemTime::now(),
+            arrived,
+            method: "POST".to_owned(),
+            path: "/".to_owned(),
+            operation: GraphOperation::SendMail,
+            mailbox: Some(mailbox.to_owned()),
+            client_id: Some("app".to_owned()),
+            had_authorization: true,
+            body_bytes: 0,
+            status: if retry_after.is_some() { 429 } else { 202 },
+            error_code: None,
+            fault: None,
+            retry_after: retry_after.map(Duration::from_secs),
+            answered: arrived,
+        }
+    }
+
+    #[test]
+    fn violations_are_requests_inside_the_retry_window_of_the_same_mailbox() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let table: [(Vec<GraphRequestRecord>, usize); 5] = [
+            (
+                vec![record("m", at(0), Some(5)), record("m", at(5), None)],
+                0,
+            ),
+            (
+                vec![record("m", at(0), Some(5)), record("m", at(4), None)],
+                1,
+            ),
+            (
+                vec![record("m", at(0), Some(5)), record("n", at(1), None)],
+                0,
+            ),
+            (
+                vec![
+                    record("m", at(0), Some(5)),
+                    record("m", at(1), Some(5)),
+                    record("m", at(2), None),
+                ],
+                3,
+            ),
+            (vec![record("m", at(0), None), record("m", at(0), None)], 0),
+        ];
+        for (log, expected) in table {
+            assert_eq!(retry_after_violations(&log).len(), expected, "{log:?}");
+        }
+    }
 }

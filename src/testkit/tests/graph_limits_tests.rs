@@ -185,3 +185,34 @@ async fn dropped_connections_after_the_body_deliver_or_not() {
     assert_eq!(g.graph.stats().dropped, 2);
     assert_eq!(g.send_mime(&mime).await.status, 202);
 }
+
+#[tokio::test]
+async fn retry_after_violations_are_detected() {
+    let g = graph_kit().await;
+    let mime = simple_mime("relay@contoso.com", "a@example.com", "");
+    let throttle = |secs| GraphFault::Throttle {
+        retry_after: Duration::from_secs(secs),
+    };
+    g.graph.fail_next(1, throttle(30));
+    assert_eq!(g.send_mime(&mime).await.status, 429);
+    assert_eq!(g.send_mime(&mime).await.status, 202, "came back at once");
+    let violations = g.graph.retry_after_violations();
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].0.retry_after, Some(Duration::from_secs(30)));
+    assert_eq!(violations[0].1.status, 202);
+
+    // Another mailbox, whose client waits as told.
+    g.kit.directory.add_mailbox("other@contoso.com");
+    let other = simple_mime("other@contoso.com", "a@example.com", "");
+    g.graph.fail_next(1, throttle(1));
+    let answer = g.send_mime_as(&g.token, "other@contoso.com", &other).await;
+    assert_eq!(answer.status, 429);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answer = g.send_mime_as(&g.token, "other@contoso.com", &other).await;
+    assert_eq!(answer.status, 202);
+    assert_eq!(
+        g.graph.retry_after_violations().len(),
+        1,
+        "waiting is no violation"
+    );
+}
