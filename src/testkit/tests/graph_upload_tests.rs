@@ -299,3 +299,58 @@ Subject: s\r\n\r\nbody\r\n";
         "From: relay@contoso.com\r\nTo: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
     );
 }
+
+#[tokio::test]
+async fn lost_answers_on_the_large_path_leave_the_work_done() {
+    let g = graph_kit().await;
+    let draft = g.create_mime_draft(MIME).await;
+    let total = 4 * 1024 * 1024;
+    let answer = create_session(&g, &draft, total as u64).await;
+    let url = answer.body["uploadUrl"].as_str().unwrap().to_owned();
+    let data = pattern(total);
+    g.graph.fail_next_for(
+        GraphOperation::UploadChunk,
+        1,
+        crate::testkit::GraphFault::DropAfterBody { deliver: true },
+    );
+    let half = total / 2;
+    let request = g
+        .client
+        .put(&url)
+        .header("content-range", format!("bytes 0-{}/{total}", half - 1))
+        .body(data[..half].to_vec());
+    assert!(request.send().await.is_err(), "the answer is lost");
+    // The chunk was taken: the client that resends it is told where to continue.
+    let answer = put(
+        &g,
+        &url,
+        &format!("bytes 0-{}/{total}", half - 1),
+        data[..half].to_vec(),
+    )
+    .await;
+    assert_graph_error(&answer, 416, "ErrorRangeNotSatisfiable");
+    let range = format!("bytes {half}-{}/{total}", total - 1);
+    assert_eq!(
+        put(&g, &url, &range, data[half..].to_vec()).await.status,
+        201
+    );
+
+    g.graph.fail_next_for(
+        GraphOperation::SendDraft,
+        1,
+        crate::testkit::GraphFault::DropAfterBody { deliver: true },
+    );
+    let send = format!("/v1.0/users/{}/messages/{draft}/send", g.mailbox());
+    assert!(g.post(&send).send().await.is_err());
+    assert_eq!(
+        g.graph.delivered_count(),
+        1,
+        "sent before the answer was lost"
+    );
+    let answer = GraphKit::answer(g.post(&send)).await;
+    assert_graph_error(&answer, 404, "ErrorItemNotFound");
+    assert_eq!(
+        g.graph.delivered()[0].attachments[0].read_bytes().unwrap(),
+        data
+    );
+}
