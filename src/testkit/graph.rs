@@ -39,6 +39,25 @@
 //!
 //! Invariants: no token is logged or recorded (only whether one was sent); upload bytes go to
 //! temporary files; every wait in a handler is bounded or ends with the server.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), smtp_oauth_relay::testkit::TestkitError> {
+//! use std::time::Duration;
+//! use smtp_oauth_relay::testkit::{GraphFault, GraphOptions, Testkit, TestkitOptions};
+//!
+//! let kit = Testkit::start(TestkitOptions::default()).await?;
+//! let graph = kit.start_graph(GraphOptions::default()).await?; // grants Mail.Send + Mail.ReadWrite
+//! let graph_endpoint = graph.base_url(); // the relay's `graph_endpoint`; CA = kit.ca_pem()
+//! // ... the relay fetches a token for https://graph.microsoft.com/.default and sends ...
+//! graph.fail_next(1, GraphFault::Throttle { retry_after: Duration::from_secs(2) });
+//! let delivered = graph.wait_for_delivered(1, Duration::from_secs(30)).await?;
+//! assert_eq!(delivered[0].recipients, ["a@example.com"]);
+//! assert!(graph.max_concurrency(kit.mailbox()) <= 4);
+//! assert!(graph.retry_after_violations().is_empty());
+//! kit.directory.set_graph_mailbox_scope(kit.client_id(), Some(&["other@contoso.com"]))?;
+//! # let _ = graph_endpoint;
+//! # Ok(()) }
+//! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
