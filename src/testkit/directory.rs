@@ -115,6 +115,8 @@ pub(super) struct TenantState {
     pub(super) mailboxes: BTreeMap<String, Mailbox>,
     pub(super) smtp_client_authentication_disabled: bool,
     pub(super) created_at: i64,
+    /// Graph side (`directory_graph`): per-app mailbox scopes and unlicensed mailboxes.
+    pub(super) graph: super::directory_graph::GraphDirectory,
 }
 
 /// Shared, mutable tenant configuration; clones share the same state.
@@ -153,6 +155,7 @@ impl Directory {
                 mailboxes: BTreeMap::new(),
                 smtp_client_authentication_disabled: false,
                 created_at: 1_600_000_000,
+                graph: super::directory_graph::GraphDirectory::default(),
             })),
             signer: Arc::new(TokenSigner::new()?),
         })

@@ -50,6 +50,7 @@ pub mod client_cert;
 pub mod directory;
 mod directory_certificates;
 mod directory_exchange;
+mod directory_graph;
 pub mod entra;
 mod entra_assertion;
 mod entra_errors;
@@ -65,6 +66,15 @@ mod exchange_session_auth;
 mod exchange_state;
 mod exchange_submit;
 mod form;
+pub mod graph;
+mod graph_body;
+mod graph_errors;
+mod graph_http;
+mod graph_mail;
+pub mod graph_mime;
+mod graph_records;
+mod graph_state;
+mod graph_upload;
 pub mod issuance;
 pub mod jwt;
 pub mod pki;
@@ -81,6 +91,10 @@ pub use entra::{EntraFault, EntraStats, FakeEntra, TokenOutcome, TokenRequestRec
 pub use exchange::{
     AcceptedMessage, AuthAttempt, AuthRejection, ExchangeFault, ExchangeOptions, ExchangeStats,
     FakeExchange,
+};
+pub use graph::{
+    DeliveredMessage, FakeGraph, GraphAttachment, GraphFault, GraphOperation, GraphOptions,
+    GraphRequestRecord, GraphStats, SendPath,
 };
 pub use issuance::{CredentialKind, Resource};
 pub use jwt::{Claims, TokenRejection, TokenSigner, TokenVerifier};

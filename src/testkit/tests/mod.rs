@@ -11,6 +11,10 @@ mod exchange_data_tests;
 mod exchange_fault_tests;
 mod exchange_lettre_tests;
 mod exchange_protocol_tests;
+mod graph_limits_tests;
+mod graph_support;
+mod graph_tests;
+mod graph_upload_tests;
 mod raw_smtp;
 
 use std::time::Duration;
