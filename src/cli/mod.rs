@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(long)]
         from: Option<String>,
     },
-    /// Hash a password for a [[user]]'s password_hash (reads it without echo, or from stdin).
+    /// Hash a password for a `[[user]]`'s `password_hash` (reads it without echo, or from stdin).
     HashPassword,
     /// Run the relay end to end against the built-in Exchange Online emulator.
     Demo(crate::demo::DemoArgs),

@@ -2,7 +2,7 @@
 //! list | head`) ends the command quietly instead of panicking.
 //!
 //! Rust ignores SIGPIPE, so a write to a closed pipe fails with `BrokenPipe`, and `println!`
-//! turns that failure into a panic (exit 101). [`line`] (through [`outln!`]) exits with 0
+//! turns that failure into a panic (exit 101). [`line()`] (through [`outln!`](crate::outln)) exits with 0
 //! instead, as `grep` or `rg` end when their reader is gone; any other write failure (a full
 //! disk behind a redirection) is reported on stderr with exit 1.
 

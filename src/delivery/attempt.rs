@@ -4,7 +4,7 @@
 //! spool, the queue and the log in line with it.
 //!
 //! Invariant: every recipient of the attempt is in exactly one list once
-//! [`AttemptOutcome::resolve_untried`] has run (`untried` is then empty whenever `stop` is
+//! `AttemptOutcome::resolve_untried` has run (`untried` is then empty whenever `stop` is
 //! set).
 
 use super::failure::ClassifiedFailure;

@@ -1,8 +1,10 @@
 //! Emulators of Microsoft's side, for tests, benchmarks and the `demo` command: an Entra-like
-//! OAuth 2.0 token endpoint ([`FakeEntra`]) and an Exchange-Online-like SMTP submission server
-//! ([`FakeExchange`]), both on `127.0.0.1` with certificates from a throw-away CA ([`TestPki`]).
+//! OAuth 2.0 token endpoint ([`FakeEntra`]), an Exchange-Online-like SMTP submission server
+//! ([`FakeExchange`]) and a Microsoft Graph mail endpoint (`graph`: `sendMail`, drafts, upload
+//! sessions, Graph's limits and JSON errors; started with `Testkit::start_graph`), all on
+//! `127.0.0.1` with certificates from a throw-away CA ([`TestPki`]).
 //!
-//! The two servers share one [`Directory`]: the tenant, its app registrations, mailboxes and
+//! The servers share one [`Directory`]: the tenant, its app registrations, mailboxes and
 //! Exchange permissions, i.e. everything an administrator configures in Entra and Exchange.
 //! A test breaks the configuration at run time (revoke admin consent, remove the service
 //! principal, expire the secret, disable SMTP AUTH...) and observes the same symptom the relay

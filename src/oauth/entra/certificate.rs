@@ -28,7 +28,7 @@
 //!   more) that belongs to the file's first certificate: loading signs a probe with the key
 //!   and verifies it with the certificate's public key;
 //! - the private key never leaves this module: it is not stored as text, has no accessor
-//!   (only [`ClientCertificate::sign`] uses it), and `Debug` shows only the subject, the
+//!   (only `ClientCertificate::sign` uses it), and `Debug` shows only the subject, the
 //!   thumbprint and the validity; error texts never quote the file's content.
 
 use std::fmt;

@@ -12,7 +12,7 @@
 //!   Kubernetes probe or a Prometheus server can use them); the status page and the queue API (listings, which
 //!   name senders and recipients, and every change: retry, requeue, delete) answers only
 //!   clients on the loopback interface, and only with the bearer token when `token_file` is
-//!   set ([`routes`]);
+//!   set (`routes`);
 //! - nothing here logs or returns a secret or message content.
 
 pub mod access;
