@@ -70,6 +70,17 @@ impl MailboxBudget {
     }
 }
 
+impl super::AccountSettings {
+    /// The limits this instance runs on (its share of `mailbox_budget`).
+    pub fn instance_share(&self) -> MailboxBudget {
+        MailboxBudget {
+            sessions: self.max_connections,
+            messages_per_minute: self.max_messages_per_minute,
+            recipients_per_day: self.max_recipients_per_day,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
