@@ -122,9 +122,9 @@ fn systemd_unit_agrees_with_the_code() {
     assert!(timeout > smtp_oauth_relay::cli::SHUTDOWN_GRACE.as_secs());
 }
 
-#[test]
-fn kubernetes_example_agrees_with_the_code() {
-    let manifest = read("deploy/kubernetes/smtp-oauth-relay.yaml");
+/// What every Kubernetes example must agree on; returns the manifest and its relay.toml.
+fn kubernetes_manifest_agrees_with_the_code(path: &str) -> (String, Config) {
+    let manifest = read(path);
     // The relay.toml embedded in the ConfigMap (an indented block literal).
     let start = manifest.find("relay.toml: |").unwrap();
     let embedded: String = manifest[start..]
@@ -153,7 +153,6 @@ fn kubernetes_example_agrees_with_the_code() {
     assert!(manifest.contains("mountPath: /run/secrets/smtp-oauth-relay"));
     assert!(manifest.contains("key: client-secret") || manifest.contains("client-secret: "));
     assert!(manifest.contains("runAsUser: 65532"), "the image's user");
-    assert!(manifest.contains("replicas: 1"), "one relay per spool");
     let grace: u64 = manifest
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
@@ -162,4 +161,38 @@ fn kubernetes_example_agrees_with_the_code() {
         .unwrap();
     assert!(grace > smtp_oauth_relay::cli::SHUTDOWN_GRACE.as_secs());
     assert_eq!(config.relay.state_dir, Path::new(DEFAULT_STATE_DIR));
+    (manifest, config)
+}
+
+#[test]
+fn kubernetes_example_agrees_with_the_code() {
+    let (manifest, config) =
+        kubernetes_manifest_agrees_with_the_code("deploy/kubernetes/smtp-oauth-relay.yaml");
+    assert!(manifest.contains("replicas: 1"), "one relay per spool");
+    assert_eq!(config.relay.instances, 1);
+}
+
+#[test]
+fn kubernetes_two_replica_example_agrees_with_the_code() {
+    let (manifest, config) = kubernetes_manifest_agrees_with_the_code(
+        "deploy/kubernetes/smtp-oauth-relay-two-replicas.yaml",
+    );
+    // Each replica takes half of every account's per-mailbox limits.
+    assert!(manifest.contains("kind: StatefulSet\n") && manifest.contains("  replicas: 2\n"));
+    assert_eq!(config.relay.instances, 2);
+    let account = &config.accounts[0];
+    assert_eq!(
+        (account.max_connections, account.max_messages_per_minute),
+        (1, 15)
+    );
+    // A spool volume per pod, never one shared by both.
+    assert!(manifest.contains("volumeClaimTemplates:\n    - metadata:\n        name: spool"));
+    assert!(!manifest.contains("persistentVolumeClaim:"));
+    // Never both pods on one node, and at most one taken away at a time.
+    assert!(manifest.contains(
+        "podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n            - labelSelector:\n                matchLabels:\n                  app: smtp-oauth-relay\n              topologyKey: kubernetes.io/hostname"
+    ));
+    assert!(manifest.contains(
+        "kind: PodDisruptionBudget\nmetadata:\n  name: smtp-oauth-relay\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app: smtp-oauth-relay"
+    ));
 }

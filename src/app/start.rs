@@ -189,6 +189,16 @@ impl Relay {
             }
             None => None,
         };
+        if config.relay.instances > 1 {
+            for account in &config.accounts {
+                tracing::info!(
+                    account = %account.name,
+                    instances = config.relay.instances,
+                    "instance share: {}",
+                    account.instance_share().describe_share_of(account.mailbox_budget)
+                );
+            }
+        }
         let (users, networks) = config.policy.counts();
         tracing::info!(
             accounts = config.accounts.len(),

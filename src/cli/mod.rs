@@ -229,6 +229,38 @@ fn print_report(report: &crate::diagnose::AccountReport) {
     }
 }
 
+/// With `[relay] instances` above 1: each account's share of its mailbox's limits.
+fn print_instance_shares(config: &Config) {
+    if config.relay.instances <= 1 {
+        return;
+    }
+    for account in &config.accounts {
+        crate::outln!(
+            "account {}: instance share (1 of {} instances): {}",
+            account.name,
+            config.relay.instances,
+            account
+                .instance_share()
+                .describe_share_of(account.mailbox_budget)
+        );
+    }
+}
+
+/// `check --json`: per account, this instance's limits and the whole mailbox's.
+fn instance_shares_json(config: &Config) -> serde_json::Value {
+    config
+        .accounts
+        .iter()
+        .map(|account| {
+            serde_json::json!({
+                "account": account.name,
+                "share": account.instance_share(),
+                "mailbox": account.mailbox_budget,
+            })
+        })
+        .collect()
+}
+
 async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: bool) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
@@ -257,12 +289,13 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
             config.accounts.len(),
             config.relay.state_dir.display()
         );
+        print_instance_shares(&config);
     }
     if config_only {
         if json {
             crate::outln!(
                 "{}",
-                serde_json::json!({ "ok": true, "warnings": config.warnings })
+                serde_json::json!({ "ok": true, "warnings": config.warnings, "instances": config.relay.instances, "instance_shares": instance_shares_json(&config) })
             );
         }
         return ExitCode::SUCCESS;
@@ -289,7 +322,7 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
     if json {
         crate::outln!(
             "{}",
-            serde_json::json!({ "ok": ok, "warnings": config.warnings, "accounts": reports })
+            serde_json::json!({ "ok": ok, "warnings": config.warnings, "instances": config.relay.instances, "instance_shares": instance_shares_json(&config), "accounts": reports })
         );
     } else {
         crate::outln!();

@@ -9,6 +9,7 @@
 //! a regular file. Knows nothing of sockets.
 
 pub mod free_space;
+pub mod instances;
 pub mod raw;
 pub mod validate;
 
@@ -94,6 +95,9 @@ pub struct Config {
 pub struct RelaySettings {
     pub hostname: String,
     pub state_dir: PathBuf,
+    /// `instances`: how many relays send as the same mailboxes (1..=[`instances::MAX_INSTANCES`]);
+    /// every account's limits below are already this instance's share.
+    pub instances: usize,
 }
 
 /// `[admin]`: the HTTP endpoint for health, readiness, metrics and queue management.
@@ -310,15 +314,19 @@ pub struct AccountSettings {
     pub smtp_tls: UpstreamTls,
     /// Extra trusted roots from `ca_file` (TLS-inspecting proxies, tests).
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// This instance's share of the mailbox's sessions (`mailbox_budget` / `[relay] instances`).
     pub max_connections: usize,
-    /// 0 means no pacing.
+    /// This instance's share; 0 means no pacing.
     pub max_messages_per_minute: u32,
     /// Recipients per upstream transaction; larger envelopes are split.
     pub max_recipients_per_message: usize,
-    /// Rolling 24-hour recipient budget; 0 means no budget.
+    /// This instance's share of the rolling 24-hour recipient budget; 0 means no budget.
     pub max_recipients_per_day: u32,
     /// Renew a cached token this long before it expires.
     pub renew_before: Duration,
+    /// The per-mailbox limits as configured, for all instances together; the three limits
+    /// above are this instance's share of them (`config::validate::instances`).
+    pub mailbox_budget: instances::MailboxBudget,
 }
 
 impl AccountSettings {

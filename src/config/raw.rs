@@ -63,6 +63,8 @@ pub struct RawAdmin {
 pub struct RawRelay {
     pub hostname: Option<String>,
     pub state_dir: Option<PathBuf>,
+    /// How many relays send as the same mailboxes (each takes its share of their limits).
+    pub instances: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -1,51 +1,100 @@
 //! Per-account pacing: at most N messages in any 60-second window (Exchange Online allows 30
 //! a minute per mailbox and throttles beyond). Shared by all workers of an account.
+//!
+//! A message counts from the moment its send ended (when the worker drops its [`PaceSlot`]),
+//! not from when it was allowed to start: Exchange counts a message when it accepts it, which
+//! is before the relay reads the reply but after a slow first send (connect, TLS, AUTH) began.
+//! Counting from the start would let the next message of the slot reach Exchange less than a
+//! minute after the previous one. A send still in flight always counts.
+//!
+//! Invariants: a message may start only while fewer than N messages are in flight or ended
+//! less than a minute ago; the lock is never held across an `.await`.
 
-use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// How often a full window of sends still in flight is looked at again.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Window {
+    next_id: u64,
+    /// Each counted message: its id and when its send ended (`None`: still in flight).
+    sends: Vec<(u64, Option<Instant>)>,
+}
 
 /// A sliding-window limiter; `per_minute = 0` disables it.
 #[derive(Debug)]
 pub struct Pacer {
     per_minute: usize,
-    sent: Mutex<VecDeque<Instant>>,
+    window: Mutex<Window>,
+}
+
+/// One message's place in the window; the send ends (and its minute starts) when it is dropped.
+#[derive(Debug)]
+pub struct PaceSlot<'a> {
+    pacer: &'a Pacer,
+    /// `None` when pacing is off.
+    id: Option<u64>,
+}
+
+impl Drop for PaceSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut window = self.pacer.lock();
+            if let Some(send) = window.sends.iter_mut().find(|(sent, _)| *sent == id) {
+                send.1 = Some(Instant::now());
+            }
+        }
+    }
 }
 
 impl Pacer {
     pub fn new(per_minute: u32) -> Pacer {
         Pacer {
             per_minute: usize::try_from(per_minute).unwrap_or(usize::MAX),
-            sent: Mutex::new(VecDeque::new()),
+            window: Mutex::new(Window::default()),
         }
     }
 
-    /// Wait until one more message may be sent, and count it. Cancel-safe.
-    pub async fn acquire(&self) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until one more message may be sent, and count it; hold the slot while sending.
+    /// Cancel-safe (nothing is counted until it returns).
+    pub async fn acquire(&self) -> PaceSlot<'_> {
         if self.per_minute == 0 {
-            return;
+            return PaceSlot {
+                pacer: self,
+                id: None,
+            };
         }
         loop {
             let wait = {
-                let mut sent = self.sent.lock().await;
+                let mut window = self.lock();
                 let now = Instant::now();
-                while sent
-                    .front()
-                    .is_some_and(|&t| now.duration_since(t) >= WINDOW)
-                {
-                    sent.pop_front();
+                window
+                    .sends
+                    .retain(|(_, ended)| ended.is_none_or(|t| now.duration_since(t) < WINDOW));
+                if window.sends.len() < self.per_minute {
+                    let id = window.next_id;
+                    window.next_id += 1;
+                    window.sends.push((id, None));
+                    return PaceSlot {
+                        pacer: self,
+                        id: Some(id),
+                    };
                 }
-                match sent.front() {
-                    Some(&oldest) if sent.len() >= self.per_minute => oldest + WINDOW - now,
-                    _ => {
-                        sent.push_back(now);
-                        return;
-                    }
-                }
+                window
+                    .sends
+                    .iter()
+                    .filter_map(|(_, ended)| *ended)
+                    .min()
+                    .map_or(IN_FLIGHT_RECHECK, |oldest| oldest + WINDOW - now)
             };
             tokio::time::sleep(wait).await;
         }
@@ -62,7 +111,7 @@ mod tests {
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..7 {
-            pacer.acquire().await;
+            drop(pacer.acquire().await);
             times.push(start.elapsed());
         }
         for (i, t) in times.iter().enumerate() {
@@ -83,8 +132,39 @@ mod tests {
         let pacer = Pacer::new(0);
         let start = Instant::now();
         for _ in 0..1000 {
-            pacer.acquire().await;
+            drop(pacer.acquire().await);
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_counts_from_the_end_of_its_send() {
+        let pacer = Pacer::new(1);
+        let start = Instant::now();
+        let slot = pacer.acquire().await;
+        // A slow first send (connect, TLS, AUTH): Exchange accepts it at about 10 s.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(slot);
+        drop(pacer.acquire().await);
+        assert_eq!(start.elapsed(), Duration::from_secs(70));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_in_flight_keeps_its_place_past_the_minute() {
+        let pacer = Pacer::new(1);
+        let start = Instant::now();
+        let slot = pacer.acquire().await;
+        let waiter = pacer.acquire();
+        tokio::pin!(waiter);
+        // Still sending after two minutes: the next one waits.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(120), &mut waiter)
+                .await
+                .is_err()
+        );
+        drop(slot);
+        let ended = start.elapsed();
+        drop(waiter.await);
+        assert!(start.elapsed() >= ended + WINDOW, "{:?}", start.elapsed());
     }
 }

@@ -310,8 +310,11 @@ impl AccountDelivery {
                 outcome.untried.append(&mut pending);
                 break;
             }
-            self.pacer.acquire().await;
-            match open.send(envelope, &chunk, body).await {
+            let pace_slot = self.pacer.acquire().await;
+            let send_result = open.send(envelope, &chunk, body).await;
+            // The message's minute starts when Exchange has answered (see `pacer`).
+            drop(pace_slot);
+            match send_result {
                 Ok(result) => {
                     let sent = result.reply.is_some();
                     if sent {

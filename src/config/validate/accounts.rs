@@ -217,6 +217,11 @@ pub(super) fn account(
         max_recipients_per_message,
         max_recipients_per_day,
         renew_before,
+        mailbox_budget: crate::config::instances::MailboxBudget {
+            sessions: max_connections,
+            messages_per_minute: max_messages_per_minute,
+            recipients_per_day: max_recipients_per_day,
+        },
     })
 }
 

@@ -7,7 +7,8 @@
 //! and the top-level pass: `[relay]`, what spans several sections (account names, sessions per
 //! mailbox, who may send, whether AUTH is offered anywhere) and the final assembly. Each
 //! section has its own file: `limits` (`[limits]`, `[queue]`), `listeners`, `accounts`,
-//! `access` (`[[user]]`, `[[network]]`), `admin`, with `placeholders` and `reach` as helpers.
+//! `access` (`[[user]]`, `[[network]]`), `admin`, with `placeholders` and `reach` as helpers;
+//! `instances` (`[relay] instances`) turns each account's limits into this instance's share.
 //!
 //! Invariant: a [`Config`] comes out only when no check found an error.
 
@@ -33,6 +34,7 @@ use crate::vocab::tls_mode::TlsMode;
 mod access;
 mod accounts;
 mod admin;
+mod instances;
 mod limits;
 mod listeners;
 mod placeholders;
@@ -113,6 +115,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
                 .as_deref()
                 .unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR)),
         ),
+        instances: instances::instances(&mut checker, &raw),
     };
     if relay.hostname.is_empty() || relay.hostname.contains(char::is_whitespace) {
         checker.error("relay.hostname", "must be a host name without spaces");
@@ -124,7 +127,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     if raw.account.is_empty() {
         checker.error("account", "at least one [[account]] is required");
     }
-    let accounts: Vec<AccountSettings> = raw
+    let mut accounts: Vec<AccountSettings> = raw
         .account
         .iter()
         .enumerate()
@@ -156,6 +159,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+    // After the checks of the configured (all-instances) limits above.
+    instances::apply_share(&mut checker, relay.instances, &mut accounts);
     let account_mailboxes: HashMap<String, Option<Address>> = raw
         .account
         .iter()
