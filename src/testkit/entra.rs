@@ -23,9 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -33,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::TestkitError;
 use super::directory::Directory;
 use super::entra_http;
+use super::https_server;
 use super::issuance::{CredentialKind, Resource};
 use super::pki::TestPki;
 
@@ -212,10 +211,12 @@ impl FakeEntra {
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(accept_loop(
+        let handler_state = Arc::clone(&shared);
+        tracker.spawn(https_server::accept_loop(
             listener,
             acceptor,
-            Arc::clone(&shared),
+            "fake Entra",
+            move |request| entra_http::handle(Arc::clone(&handler_state), request),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -309,65 +310,5 @@ impl FakeEntra {
         self.cancel.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shared: Arc<EntraShared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, _peer)) => {
-                tracker.spawn(serve_connection(
-                    tcp,
-                    acceptor.clone(),
-                    Arc::clone(&shared),
-                    cancel.clone(),
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "fake Entra accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    acceptor: TlsAcceptor,
-    shared: Arc<EntraShared>,
-    cancel: CancellationToken,
-) {
-    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-    let tls = tokio::select! {
-        () = cancel.cancelled() => return,
-        result = handshake => match result {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "fake Entra TLS handshake failed");
-                return;
-            }
-            Err(_) => return,
-        },
-    };
-    let service = service_fn(move |request| entra_http::handle(Arc::clone(&shared), request));
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = cancel.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
-        }
     }
 }

@@ -27,12 +27,9 @@ use super::random::{is_guid, new_guid};
 
 const MAX_BODY: usize = 64 * 1024;
 
-/// The error hyper sees when a fault closes the connection without a response.
-#[derive(Debug, thiserror::Error)]
-#[error("connection closed by an injected fault")]
-pub(crate) struct ConnectionDropped;
+use super::https_server::ConnectionDropped;
 
-type HttpResponse = Response<Full<Bytes>>;
+use super::https_server::HttpResponse;
 
 /// What the client sent, minus the secret value.
 struct TokenRequest {

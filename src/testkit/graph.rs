@@ -64,9 +64,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -80,6 +78,7 @@ pub use super::graph_records::{
     retry_after_violations,
 };
 use super::graph_state::GraphShared;
+use super::https_server;
 use super::issuance::Resource;
 use super::pki::TestPki;
 
@@ -219,10 +218,12 @@ impl FakeGraph {
         ));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(accept_loop(
+        let handler_state = Arc::clone(&shared);
+        tracker.spawn(https_server::accept_loop(
             listener,
             acceptor,
-            Arc::clone(&shared),
+            "fake Graph",
+            move |request| graph_http::handle(Arc::clone(&handler_state), request),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -421,65 +422,5 @@ impl Testkit {
             Resource::Graph,
             self.entra.token_lifetime(),
         )
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shared: Arc<GraphShared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, _peer)) => {
-                tracker.spawn(serve_connection(
-                    tcp,
-                    acceptor.clone(),
-                    Arc::clone(&shared),
-                    cancel.clone(),
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "fake Graph accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    acceptor: TlsAcceptor,
-    shared: Arc<GraphShared>,
-    cancel: CancellationToken,
-) {
-    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-    let tls = tokio::select! {
-        () = cancel.cancelled() => return,
-        result = handshake => match result {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "fake Graph TLS handshake failed");
-                return;
-            }
-            Err(_) => return,
-        },
-    };
-    let service = service_fn(move |request| graph_http::handle(Arc::clone(&shared), request));
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = cancel.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
-        }
     }
 }

@@ -28,10 +28,7 @@ use super::random::new_guid;
 /// Graph's application id, also accepted as `aud`.
 const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
-/// The error hyper sees when a fault closes the connection without a response.
-#[derive(Debug, thiserror::Error)]
-#[error("connection closed by an injected fault")]
-pub(crate) struct ConnectionDropped;
+use super::https_server::ConnectionDropped;
 
 /// A routed request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -77,6 +77,7 @@ pub mod graph_mime;
 mod graph_records;
 mod graph_state;
 mod graph_upload;
+mod https_server;
 pub mod issuance;
 pub mod jwt;
 pub mod pki;
