@@ -231,6 +231,35 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_brings_its_own_date_and_warning() {
+        let generated = crate::testkit::TestClientCertificate::generate(
+            "smtp-oauth-relay",
+            Duration::from_secs(10 * 86_400),
+        )
+        .unwrap();
+        let certificate = Arc::new(ClientCertificate::from_pem(&generated.combined_pem()).unwrap());
+        let credential = ClientCredential::Certificate {
+            certificate: Arc::clone(&certificate),
+            algorithm: crate::oauth::entra::assertion::AssertionAlgorithm::Ps256,
+        };
+        // A secret's date does not apply to a certificate.
+        let expiry = CredentialExpiry::of(&credential, Some(UNIX_EPOCH)).unwrap();
+        assert_eq!(expiry.kind.as_str(), "certificate");
+        assert_eq!(expiry.expires_at, certificate.not_after());
+        let now = SystemTime::now();
+        assert_eq!(expiry.days_left(now), certificate.days_until_expiry(now));
+        assert_eq!(expiry.warning(now), certificate.expiry_warning(now));
+        assert!(expiry.warning(now).is_some());
+        assert!(
+            expiry
+                .summary(now)
+                .contains(&certificate.sha1_thumbprint_hex()),
+            "{}",
+            expiry.summary(now)
+        );
+    }
+
+    #[test]
     fn a_secret_without_a_date_has_no_expiry() {
         assert!(CredentialExpiry::of(&ClientCredential::Secret(Secret::new("s")), None).is_none());
     }
