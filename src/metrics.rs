@@ -88,6 +88,8 @@ pub struct Metrics {
     /// Since when (unix seconds) each account has been failing as a whole, 0 when it is not:
     /// set at scrape time.
     pub account_failing_since: Family<AccountLabel, Gauge>,
+    /// The labels [`Metrics::record_accounts`] set last, so it removes only stale ones.
+    recorded_accounts: std::sync::Mutex<(Vec<AccountLabel>, Vec<CredentialLabels>)>,
 }
 
 impl Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             up: Gauge::default(),
             credential_expiry: Family::default(),
             account_failing_since: Family::default(),
+            recorded_accounts: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -278,26 +281,39 @@ impl Metrics {
     }
 
     /// Replace the per-account health gauges with `accounts`: (name, failing since, the
-    /// credential's kind and expiry). Accounts no longer configured disappear.
+    /// credential's kind and expiry). Accounts no longer configured disappear; a concurrent
+    /// scrape never misses a configured account (new values are set before stale labels go).
     pub fn record_accounts<'a>(
         &self,
         accounts: impl IntoIterator<Item = (&'a str, Option<u64>, Option<(&'a str, i64)>)>,
     ) {
-        self.credential_expiry.clear();
-        self.account_failing_since.clear();
+        let mut recorded = self
+            .recorded_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (mut failing, mut credentials) = (Vec::new(), Vec::new());
         for (account, failing_since, credential) in accounts {
+            let label = Metrics::account(account);
             self.account_failing_since
-                .get_or_create(&Metrics::account(account))
+                .get_or_create(&label)
                 .set(failing_since.map_or(0, |since| i64::try_from(since).unwrap_or(i64::MAX)));
+            failing.push(label);
             if let Some((kind, expires)) = credential {
-                self.credential_expiry
-                    .get_or_create(&CredentialLabels {
-                        account: account.to_string(),
-                        kind: kind.to_string(),
-                    })
-                    .set(expires);
+                let label = CredentialLabels {
+                    account: account.to_string(),
+                    kind: kind.to_string(),
+                };
+                self.credential_expiry.get_or_create(&label).set(expires);
+                credentials.push(label);
             }
         }
+        for stale in recorded.0.iter().filter(|l| !failing.contains(l)) {
+            self.account_failing_since.remove(stale);
+        }
+        for stale in recorded.1.iter().filter(|l| !credentials.contains(l)) {
+            self.credential_expiry.remove(stale);
+        }
+        *recorded = (failing, credentials);
     }
 
     pub fn account(account: &str) -> AccountLabel {
