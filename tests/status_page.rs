@@ -330,6 +330,10 @@ async fn the_status_page_shows_the_failing_account_its_fix_and_the_queue_escaped
     );
     assert!(page.contains("data-account=\"m365\""), "{page}");
     assert_account_state(&page, admin).await;
+    // A reload neither hides nor restarts the failing streak.
+    let since = failing_since_metric(admin, "broken").await;
+    chain.relay.reload(&chain.toml).await.unwrap();
+    assert_eq!(failing_since_metric(admin, "broken").await, since);
     // The deferred messages link to their detail.
     let deferred_id = chain
         .relay
