@@ -40,6 +40,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub account: String,
+    /// `secret` or `certificate`.
+    pub kind: String,
+}
+
 /// Every metric the relay exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -75,6 +82,14 @@ pub struct Metrics {
     pub spool_reserve_bytes: Gauge,
     pub spool_reserve_reached: Gauge,
     pub up: Gauge,
+    /// Each account's credential expiry (unix seconds), for accounts whose credential has a
+    /// date: set at scrape time from the configuration.
+    pub credential_expiry: Family<CredentialLabels, Gauge>,
+    /// Since when (unix seconds) each account has been failing as a whole, 0 when it is not:
+    /// set at scrape time.
+    pub account_failing_since: Family<AccountLabel, Gauge>,
+    /// The labels [`Metrics::record_accounts`] set last, so it removes only stale ones.
+    recorded_accounts: std::sync::Mutex<(Vec<AccountLabel>, Vec<CredentialLabels>)>,
 }
 
 impl Metrics {
@@ -106,6 +121,9 @@ impl Metrics {
             spool_reserve_bytes: Gauge::default(),
             spool_reserve_reached: Gauge::default(),
             up: Gauge::default(),
+            credential_expiry: Family::default(),
+            account_failing_since: Family::default(),
+            recorded_accounts: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -229,6 +247,16 @@ impl Metrics {
             metrics.spool_reserve_reached.clone(),
         );
         registry.register("up", "1 while the relay runs", metrics.up.clone());
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When each account's credential expires (unix seconds), by kind (secret: client_secret_expires; certificate: its notAfter)",
+            metrics.credential_expiry.clone(),
+        );
+        registry.register(
+            "account_failing_since_timestamp_seconds",
+            "Since when each account has been failing as a whole (token, connection, AUTH; unix seconds), 0 while it is not",
+            metrics.account_failing_since.clone(),
+        );
         metrics.up.set(1);
         Metrics {
             registry,
@@ -250,6 +278,42 @@ impl Metrics {
             .set(gauge(status.free_bytes.unwrap_or(0)));
         self.spool_reserve_bytes.set(gauge(status.required_bytes));
         self.spool_reserve_reached.set(i64::from(status.reached));
+    }
+
+    /// Replace the per-account health gauges with `accounts`: (name, failing since, the
+    /// credential's kind and expiry). Accounts no longer configured disappear; a concurrent
+    /// scrape never misses a configured account (new values are set before stale labels go).
+    pub fn record_accounts<'a>(
+        &self,
+        accounts: impl IntoIterator<Item = (&'a str, Option<u64>, Option<(&'a str, i64)>)>,
+    ) {
+        let mut recorded = self
+            .recorded_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (mut failing, mut credentials) = (Vec::new(), Vec::new());
+        for (account, failing_since, credential) in accounts {
+            let label = Metrics::account(account);
+            self.account_failing_since
+                .get_or_create(&label)
+                .set(failing_since.map_or(0, |since| i64::try_from(since).unwrap_or(i64::MAX)));
+            failing.push(label);
+            if let Some((kind, expires)) = credential {
+                let label = CredentialLabels {
+                    account: account.to_string(),
+                    kind: kind.to_string(),
+                };
+                self.credential_expiry.get_or_create(&label).set(expires);
+                credentials.push(label);
+            }
+        }
+        for stale in recorded.0.iter().filter(|l| !failing.contains(l)) {
+            self.account_failing_since.remove(stale);
+        }
+        for stale in recorded.1.iter().filter(|l| !credentials.contains(l)) {
+            self.credential_expiry.remove(stale);
+        }
+        *recorded = (failing, credentials);
     }
 
     pub fn account(account: &str) -> AccountLabel {
@@ -343,5 +407,33 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn account_health_gauges_follow_the_accounts_given() {
+        let metrics = Metrics::new();
+        metrics.record_accounts([
+            ("a", Some(1_700_000_000), Some(("secret", 1_814_313_600))),
+            ("b", None, None),
+        ]);
+        let text = metrics.encode();
+        for expected in [
+            "smtp_oauth_relay_account_failing_since_timestamp_seconds{account=\"a\"} 1700000000",
+            "smtp_oauth_relay_account_failing_since_timestamp_seconds{account=\"b\"} 0",
+            "smtp_oauth_relay_credential_expiry_timestamp_seconds{account=\"a\",kind=\"secret\"} 1814313600",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert!(!text.contains("kind=\"certificate\""), "{text}");
+        metrics.record_accounts([("b", None, Some(("certificate", 5)))]);
+        let text = metrics.encode();
+        assert!(
+            !text.contains("account=\"a\""),
+            "a removed account disappears: {text}"
+        );
+        assert!(
+            text.contains("smtp_oauth_relay_credential_expiry_timestamp_seconds{account=\"b\",kind=\"certificate\"} 5"),
+            "{text}"
+        );
     }
 }

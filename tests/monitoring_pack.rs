@@ -226,13 +226,15 @@ async fn scrape(admin: std::net::SocketAddr) -> String {
 
 /// The `/metrics` of two running relays after mail that gives every labelled family a sample
 /// (prometheus-client writes no HELP/TYPE for a family without one): one relay delivers
-/// after a deferral, fails a recipient for good, refuses a sender and a connection; the
-/// other has a wrong client secret, so its token requests fail.
+/// after a deferral, fails a recipient for good, refuses a sender and a connection, and its
+/// secret has a `client_secret_expires` date; the other has a wrong client secret, so its
+/// token requests fail (and its account is failing).
 async fn live_expositions() -> String {
+    // A secret with its expiry date, so the credential-expiry family has a sample.
     let chain = Chain::start_with(
         TestkitOptions::default(),
         "",
-        "",
+        "client_secret_expires = \"2099-06-30\"",
         |_, _| format!(
             "{PLAIN_TRUSTED}\n[limits]\nmax_connections_per_ip = 1\nper_ip_limit_exempt = \"none\"\n"
         ),
@@ -334,6 +336,31 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_in_metrics() {
 
     let rules = alert_rules(&std::fs::read_to_string(alerts_path()).unwrap());
     assert!(rules.len() >= 6, "alert rules: {}", rules.len());
+    // The two account alerts use the relay's own state, not a proxy built from counters.
+    for (alert, metric) in [
+        (
+            "SmtpOauthRelayAccountFailing",
+            "smtp_oauth_relay_account_failing_since_timestamp_seconds",
+        ),
+        (
+            "SmtpOauthRelayCredentialExpiring",
+            "smtp_oauth_relay_credential_expiry_timestamp_seconds",
+        ),
+    ] {
+        let rule = rules
+            .iter()
+            .find(|r| r.name == alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        let names = metric_names(&rule_expr(rule));
+        assert!(
+            !names.is_empty() && names.iter().all(|n| n == metric),
+            "{alert} uses {names:?}"
+        );
+        assert!(
+            dashboard_names.contains(metric),
+            "the dashboard shows {metric}"
+        );
+    }
     let mut alert_names = BTreeSet::new();
     for rule in &rules {
         let names = metric_names(&rule_expr(rule));

@@ -3,7 +3,10 @@
 //! for it, and a message that failed for good with an HTML-injection attempt in its sender
 //! and in the server's reply: the page is HTML, names the failing account with its fix,
 //! counts the queue as the spool holds it, escapes what came from outside, and wants the
-//! token when `token_file` is set. A headless Chromium loads it too (skipped, saying so, when
+//! token when `token_file` is set. Per account it shows the token's state (valid until, or
+//! the last error), the last delivery, since when the account has been failing (the same
+//! moment `/metrics` exports) and the days left of its credential (the failing account's
+//! secret expires in ten days, computed from the clock). A headless Chromium loads it too (skipped, saying so, when
 //! `chromium` is not installed) and keeps a screenshot in `target/test-artefacts/`.
 
 #![allow(
@@ -56,12 +59,26 @@ async fn get(admin: SocketAddr, path: &str, extra: &str) -> (u16, String, String
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// The failing account's secret expires on this day (today + 10 days, UTC), in so many
+/// whole days from now.
+fn secret_expiry() -> (String, i64) {
+    let now = std::time::SystemTime::now();
+    let at = now + Duration::from_secs(10 * 86_400 + 3600);
+    let date = humantime::format_rfc3339_seconds(at).to_string()[..10].to_string();
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    };
+    let days = (unix(at) / 86_400 * 86_400 - unix(now)).div_euclid(86_400);
+    (date, days)
+}
+
 /// The testkit's working account "m365" for 127.0.0.0/8, and the failing account "broken"
-/// for 127.0.0.2 (the most specific network wins).
+/// for 127.0.0.2 (the most specific network wins), whose secret expires per [`secret_expiry`].
 fn rest() -> String {
     let broken = UNREACHABLE_ACCOUNT
         .replace("name = \"m365\"", "name = \"broken\"")
-        .replace("relay@contoso.com", "broken@contoso.com");
+        .replace("relay@contoso.com", "broken@contoso.com")
+        + &format!("client_secret_expires = \"{}\"\n", secret_expiry().0);
     format!(
         "{broken}\n[[listener]]\naddress = \"127.0.0.1:0\"\n\
          [[network]]\ncidr = \"127.0.0.0/8\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n\
@@ -70,8 +87,8 @@ fn rest() -> String {
 }
 
 /// A relay with [`WAITING`] messages for the failing account (each tried at least once, so
-/// they carry the reason and the fix), and two failed messages: one from [`EVIL_SENDER`] and
-/// its bounce.
+/// they carry the reason and the fix), two failed messages: one from [`EVIL_SENDER`] and
+/// its bounce, and one message delivered by the working account.
 async fn relay_with_a_failing_account() -> Chain {
     let chain = Chain::start(TestkitOptions::default(), |_, _| rest()).await;
     chain
@@ -86,6 +103,14 @@ async fn relay_with_a_failing_account() -> Chain {
             EVIL_SENDER,
             &[REFUSED_RECIPIENT],
             b"From: x@contoso.com\r\nSubject: <script>alert('subject')</script>\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let reply = client
+        .send_message(
+            "relay@contoso.com",
+            &["someone@fabrikam.example"],
+            b"From: relay@contoso.com\r\nSubject: ok\r\n\r\nx\r\n",
         )
         .await;
     assert_eq!(reply.code, 250, "{reply:?}");
@@ -112,6 +137,7 @@ async fn relay_with_a_failing_account() -> Chain {
     let settled = eventually(WAIT, || {
         let queued = chain.relay.queued_envelopes();
         chain.relay.failed_envelopes().len() == 2
+            && chain.kit.exchange.message_count() >= 1
             && queued.len() == WAITING
             && queued.iter().all(|e| e.account == "broken")
             && queued.iter().any(|e| e.last_attempt.is_some())
@@ -153,6 +179,82 @@ fn fix_of_failing_account(chain: &Chain) -> String {
         .max_by_key(|a| a.at)
         .map(|a| a.hint)
         .expect("a tried message")
+}
+
+/// The text of the cell `<td … class="{class}">…</td>` in `row`.
+fn cell<'a>(row: &'a str, class: &str) -> &'a str {
+    row.split(&format!("class=\"{class}\">"))
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .unwrap_or_else(|| panic!("no {class} cell in {row}"))
+}
+
+/// The `<tr>` of `account` (from its `data-account` attribute to the end of the row).
+fn account_row<'a>(page: &'a str, account: &str) -> &'a str {
+    page.split(&format!("data-account=\"{account}\">"))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for {account}: {page}"))
+}
+
+/// `smtp_oauth_relay_account_failing_since_timestamp_seconds` of `account` in `/metrics`.
+async fn failing_since_metric(admin: SocketAddr, account: &str) -> u64 {
+    let (status, _, metrics) = get(admin, "/metrics", "").await;
+    assert_eq!(status, 200);
+    let prefix = format!(
+        "smtp_oauth_relay_account_failing_since_timestamp_seconds{{account=\"{account}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// The failing account's token, failing-since and credential cells, and the working account's
+/// token, last-delivery and failing-since cells, as `/metrics` and the clock say they must be.
+async fn assert_account_state(page: &str, admin: SocketAddr) {
+    let broken = account_row(page, "broken");
+    let token = cell(broken, "token");
+    assert!(
+        token.contains("last error") && token.contains("token endpoint unreachable"),
+        "{token}"
+    );
+    let since = failing_since_metric(admin, "broken").await;
+    assert!(since > 0);
+    let since_text =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(since))
+            .to_string();
+    let failing = cell(broken, "failing-since");
+    assert!(failing.contains(&since_text), "{since_text} in {failing}");
+    let (date, days) = secret_expiry();
+    let credential = cell(broken, "credential-expiry");
+    assert!(
+        credential.contains(&format!("{days} days")) && credential.contains(&date),
+        "{credential}"
+    );
+    assert!(
+        cell(broken, "last-delivery").contains("none since"),
+        "{broken}"
+    );
+
+    let working = account_row(page, "m365");
+    assert!(cell(working, "token").contains("valid until"), "{working}");
+    let delivered = cell(working, "last-delivery");
+    assert!(
+        delivered.contains(" ago)") && !delivered.contains("none"),
+        "{delivered}"
+    );
+    assert!(
+        cell(working, "failing-since").contains("not failing"),
+        "{working}"
+    );
+    assert_eq!(failing_since_metric(admin, "m365").await, 0);
+    assert!(
+        cell(working, "credential-expiry").contains("client_secret_expires"),
+        "{working}"
+    );
 }
 
 fn html_escaped(text: &str) -> String {
@@ -227,6 +329,11 @@ async fn the_status_page_shows_the_failing_account_its_fix_and_the_queue_escaped
         "{broken_row}"
     );
     assert!(page.contains("data-account=\"m365\""), "{page}");
+    assert_account_state(&page, admin).await;
+    // A reload neither hides nor restarts the failing streak.
+    let since = failing_since_metric(admin, "broken").await;
+    chain.relay.reload(&chain.toml).await.unwrap();
+    assert_eq!(failing_since_metric(admin, "broken").await, since);
     // The deferred messages link to their detail.
     let deferred_id = chain
         .relay
@@ -372,6 +479,8 @@ async fn a_real_browser_renders_the_failing_account_and_the_queue() {
         "fix {fix:?} in {broken_row}"
     );
     assert!(broken_row.contains("failing for"), "{broken_row}");
+    // Token state, failing since, last delivery and credential expiry, as rendered.
+    assert_account_state(&dom, admin).await;
     // The injection stayed text: no element came from it.
     assert!(!dom.contains("<img"), "{dom}");
     assert!(!dom.contains("<script"), "{dom}");

@@ -5,9 +5,11 @@
 //! Invariants: a generation's workers start only after every older generation of the account
 //! has finished its message (the hand-over runs in the new generation's own tracker, so quick
 //! successive reloads wait in line), so Exchange never sees more sessions per mailbox than
-//! configured; the queue and the 24-hour recipient budget carry over to the new generation,
-//! and so does the cached token when the identity (endpoint, app, credential, scope) did not
-//! change.
+//! configured; the queue, the 24-hour recipient budget and the account's health (failing
+//! since, last delivery) carry over to the new generation. Tokens are per app, not per
+//! account: accounts with the same endpoint, client, credential and scope share one provider
+//! ([`crate::oauth::registry`]), and a reload keeps it (with its cached token) while that
+//! identity is unchanged.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use super::{AccountRuntime, Shared, StartError};
 use crate::config::AccountSettings;
 use crate::delivery::worker::{AccountDelivery, DeliveryShared, spawn_workers};
 use crate::metrics::Metrics;
+use crate::oauth::registry::TokenProviders;
 use crate::oauth::token::TokenProvider;
 use crate::transport::Transport;
 
@@ -40,14 +43,17 @@ pub(super) enum Occasion {
     Reload,
 }
 
-/// Build the account's token provider (or keep `previous`'s, with its cached token, when the
-/// identity is the same) and its upstream session settings.
+/// Find the account's token provider in `providers` (the set being built for this
+/// configuration: shared with the other accounts of the same app), taking it over from
+/// `previous_providers` with its cached token when the app's identity is unchanged, and build
+/// the account's upstream session settings.
 ///
 /// # Errors
 /// [`StartError::Account`] when either cannot be built (e.g. an unreadable extra root).
 pub(super) fn prepare_account(
     account: &AccountSettings,
-    previous: Option<&AccountRuntime>,
+    providers: &mut TokenProviders,
+    previous_providers: &TokenProviders,
     metrics: &Arc<Metrics>,
     hostname: &str,
 ) -> Result<PreparedAccount, StartError> {
@@ -55,15 +61,14 @@ pub(super) fn prepare_account(
         account: account.name.clone(),
         message,
     };
-    let tokens = match previous {
-        Some(old) if same_identity(&old.settings, account) => Arc::clone(&old.delivery.tokens),
-        _ => TokenProvider::new(&account.client_app(), Arc::clone(metrics)).map_err(failed)?,
-    };
+    let tokens: Arc<TokenProvider> = providers
+        .provider(&account.client_app(), previous_providers, metrics)
+        .map_err(failed)?;
     let upstream = Transport::new(account, hostname).map_err(failed)?;
     Ok(PreparedAccount { tokens, upstream })
 }
 
-/// Start a generation of the account's workers (and its certificate-expiry watch), under a
+/// Start a generation of the account's workers (and its credential-expiry watch), under a
 /// child of `relay_cancel`. A `previous` generation is cancelled, its recipient budget carried
 /// over, and the new one starts when it has finished; see [`Occasion`] for what else a reload
 /// does.
@@ -92,10 +97,10 @@ pub(super) async fn start_account(
         // Keep counting against the same 24-hour window.
         delivery.budget = Arc::clone(&old.delivery.budget);
         delivery.budget.set_limit(account.max_recipients_per_day);
+        delivery.health = Arc::clone(&old.delivery.health);
     }
     let delivery = Arc::new(delivery);
     let runtime = AccountRuntime {
-        settings: account.clone(),
         delivery: Arc::clone(&delivery),
         cancel: relay_cancel.child_token(),
         workers: TaskTracker::new(),
@@ -106,7 +111,7 @@ pub(super) async fn start_account(
         old.workers.close();
         old.workers
     });
-    let credential = account.credential.clone();
+    let credential_expiry = account.credential_expiry();
     let name = account.name.clone();
     // The hand-over runs in the new generation's own tracker: a reload that comes
     // before it is done waits for it (and so for every older generation) too. Never
@@ -131,9 +136,9 @@ pub(super) async fn start_account(
             }
         }
         spawn_workers(delivery, &cancel, &generation);
-        generation.spawn(crate::oauth::token::watch_certificate_expiry(
+        generation.spawn(crate::oauth::expiry::watch_credential_expiry(
             name,
-            credential,
+            credential_expiry,
             cancel.clone(),
         ));
     });
@@ -141,34 +146,6 @@ pub(super) async fn start_account(
         schedule_orphans(shared, &account.name).await;
     }
     runtime
-}
-
-/// Same token endpoint, app, credential and scope: the cached token stays valid.
-fn same_identity(old: &AccountSettings, new: &AccountSettings) -> bool {
-    let credential = |a: &AccountSettings| match &a.credential {
-        crate::oauth::app::ClientCredential::Secret(secret) => format!(
-            "secret:{}",
-            crate::vocab::hex::lower(
-                ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes()).as_ref()
-            )
-        ),
-        crate::oauth::app::ClientCredential::Certificate {
-            certificate,
-            algorithm,
-        } => {
-            format!(
-                "certificate:{}:{}",
-                certificate.sha256_thumbprint_hex(),
-                algorithm.jws_name()
-            )
-        }
-    };
-    old.token_endpoint() == new.token_endpoint()
-        && old.client_id == new.client_id
-        && old.scope == new.scope
-        && old.renew_before == new.renew_before
-        && credential(old) == credential(new)
-        && old.extra_roots == new.extra_roots
 }
 
 /// Schedule spool entries of an account that was just added back.

@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AccountSettings, Config};
+use crate::config::Config;
 use crate::delivery::worker::AccountDelivery;
 use crate::metrics::Metrics;
 use crate::ops::admin::AdminAccess;
@@ -79,12 +79,10 @@ struct ListenerRuntime {
 
 /// One generation of an account's running delivery pool.
 struct AccountRuntime {
-    /// The account's settings this generation runs with.
-    settings: AccountSettings,
     delivery: Arc<AccountDelivery>,
     /// A child of the relay's token: cancels this generation only.
     cancel: CancellationToken,
-    /// This generation's workers, its certificate watch and its hand-over task.
+    /// This generation's workers, its credential-expiry watch and its hand-over task.
     workers: TaskTracker,
 }
 
@@ -106,6 +104,9 @@ pub struct Relay {
     shared: Shared,
     listeners: Vec<ListenerRuntime>,
     accounts: tokio::sync::Mutex<HashMap<String, AccountRuntime>>,
+    /// One token provider per app of the running configuration (replaced by a reload, which
+    /// takes over the unchanged ones); only touched with `accounts` locked.
+    token_providers: std::sync::Mutex<crate::oauth::registry::TokenProviders>,
     state_dir: PathBuf,
     admin_configured: Option<SocketAddr>,
     admin: Option<SocketAddr>,
@@ -151,12 +152,21 @@ impl Relay {
         self.shared.queue.depth()
     }
 
-    /// Token requests sent for `account` so far.
+    /// Token requests sent so far by the token provider `account` uses (shared by every
+    /// account of the same app).
     pub async fn token_requests(&self, account: &str) -> u64 {
         self.accounts
             .lock()
             .await
             .get(account)
             .map_or(0, |a| a.delivery.tokens.requests_sent())
+    }
+
+    /// How many token providers (distinct apps) the running configuration uses.
+    pub fn token_provider_count(&self) -> usize {
+        self.token_providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }

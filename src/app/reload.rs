@@ -29,15 +29,23 @@ impl Relay {
         let delivery_shared = delivery_shared(&config, &self.shared);
         let mut accounts = self.accounts.lock().await;
         let mut prepared = HashMap::new();
-        for account in &config.accounts {
-            let ready = prepare_account(
-                account,
-                accounts.get(&account.name),
-                &self.shared.metrics,
-                &config.relay.hostname,
-            )
-            .map_err(|e| e.to_string())?;
-            prepared.insert(account.name.clone(), ready);
+        let mut token_providers = crate::oauth::registry::TokenProviders::default();
+        {
+            let previous_providers = self
+                .token_providers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for account in &config.accounts {
+                let ready = prepare_account(
+                    account,
+                    &mut token_providers,
+                    &previous_providers,
+                    &self.shared.metrics,
+                    &config.relay.hostname,
+                )
+                .map_err(|e| e.to_string())?;
+                prepared.insert(account.name.clone(), ready);
+            }
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -93,6 +101,10 @@ impl Relay {
             tracing::warn!(account = %name, queued = self.shared.queue.account(&name).map_or(0, |q| q.len()), "account removed from the configuration; its queued messages stay in the spool");
         }
         *accounts = next;
+        *self
+            .token_providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = token_providers;
         self.shared.deliveries.store(Arc::new(
             accounts.values().map(|a| Arc::clone(&a.delivery)).collect(),
         ));

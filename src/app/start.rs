@@ -108,8 +108,15 @@ impl Relay {
         };
         let delivery_shared = delivery_shared(&config, &shared);
         let mut accounts = HashMap::new();
+        let mut token_providers = crate::oauth::registry::TokenProviders::default();
         for account in &config.accounts {
-            let prepared = prepare_account(account, None, &shared.metrics, &config.relay.hostname)?;
+            let prepared = prepare_account(
+                account,
+                &mut token_providers,
+                &crate::oauth::registry::TokenProviders::default(),
+                &shared.metrics,
+                &config.relay.hostname,
+            )?;
             let runtime = start_account(
                 account,
                 prepared,
@@ -213,6 +220,7 @@ impl Relay {
             shared,
             listeners,
             accounts: tokio::sync::Mutex::new(accounts),
+            token_providers: std::sync::Mutex::new(token_providers),
             state_dir,
             admin_configured: config.admin.address,
             admin,

@@ -327,6 +327,8 @@ pub struct AccountSettings {
     /// The per-mailbox limits as configured, for all instances together; the three limits
     /// above are this instance's share of them (`config::validate::instances`).
     pub mailbox_budget: instances::MailboxBudget,
+    /// `client_secret_expires`: when the client secret stops working (its first second, UTC).
+    pub client_secret_expires: Option<std::time::SystemTime>,
 }
 
 impl AccountSettings {
@@ -347,6 +349,14 @@ impl AccountSettings {
             renew_before: self.renew_before,
             extra_roots: self.extra_roots.clone(),
         }
+    }
+}
+
+impl AccountSettings {
+    /// The account's credential with its expiry date: the certificate's own, or the secret's
+    /// `client_secret_expires`; `None` for a secret without a date.
+    pub fn credential_expiry(&self) -> Option<crate::oauth::expiry::CredentialExpiry> {
+        crate::oauth::expiry::CredentialExpiry::of(&self.credential, self.client_secret_expires)
     }
 }
 

@@ -153,6 +153,8 @@ pub struct RawAccount {
     #[serde(default, with = "humantime_serde")]
     pub renew_before: Option<Duration>,
     pub cloud: Option<String>,
+    /// The date the client secret expires (`YYYY-MM-DD`, as Entra shows it beside the secret).
+    pub client_secret_expires: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -476,3 +476,62 @@ fn two_accounts_on_one_mailbox_are_warned_about_the_session_limit() {
         config.warnings
     );
 }
+
+#[test]
+fn client_secret_expires_is_a_date_for_a_secret_only() {
+    let with = |line: &str| {
+        VALID.replace(
+            "client_secret = \"abc",
+            &format!("{line}\nclient_secret = \"abc"),
+        )
+    };
+    let config = Config::from_toml(
+        &with("client_secret_expires = \"2099-06-30\""),
+        Path::new("/"),
+    )
+    .unwrap();
+    let expiry = config.accounts[0].credential_expiry().unwrap();
+    assert_eq!(
+        (expiry.kind.as_str(), expiry.date().as_str()),
+        ("secret", "2099-06-30")
+    );
+    assert!(
+        !config
+            .warnings
+            .iter()
+            .any(|w| w.contains("client_secret_expires"))
+    );
+    let none = Config::from_toml(VALID, Path::new("/")).unwrap();
+    assert!(none.accounts[0].credential_expiry().is_none());
+    let errors = Config::from_toml(
+        &with("client_secret_expires = \"30.06.2027\""),
+        Path::new("/"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("account[0].client_secret_expires")
+            && errors.contains("YYYY-MM-DD")
+            && errors.contains("Certificates & secrets"),
+        "{errors}"
+    );
+    // Within 30 days: a warning at load (`check --config-only` prints it).
+    let soon = crate::spool::unix_now() + 10 * 86_400 + 3600;
+    let soon = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(soon),
+    )
+    .to_string();
+    let config = Config::from_toml(
+        &with(&format!("client_secret_expires = \"{}\"", &soon[..10])),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("account[0].client_secret_expires") && w.contains("expires on")),
+        "{:?}",
+        config.warnings
+    );
+}

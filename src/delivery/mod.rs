@@ -8,6 +8,7 @@ pub mod budget;
 pub mod dsn;
 pub mod escalation;
 pub mod failure;
+pub mod health;
 pub mod pacer;
 mod settle;
 pub mod share;

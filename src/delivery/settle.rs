@@ -121,7 +121,7 @@ impl AccountDelivery {
                 .upstream_replies
                 .get_or_create(&Metrics::reply(&self.account.name, 250))
                 .inc();
-            self.set_failing(false);
+            self.health.delivered(unix_now());
         }
         for (_, failure) in &outcome.failed {
             metrics

@@ -13,7 +13,7 @@
 //! - `535 5.7.3` with a cached token: drop it, fetch a fresh one, try once more.
 //! - A `430 4.2.0` mailbox logon failure that lasts more than an hour is a configuration fault.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -63,10 +63,10 @@ pub struct AccountDelivery {
     pub budget: Arc<RecipientBudget>,
     /// Since when the mailbox has answered `430 4.2.0` without a success.
     logon_failures: LogonFailureClock,
-    /// Since when (unix seconds) the whole account has been failing (token, connection, AUTH).
-    failing_since: Mutex<Option<u64>>,
     /// When the recipient counts were last written (unix seconds).
     budget_saved_at: std::sync::atomic::AtomicU64,
+    /// Failing since, last delivery: shared with the account's other generations.
+    pub health: Arc<super::health::AccountHealth>,
 }
 
 impl AccountDelivery {
@@ -93,23 +93,18 @@ impl AccountDelivery {
             transport,
             shared,
             logon_failures: LogonFailureClock::default(),
-            failing_since: Mutex::new(None),
             budget_saved_at: std::sync::atomic::AtomicU64::new(0),
+            health: Arc::default(),
         }
     }
 
     /// Since when (unix seconds) the account as a whole has been failing, if it is.
     pub fn failing_since(&self) -> Option<u64> {
-        *self.failing_since.lock().unwrap_or_else(|p| p.into_inner())
+        self.health.failing_since()
     }
 
     pub(super) fn set_failing(&self, failing: bool) {
-        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
-        match (failing, *since) {
-            (true, None) => *since = Some(unix_now()),
-            (false, Some(_)) => *since = None,
-            _ => {}
-        }
+        self.health.set_failing(failing, unix_now());
     }
 }
 
@@ -368,7 +363,7 @@ impl AccountDelivery {
     async fn open_session(&self) -> Result<TransportSession, ClassifiedFailure> {
         let token = self
             .tokens
-            .token()
+            .token_for(&self.account.name)
             .await
             .map_err(|e| ClassifiedFailure::from_token(&e))?;
         match self.transport.open(&token).await {
@@ -382,7 +377,7 @@ impl AccountDelivery {
                 self.tokens.invalidate(&token).await;
                 let fresh = self
                     .tokens
-                    .token()
+                    .token_for(&self.account.name)
                     .await
                     .map_err(|e| ClassifiedFailure::from_token(&e))?;
                 self.transport.open(&fresh).await.map_err(|failure| {

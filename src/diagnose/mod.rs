@@ -74,7 +74,7 @@ pub struct AccountReport {
 
 /// Run every step for `account`.
 pub async fn check_account(account: &AccountSettings, hostname: &str) -> AccountReport {
-    let mut steps = Vec::new();
+    let mut steps = vec![credential_step(account, SystemTime::now())];
     let token = token_step(account, &mut steps).await;
     let decoded = token
         .as_ref()
@@ -125,6 +125,31 @@ pub async fn check_account(account: &AccountSettings, hostname: &str) -> Account
         smtp_server: format!("{}:{}", account.smtp_host, account.smtp_port),
         ok: steps.iter().all(|s| s.status != "failed"),
         steps,
+    }
+}
+
+/// How long the account's credential has left: a certificate's `notAfter`, a secret's
+/// `client_secret_expires`, or a plain note that no date is configured for the secret.
+/// Expired fails (no token can be fetched); expiring soon is still ok (mail flows).
+fn credential_step(account: &AccountSettings, now: SystemTime) -> Step {
+    match account.credential_expiry() {
+        None => Step::skipped(
+            "credential",
+            "no expiry date is configured for the client secret: add client_secret_expires = \"YYYY-MM-DD\" from the Entra portal's Certificates & secrets page (the Expires column beside the secret), so the relay warns 30 days before it stops working",
+        ),
+        Some(expiry) if expiry.is_expired(now) => Step::failed(
+            "credential",
+            expiry.summary(now),
+            vec![expiry.warning(now).unwrap_or_default()],
+        ),
+        Some(expiry) => {
+            let days = expiry.days_left(now);
+            let mut detail = format!("{}; {days} days left", expiry.summary(now));
+            if let Some(warning) = expiry.warning(now) {
+                detail = format!("{detail}. {warning}");
+            }
+            Step::ok("credential", detail)
+        }
     }
 }
 

@@ -4,11 +4,16 @@
 //! `diagnose` use nothing else to get a token. Each identity provider is a module: `entra`
 //! (Microsoft Entra client credentials, with `aadsts`, `certificate` and `assertion`). Shared by
 //! the providers: `app` (what a provider is given), `http` (the HTTPS client and the standard
-//! token answer), `jws` (signed JWTs) and `claims` (reading a token's claims for diagnostics).
+//! token answer), `jws` (signed JWTs), `claims` (reading a token's claims for diagnostics) and `expiry` (a
+//! credential's expiry date: a secret's configured one or a certificate's, and its daily
+//! warning). `registry` keeps one provider per app (endpoint, client, scope, credential), so
+//! accounts of one app share one cached token.
 
 pub mod app;
 pub mod claims;
 pub mod entra;
+pub mod expiry;
 mod http;
 pub mod jws;
+pub mod registry;
 pub mod token;

@@ -7,7 +7,9 @@
 //! the cache, the single flight and the renewal below stay as they are.
 //!
 //! Invariants:
-//! - At most one token request per account is in flight: callers queue on one async mutex
+//! - One provider serves every account of one app ([`super::registry`]); its metrics are
+//!   labelled with the account whose delivery needed the token ([`TokenProvider::token_for`]).
+//! - At most one token request per provider is in flight: callers queue on one async mutex
 //!   and the first one fetches while the others then reuse its result.
 //! - A token is reused until `renew_before` ahead of its expiry (or half its lifetime, for
 //!   unusually short tokens), so under steady load there is one request per token lifetime.
@@ -23,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::app::{ClientApp, ClientCredential};
+use super::app::ClientApp;
 use super::entra::aadsts::{EntraRefusal, TokenRetry};
 use crate::vocab::secret::Secret;
 
@@ -110,6 +112,15 @@ impl TokenError {
     }
 }
 
+/// What a provider can tell about its token without showing it: for the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenStatus {
+    /// When the cached token expires (none cached: never fetched, refused, or invalidated).
+    pub valid_until: Option<SystemTime>,
+    /// The last failed request (when, and the provider's explanation), until one succeeds.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     token: Option<AccessToken>,
@@ -130,7 +141,8 @@ pub(super) struct IssuedToken {
     pub(super) lifetime: Duration,
 }
 
-/// Obtains, caches and renews the tokens of one account, whatever the identity provider.
+/// Obtains, caches and renews the tokens of one app (shared by its accounts), whatever the
+/// identity provider.
 #[derive(Debug)]
 pub struct TokenProvider {
     grant: ProviderGrant,
@@ -138,8 +150,11 @@ pub struct TokenProvider {
     http: reqwest::Client,
     state: Mutex<State>,
     requests: AtomicU64,
+    /// The account the provider was built for: the metric label of [`TokenProvider::token`].
     account: String,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Read without waiting for a request in flight (which holds `state`).
+    status: std::sync::Mutex<TokenStatus>,
 }
 
 impl TokenProvider {
@@ -160,6 +175,7 @@ impl TokenProvider {
             requests: AtomicU64::new(0),
             account: app.account.clone(),
             metrics,
+            status: std::sync::Mutex::new(TokenStatus::default()),
         }))
     }
 
@@ -185,11 +201,32 @@ impl TokenProvider {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// A valid token: the cached one, or a fresh one.
+    /// The cached token's expiry and the last failure, never the token.
+    pub fn status(&self) -> TokenStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut TokenStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// A valid token for the account the provider was built for: [`TokenProvider::token_for`].
     ///
     /// # Errors
     /// [`TokenError`] with the explanation of what failed.
     pub async fn token(&self) -> Result<AccessToken, TokenError> {
+        self.token_for(&self.account).await
+    }
+
+    /// A valid token: the cached one, or a fresh one. A request it sends (or fails) is
+    /// counted for `account`, the account whose delivery needs the token.
+    ///
+    /// # Errors
+    /// [`TokenError`] with the explanation of what failed.
+    pub async fn token_for(&self, account: &str) -> Result<AccessToken, TokenError> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
         if let Some(token) = &state.token
@@ -202,23 +239,32 @@ impl TokenProvider {
         {
             return Err(error.clone());
         }
-        match self.fetch().await {
+        match self.fetch(account).await {
             Ok(token) => {
                 tracing::info!(
+                    %account,
                     endpoint = %self.endpoint(),
                     expires_in_s = token.expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs()),
                     "access token obtained"
                 );
                 state.failure = None;
                 state.token = Some(token.clone());
+                self.set_status(|status| {
+                    status.valid_until = Some(token.expires_at);
+                    status.last_error = None;
+                });
                 Ok(token)
             }
             Err(error) => {
                 self.metrics
                     .token_failures
-                    .get_or_create(&crate::metrics::Metrics::account(&self.account))
+                    .get_or_create(&crate::metrics::Metrics::account(account))
                     .inc();
                 state.token = None;
+                self.set_status(|status| {
+                    status.valid_until = None;
+                    status.last_error = Some((SystemTime::now(), error.to_string()));
+                });
                 state.failure = Some((Instant::now() + FAILURE_MEMORY, error.clone()));
                 Err(error)
             }
@@ -230,14 +276,15 @@ impl TokenProvider {
         let mut state = self.state.lock().await;
         if state.token.as_ref().is_some_and(|t| t.value == token.value) {
             state.token = None;
+            self.set_status(|status| status.valid_until = None);
         }
     }
 
-    async fn fetch(&self) -> Result<AccessToken, TokenError> {
+    async fn fetch(&self, account: &str) -> Result<AccessToken, TokenError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .token_requests
-            .get_or_create(&crate::metrics::Metrics::account(&self.account))
+            .get_or_create(&crate::metrics::Metrics::account(account))
             .inc();
         let issued = match &self.grant {
             ProviderGrant::Entra(grant) => grant.request(&self.http).await?,
@@ -248,31 +295,5 @@ impl TokenProvider {
             expires_at: SystemTime::now() + issued.lifetime,
             renew_at: Instant::now() + issued.lifetime.saturating_sub(early),
         })
-    }
-}
-
-/// Log, daily, how long the account's certificate credential has left, from 30 days before
-/// it expires (an error once it has expired). Ends with `cancel`.
-pub async fn watch_certificate_expiry(
-    account: String,
-    credential: ClientCredential,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    let ClientCredential::Certificate { certificate, .. } = credential else {
-        return;
-    };
-    loop {
-        let now = SystemTime::now();
-        if let Some(warning) = certificate.expiry_warning(now) {
-            if certificate.is_expired(now) {
-                tracing::error!(%account, thumbprint = %certificate.sha1_thumbprint_hex(), "{warning}");
-            } else {
-                tracing::warn!(%account, thumbprint = %certificate.sha1_thumbprint_hex(), days_left = certificate.days_until_expiry(now), "{warning}");
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
-        }
     }
 }

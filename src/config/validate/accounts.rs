@@ -222,7 +222,41 @@ pub(super) fn account(
             messages_per_minute: max_messages_per_minute,
             recipients_per_day: max_recipients_per_day,
         },
+        client_secret_expires: secret_expiry(checker, &path, raw),
     })
+}
+
+/// `client_secret_expires`: a date, for a secret only; a warning from 30 days before it.
+fn secret_expiry(
+    checker: &mut Checker<'_>,
+    path: &str,
+    raw: &RawAccount,
+) -> Option<std::time::SystemTime> {
+    let text = raw.client_secret_expires.as_deref()?;
+    let key = format!("{path}.client_secret_expires");
+    if raw.client_certificate.is_some() {
+        checker.error(
+            key,
+            "only applies to a client secret (the relay reads a certificate's expiry from the certificate itself)",
+        );
+        return None;
+    }
+    match crate::oauth::expiry::parse_date(text) {
+        Ok(at) => {
+            let expiry = crate::oauth::expiry::CredentialExpiry::secret(at);
+            if let Some(warning) = expiry.warning(std::time::SystemTime::now()) {
+                checker.warnings.push(format!("{key}: {warning}"));
+            }
+            Some(at)
+        }
+        Err(error) => {
+            checker.error(
+                key,
+                format!("{error}: copy the date from the Expires column beside the secret (Entra admin center → App registrations → the app → Certificates & secrets)"),
+            );
+            None
+        }
+    }
 }
 
 fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option<ClientCredential> {

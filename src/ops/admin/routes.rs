@@ -250,6 +250,7 @@ fn metrics(state: &AdminState) -> HttpResponse {
     state
         .metrics
         .record_spool_reserve(&state.spool.reserve().status());
+    record_account_health(state);
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(
         "content-type",
@@ -258,6 +259,26 @@ fn metrics(state: &AdminState) -> HttpResponse {
         ),
     );
     response
+}
+
+/// The per-account gauges read at scrape time: failing since (0 when healthy) and the
+/// credential's expiry, from the running accounts. (An expiring credential is not a readiness
+/// problem: [`readiness`] ignores it.)
+fn record_account_health(state: &AdminState) {
+    let deliveries = state.deliveries.load();
+    let expiries: Vec<_> = deliveries
+        .iter()
+        .map(|d| d.account.credential_expiry())
+        .collect();
+    state
+        .metrics
+        .record_accounts(deliveries.iter().zip(&expiries).map(|(delivery, expiry)| {
+            (
+                delivery.account.name.as_str(),
+                delivery.failing_since(),
+                expiry.as_ref().map(|e| (e.kind.as_str(), e.unix_seconds())),
+            )
+        }));
 }
 
 async fn readiness(state: &AdminState) -> HttpResponse {
