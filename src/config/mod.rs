@@ -319,6 +319,10 @@ pub struct AccountSettings {
     pub max_recipients_per_day: u32,
     /// Renew a cached token this long before it expires.
     pub renew_before: Duration,
+    /// `send_as`: the addresses (exact or `*@domain`) the mailbox has SendAs on.
+    pub send_as: Vec<crate::policy::SenderPattern>,
+    /// `sender_name`: the display name of a `From:` the relay writes for this account.
+    pub sender_name: Option<String>,
 }
 
 impl AccountSettings {

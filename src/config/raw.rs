@@ -151,6 +151,10 @@ pub struct RawAccount {
     #[serde(default, with = "humantime_serde")]
     pub renew_before: Option<Duration>,
     pub cloud: Option<String>,
+    // Routing by sender (issue 14): the addresses this mailbox may send as, and the display
+    // name of a `From:` the relay writes.
+    pub send_as: Option<Vec<String>>,
+    pub sender_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -163,6 +167,8 @@ pub struct RawUser {
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
     pub sender_rewrite: Option<String>,
+    /// Routing by sender (issue 14): several accounts, or `["*"]` for all.
+    pub accounts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -172,4 +178,6 @@ pub struct RawNetwork {
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
     pub sender_rewrite: Option<String>,
+    /// Routing by sender (issue 14): several accounts, or `["*"]` for all.
+    pub accounts: Option<Vec<String>>,
 }

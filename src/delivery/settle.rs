@@ -325,6 +325,7 @@ impl AccountDelivery {
         let content = dsn::build(&dsn::DsnInput {
             reporting_host: &self.shared.hostname,
             from_mailbox: &mailbox,
+            from_name: self.account.sender_name.as_deref(),
             to: &to,
             original,
             original_content: head,

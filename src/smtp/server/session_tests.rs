@@ -25,6 +25,8 @@ fn grant(principal: Principal) -> Arc<Grant> {
         account_mailbox: crate::vocab::address::Address::parse("relay@contoso.com").unwrap(),
         allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
         sender_rewrite: crate::policy::SenderRewrite::Never,
+        sender_name: None,
+        routes: vec![],
     })
 }
 
