@@ -430,6 +430,10 @@ mod tests;
 #[path = "tests_inputs.rs"]
 mod tests_inputs;
 
+#[cfg(test)]
+#[path = "tests_routing.rs"]
+mod tests_routing;
+
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.
 fn world_readable_secrets_warning(path: &Path, text: &str) -> Option<String> {
