@@ -410,4 +410,120 @@ mod tests {
             b"Subject: a\r\nFrom: <relay@contoso.com>\r\nTo: b\r\n"
         );
     }
+
+    fn routed_grant(rewrite: SenderRewrite) -> Grant {
+        let route =
+            |account: &str, mailbox: &str, name: Option<&str>| crate::policy::AccountRoute {
+                account: account.into(),
+                mailbox: Address::parse(mailbox).unwrap(),
+                send_as: vec![],
+                sender_name: name.map(str::to_string),
+            };
+        Grant {
+            principal: Principal::User("printer".into()),
+            account: "m365".into(),
+            account_mailbox: Address::parse("relay@contoso.com").unwrap(),
+            allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
+            sender_rewrite: rewrite,
+            sender_name: Some("Relay".into()),
+            routes: vec![
+                route("m365", "relay@contoso.com", Some("Relay")),
+                route("alerts", "alerts@contoso.com", Some("Alerts")),
+            ],
+        }
+    }
+
+    #[test]
+    fn route_and_sender_name_table() {
+        let alerts = Address::parse("alerts@contoso.com").unwrap();
+        let relay = Address::parse("relay@contoso.com").unwrap();
+        // (rewrite, header section, envelope sender at MAIL, account, final envelope, From: written)
+        let cases: [(
+            SenderRewrite,
+            &[u8],
+            Option<&Address>,
+            &str,
+            Option<&Address>,
+            Option<&str>,
+        ); 7] = [
+            // A missing From: is added with the chosen account's name.
+            (
+                SenderRewrite::Never,
+                b"Subject: x\r\n",
+                Some(&alerts),
+                "alerts",
+                Some(&alerts),
+                Some("From: \"Alerts\" <alerts@contoso.com>\r\n"),
+            ),
+            (
+                SenderRewrite::Never,
+                b"From: alerts@contoso.com\r\n",
+                Some(&alerts),
+                "alerts",
+                Some(&alerts),
+                None,
+            ),
+            // From: of the default account, envelope of another: the default account.
+            (
+                SenderRewrite::Never,
+                b"From: relay@contoso.com\r\n",
+                Some(&alerts),
+                "m365",
+                Some(&alerts),
+                None,
+            ),
+            // ... and with "always" the envelope follows the default account too.
+            (
+                SenderRewrite::Always,
+                b"From: relay@contoso.com\r\n",
+                Some(&alerts),
+                "m365",
+                Some(&relay),
+                None,
+            ),
+            // A rewrite writes the account's name when the client gave none ...
+            (
+                SenderRewrite::WhenNotAllowed,
+                b"From: scan@printers.lan\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Relay\" <relay@contoso.com>\r\n"),
+            ),
+            // ... keeps the client's name ...
+            (
+                SenderRewrite::WhenNotAllowed,
+                b"From: Scanner <scan@printers.lan>\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Scanner\" <relay@contoso.com>\r\n"),
+            ),
+            // ... unless "always".
+            (
+                SenderRewrite::Always,
+                b"From: Scanner <scan@printers.lan>\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Relay\" <relay@contoso.com>\r\n"),
+            ),
+        ];
+        for (rewrite, headers, envelope, account, final_envelope, written) in cases {
+            let shown = String::from_utf8_lossy(headers);
+            let routing = route(headers, &routed_grant(rewrite), envelope);
+            assert_eq!(routing.grant.account, account, "{rewrite:?} {shown}");
+            assert_eq!(
+                routing.envelope_sender.as_ref(),
+                final_envelope,
+                "{rewrite:?} {shown}"
+            );
+            let edit =
+                sender_edit(headers, &routing.grant, routing.envelope_sender.as_ref()).unwrap();
+            let from = edit
+                .replace_from
+                .or_else(|| edit.append.into_iter().find(|f| f.starts_with("From:")));
+            assert_eq!(from.as_deref(), written, "{rewrite:?} {shown}");
+        }
+    }
 }

@@ -625,4 +625,71 @@ mod tests {
             );
         }
     }
+
+    fn route(account: &str, mailbox: &str, send_as: &[&str]) -> AccountRoute {
+        AccountRoute {
+            account: account.into(),
+            mailbox: Address::parse(mailbox).unwrap(),
+            send_as: send_as
+                .iter()
+                .map(|p| SenderPattern::parse(p).unwrap())
+                .collect(),
+            sender_name: None,
+        }
+    }
+
+    #[test]
+    fn routing_by_sender_table() {
+        let mut rule = access(
+            "invoices",
+            vec![SenderPattern::parse("*@contoso.com").unwrap()],
+        );
+        rule.account_mailbox = Address::parse("invoices@contoso.com").unwrap();
+        rule.routes = vec![
+            route("invoices", "invoices@contoso.com", &["billing@contoso.com"]),
+            route("alerts", "alerts@contoso.com", &["*@sales.contoso.com"]),
+            route("outside", "relay@fabrikam.example", &[]),
+        ];
+        let grant = Grant::new(Principal::User("u".into()), rule);
+        let a = |s: &str| Address::parse(s).unwrap();
+        // (envelope sender, From: addresses, the account chosen)
+        let cases: [(Option<&str>, &[&str], Option<&str>); 10] = [
+            (Some("invoices@contoso.com"), &[], Some("invoices")),
+            (
+                Some("BILLING@contoso.com"),
+                &["invoices@contoso.com"],
+                Some("invoices"),
+            ),
+            (Some("alerts@contoso.com"), &[], Some("alerts")),
+            // A send_as pattern outside allowed_senders is not usable by this client.
+            (Some("eu@sales.contoso.com"), &[], None),
+            // The mailbox of a listed account is usable, as with one account today.
+            (Some("relay@fabrikam.example"), &[], Some("outside")),
+            // Envelope and From: of two accounts: none, never a split.
+            (Some("alerts@contoso.com"), &["invoices@contoso.com"], None),
+            (
+                Some("invoices@contoso.com"),
+                &["invoices@contoso.com", "alerts@contoso.com"],
+                None,
+            ),
+            // The null sender is routed by From: alone.
+            (None, &["alerts@contoso.com"], Some("alerts")),
+            (None, &[], None),
+            (Some("nobody@contoso.com"), &[], None),
+        ];
+        for (envelope, from, expected) in cases {
+            let envelope = envelope.map(a);
+            let from: Vec<Address> = from.iter().map(|f| a(f)).collect();
+            let chosen = grant.route_covering(envelope.as_ref(), &from);
+            assert_eq!(
+                chosen.map(|r| r.account.as_str()),
+                expected,
+                "{envelope:?} {from:?}"
+            );
+        }
+        let through = grant.through(&grant.routes[1]);
+        assert_eq!(through.account, "alerts");
+        assert_eq!(through.account_mailbox.as_str(), "alerts@contoso.com");
+        assert_eq!(through.routes, grant.routes);
+    }
 }
