@@ -183,6 +183,31 @@ async fn a_shared_mailbox_goes_out_through_the_account_with_send_as_on_it() {
         assert_eq!(delivered.auth_mailbox, "invoices@contoso.com", "{subject}");
         assert!(delivered.envelope_from.eq_ignore_ascii_case(from));
     }
+    // In send_as, but Exchange has no SendAs grant for it: 554 5.2.252, and the bounce tells
+    // the administrator the exact command, with both addresses.
+    let from = "us@sales.contoso.com";
+    assert_eq!(
+        send_from(LOCAL.into(), relay, from, &message(from, "no-grant")).await,
+        250
+    );
+    let bounce = || {
+        chain
+            .kit
+            .exchange
+            .messages()
+            .into_iter()
+            .find(|m| m.recipients.iter().any(|r| r == from))
+    };
+    assert!(eventually(WAIT, || bounce().is_some()).await, "a bounce");
+    let body = String::from_utf8_lossy(bounce().unwrap().body()).into_owned();
+    // The DSN wraps its text: compare with white space runs as one space.
+    let unfolded = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        unfolded.contains(
+            "Add-RecipientPermission -Identity us@sales.contoso.com -Trustee invoices@contoso.com -AccessRights SendAs"
+        ),
+        "{body}"
+    );
     chain.relay.stop().await;
 }
 
