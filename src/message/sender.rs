@@ -433,19 +433,23 @@ mod tests {
         }
     }
 
+    /// (rewrite, header section, envelope sender at MAIL, account, final envelope, From:
+    /// written)
+    type RouteCase<'a> = (
+        SenderRewrite,
+        &'a [u8],
+        Option<&'a Address>,
+        &'a str,
+        Option<&'a Address>,
+        Option<&'a str>,
+    );
+
     #[test]
     fn route_and_sender_name_table() {
         let alerts = Address::parse("alerts@contoso.com").unwrap();
         let relay = Address::parse("relay@contoso.com").unwrap();
         // (rewrite, header section, envelope sender at MAIL, account, final envelope, From: written)
-        let cases: [(
-            SenderRewrite,
-            &[u8],
-            Option<&Address>,
-            &str,
-            Option<&Address>,
-            Option<&str>,
-        ); 7] = [
+        let cases: [RouteCase<'_>; 7] = [
             // A missing From: is added with the chosen account's name.
             (
                 SenderRewrite::Never,
