@@ -32,6 +32,8 @@ pub enum AssemblyError {
 /// The sender rules to apply to the `From:` header.
 #[derive(Debug, Clone)]
 pub struct SenderRules {
+    /// The client's whole grant (every account it may send through): [`sender::route`]
+    /// chooses the account when the header section is complete.
     pub grant: Arc<crate::policy::Grant>,
     /// The envelope sender chosen at MAIL (after any rewrite).
     pub envelope_sender: Option<crate::vocab::address::Address>,
