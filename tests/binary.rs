@@ -302,6 +302,7 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
                     .unwrap(),
                 allowed_senders: vec![],
                 sender_rewrite: smtp_oauth_relay::policy::SenderRewrite::Never,
+                routes: vec![],
             },
         )
         .unwrap();

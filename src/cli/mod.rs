@@ -66,6 +66,10 @@ pub enum Command {
         /// Only validate the configuration file (no network).
         #[arg(long)]
         config_only: bool,
+        /// Prove one sender address: the account the relay would choose for it (mailbox or
+        /// send_as), that account's token and AUTH, and a MAIL FROM probe (nothing is sent).
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
     },
     /// Send a test message to ADDR now, straight to Exchange (not through the queue), and
     /// print Exchange's reply.
@@ -75,7 +79,8 @@ pub enum Command {
         /// Recipient.
         #[arg(long)]
         to: String,
-        /// The account to send through [default: the first].
+        /// The account to send through [default: the one that may send as --from (its
+        /// mailbox or send_as), else the first].
         #[arg(long)]
         account: Option<String>,
         /// Sender [default: the account's mailbox].
@@ -115,7 +120,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             account,
             json,
             config_only,
-        } => check(config.config, account, json, config_only).await,
+            from,
+        } => match from {
+            Some(from) => check_from(config.config, account, json, &from).await,
+            None => check(config.config, account, json, config_only).await,
+        },
         Command::SendTest {
             config,
             to,
@@ -210,12 +219,16 @@ async fn run_until_stopped(relay: &Relay, path: &std::path::Path) {
 /// Print a report for people (a closed stdout ends the command quietly, see
 /// [`output`]).
 fn print_report(report: &crate::diagnose::AccountReport) {
-    crate::outln!(
-        "account {} ({} via {})",
-        report.account,
-        report.mailbox,
-        report.smtp_server
-    );
+    if report.account.is_empty() {
+        crate::outln!("no account");
+    } else {
+        crate::outln!(
+            "account {} ({} via {})",
+            report.account,
+            report.mailbox,
+            report.smtp_server
+        );
+    }
     for step in &report.steps {
         let mark = match step.status {
             "ok" => "✓",
@@ -342,6 +355,56 @@ async fn check(path: PathBuf, only: Option<String>, json: bool, config_only: boo
     }
 }
 
+/// `check --from ADDR`: see [`crate::diagnose::check_sender`].
+async fn check_from(path: PathBuf, only: Option<String>, json: bool, from: &str) -> ExitCode {
+    let Some(config) = load(&path) else {
+        return ExitCode::from(2);
+    };
+    let sender = match crate::vocab::address::Address::parse(from) {
+        Ok(sender) => sender,
+        Err(e) => {
+            eprintln!("--from {from}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(report) = crate::diagnose::check_sender(
+        &config.accounts,
+        only.as_deref(),
+        &sender,
+        &config.relay.hostname,
+    )
+    .await
+    else {
+        eprintln!("no account named {}", only.unwrap_or_default());
+        return ExitCode::from(2);
+    };
+    let ok = report.ok;
+    if json {
+        crate::outln!(
+            "{}",
+            serde_json::json!({ "ok": ok, "from": sender.to_string(), "warnings": config.warnings, "accounts": [report] })
+        );
+    } else {
+        crate::outln!("checking the sender <{sender}>");
+        crate::outln!();
+        print_report(&report);
+        crate::outln!();
+        crate::outln!(
+            "{}",
+            if ok {
+                "all checks passed"
+            } else {
+                "some checks failed: see the fix lines above"
+            }
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 async fn send_test(
     path: PathBuf,
     to: &str,
@@ -351,16 +414,24 @@ async fn send_test(
     let Some(config) = load(&path) else {
         return ExitCode::from(2);
     };
+    let parse = |text: &str| {
+        crate::vocab::address::Address::parse(text).map_err(|e| format!("{text}: {e}"))
+    };
+    // Without --account, the account the relay would choose for --from.
+    let routed = match (&account, from.as_deref().map(parse)) {
+        (None, Some(Ok(sender))) => crate::diagnose::accounts_for_sender(&config.accounts, &sender)
+            .first()
+            .map(|(a, _)| a.name.clone()),
+        _ => None,
+    };
+    let wanted = account.or(routed);
     let Some(account) = config
         .accounts
         .iter()
-        .find(|a| account.as_ref().is_none_or(|name| &a.name == name))
+        .find(|a| wanted.as_ref().is_none_or(|name| &a.name == name))
     else {
-        eprintln!("no account named {}", account.unwrap_or_default());
+        eprintln!("no account named {}", wanted.unwrap_or_default());
         return ExitCode::from(2);
-    };
-    let parse = |text: &str| {
-        crate::vocab::address::Address::parse(text).map_err(|e| format!("{text}: {e}"))
     };
     let (to, from) = match (parse(to), from.as_deref().map(parse).transpose()) {
         (Ok(to), Ok(from)) => (to, from.unwrap_or_else(|| account.mailbox.clone())),

@@ -329,6 +329,10 @@ pub struct AccountSettings {
     pub mailbox_budget: instances::MailboxBudget,
     /// `client_secret_expires`: when the client secret stops working (its first second, UTC).
     pub client_secret_expires: Option<std::time::SystemTime>,
+    /// `send_as`: the addresses (exact or `*@domain`) the mailbox has SendAs on.
+    pub send_as: Vec<crate::policy::SenderPattern>,
+    /// `sender_name`: the display name of a `From:` the relay writes for this account.
+    pub sender_name: Option<String>,
 }
 
 impl AccountSettings {
@@ -443,6 +447,10 @@ mod tests;
 #[cfg(test)]
 #[path = "tests_inputs.rs"]
 mod tests_inputs;
+
+#[cfg(test)]
+#[path = "tests_routing.rs"]
+mod tests_routing;
 
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.

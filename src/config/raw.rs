@@ -155,6 +155,10 @@ pub struct RawAccount {
     pub cloud: Option<String>,
     /// The date the client secret expires (`YYYY-MM-DD`, as Entra shows it beside the secret).
     pub client_secret_expires: Option<String>,
+    // Routing by sender (issue 14): the addresses this mailbox may send as, and the display
+    // name of a `From:` the relay writes.
+    pub send_as: Option<Vec<String>>,
+    pub sender_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -167,6 +171,8 @@ pub struct RawUser {
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
     pub sender_rewrite: Option<String>,
+    /// Routing by sender (issue 14): several accounts, or `["*"]` for all.
+    pub accounts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -176,4 +182,6 @@ pub struct RawNetwork {
     pub account: Option<String>,
     pub allowed_senders: Option<Vec<String>>,
     pub sender_rewrite: Option<String>,
+    /// Routing by sender (issue 14): several accounts, or `["*"]` for all.
+    pub accounts: Option<Vec<String>>,
 }

@@ -39,6 +39,9 @@ pub struct DsnInput<'a> {
     pub reporting_host: &'a str,
     /// The mailbox the DSN is sent from (the account's mailbox).
     pub from_mailbox: &'a str,
+    /// The account's `sender_name`: the display name of the DSN's `From:` (else
+    /// "Mail Delivery System").
+    pub from_name: Option<&'a str>,
     /// Who gets the DSN.
     pub to: &'a str,
     /// The failed message's envelope.
@@ -236,10 +239,13 @@ pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
 
     let mut out = String::new();
     out.push_str(&format!(
-        "From: Mail Delivery System <{}>\r\nTo: <{}>\r\nSubject: Undelivered Mail Returned to Sender{}\r\n\
+        "From: {}\r\nTo: <{}>\r\nSubject: Undelivered Mail Returned to Sender{}\r\n\
          Date: {date}\r\nMessage-ID: <dsn.{}.{}@{}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n",
-        input.from_mailbox,
+        crate::message::display_name::mailbox(
+            Some(input.from_name.unwrap_or("Mail Delivery System")),
+            input.from_mailbox
+        ),
         input.to,
         if subject.is_empty() { String::new() } else { format!(": {}", subject.chars().take(120).collect::<String>()) },
         input.original.id,
@@ -304,6 +310,7 @@ mod tests {
         build(&DsnInput {
             reporting_host: "relay.test",
             from_mailbox: "relay@contoso.com",
+            from_name: None,
             to: "scanner@contoso.com",
             original: &original(),
             original_content: content,

@@ -141,14 +141,85 @@ impl ClassifiedFailure {
         }
     }
 
-    pub(super) fn record(&self, recipient: &Address, at: u64) -> FailedRecipient {
+    pub(super) fn record(&self, recipient: &Address, at: u64, fix: &str) -> FailedRecipient {
         FailedRecipient {
             recipient: recipient.clone(),
             at,
             class: self.verdict.class.to_string(),
             stage: self.stage.clone(),
             reply: self.detail.clone(),
-            hint: self.verdict.fix.to_string(),
+            hint: fix.to_string(),
         }
+    }
+
+    /// The verdict's fix with its `<mailbox>` placeholder replaced by the account's `mailbox`
+    /// and `<sender>` by the sender the reply names (Exchange's `… not allowed to send as
+    /// <address>`), else the envelope `sender`: the admin gets the line to run as it is.
+    pub fn fix_for(&self, sender: Option<&Address>, mailbox: &Address) -> String {
+        let named = self
+            .detail
+            .split_once("not allowed to send as ")
+            .and_then(|(_, rest)| rest.split([';', ' ', ',']).next())
+            .map(|address| address.trim_matches(['<', '>']))
+            .filter(|address| Address::parse(address).is_ok());
+        let sender = named
+            .map(str::to_string)
+            .or_else(|| sender.map(ToString::to_string));
+        let fix = self.verdict.fix.replace("<mailbox>", mailbox.as_str());
+        match sender {
+            Some(sender) => fix.replace("<sender>", &sender),
+            None => fix,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::verdict::Class;
+
+    fn send_as_denied(detail: &str) -> ClassifiedFailure {
+        ClassifiedFailure {
+            stage: "data-end".into(),
+            verdict: Verdict::new(
+                Class::Permanent,
+                "not allowed",
+                "Add-RecipientPermission -Identity <sender> -Trustee <mailbox> -AccessRights SendAs",
+            ),
+            detail: detail.into(),
+            account_wide: false,
+            not_before: None,
+            code: Some(554),
+        }
+    }
+
+    #[test]
+    fn the_fix_names_the_sender_and_the_mailbox() {
+        let mailbox = Address::parse("relay@contoso.com").unwrap();
+        let envelope = Address::parse("info@contoso.com").unwrap();
+        // (Exchange's reply, the sender the fix names)
+        let cases = [
+            (
+                "554 5.2.252 SendAsDenied; relay@contoso.com not allowed to send as ceo@contoso.com; STOREDRV.Submission.Exception",
+                "ceo@contoso.com",
+            ),
+            (
+                "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+                "info@contoso.com",
+            ),
+        ];
+        for (reply, sender) in cases {
+            assert_eq!(
+                send_as_denied(reply).fix_for(Some(&envelope), &mailbox),
+                format!(
+                    "Add-RecipientPermission -Identity {sender} -Trustee relay@contoso.com -AccessRights SendAs"
+                ),
+                "{reply}"
+            );
+        }
+        assert_eq!(
+            send_as_denied("550 5.7.60 x").fix_for(None, &mailbox),
+            "Add-RecipientPermission -Identity <sender> -Trustee relay@contoso.com -AccessRights SendAs"
+        );
     }
 }

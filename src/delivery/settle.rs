@@ -63,7 +63,10 @@ impl AccountDelivery {
         let failures: Vec<FailedRecipient> = outcome
             .failed
             .iter()
-            .map(|(r, f)| f.record(r, now))
+            .map(|(r, f)| {
+                let fix = f.fix_for(envelope.sender.as_ref(), &self.account.mailbox);
+                f.record(r, now, &fix)
+            })
             .collect();
         let remaining: Vec<Address> = outcome.deferred.iter().map(|(r, _)| r.clone()).collect();
 
@@ -208,7 +211,7 @@ impl AccountDelivery {
             class: failure.verdict.class.to_string(),
             stage: failure.stage.clone(),
             reply: failure.detail.clone(),
-            hint: failure.verdict.fix.to_string(),
+            hint: failure.fix_for(envelope.sender.as_ref(), &self.account.mailbox),
         });
         let schedule = &self.shared.settings.retry_schedule;
         let mut delay = match failure.verdict.class {
@@ -325,6 +328,7 @@ impl AccountDelivery {
         let content = dsn::build(&dsn::DsnInput {
             reporting_host: &self.shared.hostname,
             from_mailbox: &mailbox,
+            from_name: self.account.sender_name.as_deref(),
             to: &to,
             original,
             original_content: head,
@@ -392,9 +396,9 @@ impl AccountDelivery {
     ) {
         let verdict = &failure.verdict;
         let fix = if verdict.fix.is_empty() {
-            "none needed"
+            "none needed".to_string()
         } else {
-            verdict.fix
+            failure.fix_for(envelope.sender.as_ref(), &self.account.mailbox)
         };
         let recipient = recipient.map(Address::to_string).unwrap_or_default();
         // One set of fields for every failure line, whatever its level.

@@ -5,7 +5,10 @@
 //! `SMTP.SendAsApp`, tenant, app), TCP and STARTTLS to the SMTP host, TLS (version,
 //! certificate), `AUTH XOAUTH2` (the exchange-online.md §0 checklist on `535 5.7.3`, the exact
 //! `Set-CASMailbox` line on `5.7.139`), and a `MAIL FROM` probe followed by `RSET` (nothing is
-//! sent). Authentication and the probe use the relay's own SMTP transport
+//! sent). `check --from ADDR` first says which account the relay would choose for ADDR (its
+//! mailbox or `send_as`, [`accounts_for_sender`]) and probes `MAIL FROM:<ADDR>` with it.
+//! Exchange checks SendAs only at the end of DATA, so the probe cannot prove that right;
+//! `send-test --from ADDR` does, by sending. Authentication and the probe use the relay's own SMTP transport
 //! (`transport::smtp`), so `check` tests the path mail takes; a second transport brings its
 //! own steps here. No secret or token is printed.
 
@@ -74,6 +77,112 @@ pub struct AccountReport {
 
 /// Run every step for `account`.
 pub async fn check_account(account: &AccountSettings, hostname: &str) -> AccountReport {
+    check_account_as(account, hostname, None).await
+}
+
+/// The accounts that may send as `sender` (its mailbox, or a `send_as` pattern), in config
+/// order, each with what matched. Validation allows several only when no user or network
+/// lists two of them.
+pub fn accounts_for_sender<'a>(
+    accounts: &'a [AccountSettings],
+    sender: &Address,
+) -> Vec<(&'a AccountSettings, String)> {
+    accounts
+        .iter()
+        .filter_map(|account| {
+            if account.mailbox.eq_ignore_case(sender.as_str()) {
+                return Some((account, "its mailbox".to_string()));
+            }
+            account
+                .send_as
+                .iter()
+                .find(|pattern| pattern.matches(sender.as_str()))
+                .map(|pattern| (account, format!("its send_as entry {pattern:?}")))
+        })
+        .collect()
+}
+
+/// `check --from ADDR`: the account the relay would choose for `sender` (or the one named
+/// with `--account`), then every step of that account with the probe `MAIL FROM:<sender>`.
+/// A report without steps beyond the first when no account may send as `sender`.
+pub async fn check_sender(
+    accounts: &[AccountSettings],
+    only: Option<&str>,
+    sender: &Address,
+    hostname: &str,
+) -> Option<AccountReport> {
+    let candidates = accounts_for_sender(accounts, sender);
+    let named = match only {
+        Some(name) => Some(accounts.iter().find(|a| a.name == name)?),
+        None => None,
+    };
+    let chosen = named.or_else(|| candidates.first().map(|(account, _)| *account));
+    let route = match (chosen, &candidates[..]) {
+        (None, _) => {
+            let step = Step::failed(
+                "sender route",
+                format!(
+                    "no [[account]] may send as <{sender}>: it is no account's mailbox and in no send_as"
+                ),
+                vec![format!(
+                    "add \"{sender}\" to send_as of the account whose mailbox has SendAs on it (Add-RecipientPermission -Identity {sender} -Trustee <that mailbox> -AccessRights SendAs), and list that account in accounts of the users or networks that send as it"
+                )],
+            );
+            return Some(AccountReport {
+                account: String::new(),
+                mailbox: String::new(),
+                smtp_server: String::new(),
+                ok: false,
+                steps: vec![step],
+            });
+        }
+        (Some(account), candidates) => {
+            match candidates.iter().find(|(a, _)| a.name == account.name) {
+                Some((_, matched)) => {
+                    let others: Vec<&str> = candidates
+                        .iter()
+                        .filter(|(a, _)| a.name != account.name)
+                        .map(|(a, _)| a.name.as_str())
+                        .collect();
+                    let mut detail = format!(
+                        "<{sender}> goes out through account \"{}\" (mailbox {}), by {matched}, for a user or network that lists it",
+                        account.name, account.mailbox
+                    );
+                    if !others.is_empty() {
+                        detail.push_str(&format!(
+                            "; also possible through {} for the users or networks that list those instead (--account NAME checks one)",
+                            others.join(", ")
+                        ));
+                    }
+                    Step::ok("sender route", detail)
+                }
+                None => Step::failed(
+                    "sender route",
+                    format!(
+                        "account \"{}\" may not send as <{sender}>: it is not its mailbox and not in its send_as, so the relay would not choose it",
+                        account.name
+                    ),
+                    vec![format!(
+                        "add \"{sender}\" to send_as of account \"{}\" once its mailbox {} has SendAs on it: Add-RecipientPermission -Identity {sender} -Trustee {} -AccessRights SendAs",
+                        account.name, account.mailbox, account.mailbox
+                    )],
+                ),
+            }
+        }
+    };
+    let account = chosen?;
+    let mut report = check_account_as(account, hostname, Some(sender)).await;
+    report.ok &= route.status != "failed";
+    report.steps.insert(0, route);
+    Some(report)
+}
+
+/// Run every step for `account`, probing `MAIL FROM:<sender>` (default: the mailbox).
+async fn check_account_as(
+    account: &AccountSettings,
+    hostname: &str,
+    sender: Option<&Address>,
+) -> AccountReport {
     let mut steps = vec![credential_step(account, SystemTime::now())];
     let token = token_step(account, &mut steps).await;
     let decoded = token
@@ -114,7 +223,7 @@ pub async fn check_account(account: &AccountSettings, hostname: &str) -> Account
     };
     match session {
         Some(mut session) => {
-            steps.push(sender_step(account, &mut session).await);
+            steps.push(sender_step(account, sender, &mut session).await);
             session.quit().await;
         }
         None => steps.push(Step::skipped("sender probe", "not authenticated")),
@@ -407,12 +516,24 @@ fn auth_failure(
     Step::failed("auth", format!("{text} ({})", verdict.reason), fix)
 }
 
-async fn sender_step(account: &AccountSettings, session: &mut SmtpSession) -> Step {
-    match session.probe_sender(&account.mailbox).await {
+async fn sender_step(
+    account: &AccountSettings,
+    sender: Option<&Address>,
+    session: &mut SmtpSession,
+) -> Step {
+    let address = sender.unwrap_or(&account.mailbox);
+    let is_mailbox = account.mailbox.eq_ignore_case(address.as_str());
+    match session.probe_sender(address).await {
+        Ok(reply) if is_mailbox => Step::ok(
+            "sender probe",
+            format!(
+                "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent (SendAs rights are only checked when a message is sent: use send-test)"
+            ),
+        ),
         Ok(reply) => Step::ok(
             "sender probe",
             format!(
-                "MAIL FROM:<{}> → {reply}; RSET, nothing was sent (SendAs rights are only checked when a message is sent: use send-test)",
+                "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent. This proves the token, AUTH as {} and that Exchange takes the address at MAIL FROM; it cannot prove SendAs: Exchange checks that only at the end of DATA (554 5.2.252 SendAsDenied when missing). `send-test --from {address} --to YOU` proves the rest by sending one message",
                 account.mailbox
             ),
         ),
@@ -421,7 +542,12 @@ async fn sender_step(account: &AccountSettings, session: &mut SmtpSession) -> St
             Step::failed(
                 "sender probe",
                 failure.to_string(),
-                vec![verdict.fix.to_string()],
+                vec![
+                    verdict
+                        .fix
+                        .replace("<mailbox>", account.mailbox.as_str())
+                        .replace("<sender>", address.as_str()),
+                ],
             )
         }
     }

@@ -10,6 +10,7 @@
 //! of the header section, never reordered or rewritten; a message whose first line is not a
 //! header gets an empty line after the added fields, so its body stays a body.
 
+pub mod display_name;
 mod helo;
 pub mod sender;
 
@@ -31,6 +32,8 @@ pub enum AssemblyError {
 /// The sender rules to apply to the `From:` header.
 #[derive(Debug, Clone)]
 pub struct SenderRules {
+    /// The client's whole grant (every account it may send through): [`sender::route`]
+    /// chooses the account when the header section is complete.
     pub grant: Arc<crate::policy::Grant>,
     /// The envelope sender chosen at MAIL (after any rewrite).
     pub envelope_sender: Option<crate::vocab::address::Address>,
@@ -93,6 +96,8 @@ pub struct MessageAssembler {
     /// Where in the header buffer the next unchecked line starts.
     scanned: usize,
     sender_rules: Option<SenderRules>,
+    /// The account chosen once the header section was complete (with sender rules only).
+    routing: Option<sender::Routing>,
 }
 
 impl MessageAssembler {
@@ -113,6 +118,7 @@ impl MessageAssembler {
             max_header_size,
             scanned: 0,
             sender_rules: None,
+            routing: None,
         }
     }
 
@@ -120,6 +126,12 @@ impl MessageAssembler {
     pub fn with_sender_rules(mut self, rules: SenderRules) -> MessageAssembler {
         self.sender_rules = Some(rules);
         self
+    }
+
+    /// The account the message goes through and its final envelope sender, once the header
+    /// section is complete (only with sender rules).
+    pub fn routing(&self) -> Option<&sender::Routing> {
+        self.routing.as_ref()
     }
 
     /// Feed content (already unstuffed, CRLF line endings); bytes for the spool go to `out`.
@@ -176,7 +188,11 @@ impl MessageAssembler {
         let (headers, rest) = buffer.split_at(end.min(buffer.len()));
         let edit = match &self.sender_rules {
             Some(rules) => {
-                sender::sender_edit(headers, &rules.grant, rules.envelope_sender.as_ref())?
+                let routing = sender::route(headers, &rules.grant, rules.envelope_sender.as_ref());
+                let edit =
+                    sender::sender_edit(headers, &routing.grant, routing.envelope_sender.as_ref())?;
+                self.routing = Some(routing);
+                edit
             }
             None => sender::SenderEdit::default(),
         };

@@ -7,12 +7,66 @@
 //! refuses a sender the mailbox may not use (`554 5.2.252 SendAsDenied`); catching it here
 //! gives the client a clear answer while it is still connected, or fixes it by policy.
 //!
+//! Routing by sender ends here ([`route`]): once the header section is complete, the message
+//! goes through the one account of the grant that may send as the envelope sender and every
+//! `From:` address; when none may, through the default account, whose rules then apply to
+//! `From:`. A `From:` the relay writes (rewritten or added) carries the chosen account's
+//! `sender_name`, unless the client chose a display name (kept, except with
+//! `sender_rewrite = "always"`).
+//!
 //! Pure: header bytes in, an edit or a refusal out. Addresses are read with mail-parser.
 
 use mail_parser::MessageParser;
 
-use crate::policy::{Grant, SenderDecision};
+use super::display_name;
+use crate::policy::{Grant, SenderDecision, SenderRewrite};
 use crate::vocab::address::Address;
+
+/// The account a message goes through, and its final envelope sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// The client's grant seen through the chosen account ([`Grant::through`]).
+    pub grant: Grant,
+    pub envelope_sender: Option<Address>,
+}
+
+/// Choose the account for a message whose header section is `headers`, under the client's
+/// `grant`, with `envelope_sender` as decided at MAIL. See the module docs.
+///
+/// With no account covering the envelope sender and every `From:` address, the default
+/// account is used; an envelope sender chosen for another account at MAIL is then decided
+/// again under the default account's rules: rewritten to its mailbox when they say so, kept
+/// otherwise (the client may use it; the `From:` rules still apply).
+pub fn route(headers: &[u8], grant: &Grant, envelope_sender: Option<&Address>) -> Routing {
+    let from: Vec<Address> = if field_present(headers, b"from") {
+        from_addresses(headers)
+            .iter()
+            .map(|f| Address::parse(&f.address).ok())
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if let Some(chosen) = grant.route_covering(envelope_sender, &from) {
+        return Routing {
+            grant: grant.through(chosen),
+            envelope_sender: envelope_sender.cloned(),
+        };
+    }
+    let envelope_sender = match grant.decide(envelope_sender) {
+        SenderDecision::Rewrite(mailbox) => Some(mailbox),
+        SenderDecision::Keep | SenderDecision::Refuse => envelope_sender.cloned(),
+    };
+    let default = grant
+        .routes
+        .iter()
+        .find(|r| r.account == grant.account)
+        .map_or_else(|| grant.clone(), |r| grant.through(r));
+    Routing {
+        grant: default,
+        envelope_sender,
+    }
+}
 
 /// What to change in the header section.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,9 +119,13 @@ pub fn sender_edit(
     envelope_sender: Option<&Address>,
 ) -> Result<SenderEdit, FromRefused> {
     let mut edit = SenderEdit::default();
+    let sender_name = grant.sender_name.as_deref();
     if !field_present(headers, b"from") {
         let address = envelope_sender.unwrap_or(&grant.account_mailbox);
-        edit.append.push(format!("From: <{address}>\r\n"));
+        edit.append.push(format!(
+            "From: {}\r\n",
+            display_name::mailbox(sender_name, address.as_str())
+        ));
         return Ok(edit);
     }
     let from = from_addresses(headers);
@@ -78,7 +136,7 @@ pub fn sender_edit(
     let readable = !from.is_empty() && parsed.iter().all(Option::is_some);
     if !readable {
         // A From: field that does not parse: only a rewrite can save it.
-        if grant.sender_rewrite == crate::policy::SenderRewrite::Never {
+        if grant.sender_rewrite == SenderRewrite::Never {
             let shown = from
                 .iter()
                 .zip(&parsed)
@@ -86,7 +144,10 @@ pub fn sender_edit(
                 .map_or("(unreadable)".to_string(), |(f, _)| f.address.clone());
             return Err(FromRefused(shown));
         }
-        edit.replace_from = Some(format!("From: <{}>\r\n", grant.account_mailbox));
+        edit.replace_from = Some(format!(
+            "From: {}\r\n",
+            display_name::mailbox(sender_name, grant.account_mailbox.as_str())
+        ));
         return Ok(edit);
     }
     let mut rewrite_to = None;
@@ -100,41 +161,25 @@ pub fn sender_edit(
     let Some(mailbox) = rewrite_to else {
         return Ok(edit);
     };
-    let name = from
-        .first()
-        .and_then(|f| f.name.as_deref())
-        .map(encode_display_name);
-    edit.replace_from = Some(match &name {
-        Some(name) => format!("From: {name} <{mailbox}>\r\n"),
-        None => format!("From: <{mailbox}>\r\n"),
-    });
+    // The client's display name is kept, unless "always" puts the account's name in place.
+    let client_name = from.first().and_then(|f| f.name.as_deref());
+    let name = match (grant.sender_rewrite, sender_name) {
+        (SenderRewrite::Always, Some(ours)) => Some(ours),
+        _ => client_name.or(sender_name),
+    };
+    edit.replace_from = Some(format!(
+        "From: {}\r\n",
+        display_name::mailbox(name, mailbox.as_str())
+    ));
     if !field_present(headers, b"reply-to") {
         let originals: Vec<String> = from
             .iter()
-            .map(|f| match f.name.as_deref() {
-                Some(name) => format!("{} <{}>", encode_display_name(name), f.address),
-                None => format!("<{}>", f.address),
-            })
+            .map(|f| display_name::mailbox(f.name.as_deref(), &f.address))
             .collect();
         edit.append
             .push(format!("Reply-To: {}\r\n", originals.join(", ")));
     }
     Ok(edit)
-}
-
-/// A display name as a quoted string, or an RFC 2047 encoded word when it is not ASCII.
-fn encode_display_name(name: &str) -> String {
-    let name = crate::vocab::text::one_line_excerpt(name, 200);
-    if name.is_ascii() {
-        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
-    } else {
-        use base64::Engine;
-        format!(
-            "=?utf-8?B?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
-        )
-    }
 }
 
 /// True when the header section has a field called `name` (lower-case).
@@ -191,6 +236,8 @@ mod tests {
             account_mailbox: Address::parse("relay@contoso.com").unwrap(),
             allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
             sender_rewrite: rewrite,
+            sender_name: None,
+            routes: vec![],
         }
     }
 
@@ -362,5 +409,125 @@ mod tests {
             replace_from(headers, "From: <relay@contoso.com>\r\n"),
             b"Subject: a\r\nFrom: <relay@contoso.com>\r\nTo: b\r\n"
         );
+    }
+
+    fn routed_grant(rewrite: SenderRewrite) -> Grant {
+        let route =
+            |account: &str, mailbox: &str, name: Option<&str>| crate::policy::AccountRoute {
+                account: account.into(),
+                mailbox: Address::parse(mailbox).unwrap(),
+                send_as: vec![],
+                sender_name: name.map(str::to_string),
+            };
+        Grant {
+            principal: Principal::User("printer".into()),
+            account: "m365".into(),
+            account_mailbox: Address::parse("relay@contoso.com").unwrap(),
+            allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
+            sender_rewrite: rewrite,
+            sender_name: Some("Relay".into()),
+            routes: vec![
+                route("m365", "relay@contoso.com", Some("Relay")),
+                route("alerts", "alerts@contoso.com", Some("Alerts")),
+            ],
+        }
+    }
+
+    /// (rewrite, header section, envelope sender at MAIL, account, final envelope, From:
+    /// written)
+    type RouteCase<'a> = (
+        SenderRewrite,
+        &'a [u8],
+        Option<&'a Address>,
+        &'a str,
+        Option<&'a Address>,
+        Option<&'a str>,
+    );
+
+    #[test]
+    fn route_and_sender_name_table() {
+        let alerts = Address::parse("alerts@contoso.com").unwrap();
+        let relay = Address::parse("relay@contoso.com").unwrap();
+        // (rewrite, header section, envelope sender at MAIL, account, final envelope, From: written)
+        let cases: [RouteCase<'_>; 7] = [
+            // A missing From: is added with the chosen account's name.
+            (
+                SenderRewrite::Never,
+                b"Subject: x\r\n",
+                Some(&alerts),
+                "alerts",
+                Some(&alerts),
+                Some("From: \"Alerts\" <alerts@contoso.com>\r\n"),
+            ),
+            (
+                SenderRewrite::Never,
+                b"From: alerts@contoso.com\r\n",
+                Some(&alerts),
+                "alerts",
+                Some(&alerts),
+                None,
+            ),
+            // From: of the default account, envelope of another: the default account.
+            (
+                SenderRewrite::Never,
+                b"From: relay@contoso.com\r\n",
+                Some(&alerts),
+                "m365",
+                Some(&alerts),
+                None,
+            ),
+            // ... and with "always" the envelope follows the default account too.
+            (
+                SenderRewrite::Always,
+                b"From: relay@contoso.com\r\n",
+                Some(&alerts),
+                "m365",
+                Some(&relay),
+                None,
+            ),
+            // A rewrite writes the account's name when the client gave none ...
+            (
+                SenderRewrite::WhenNotAllowed,
+                b"From: scan@printers.lan\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Relay\" <relay@contoso.com>\r\n"),
+            ),
+            // ... keeps the client's name ...
+            (
+                SenderRewrite::WhenNotAllowed,
+                b"From: Scanner <scan@printers.lan>\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Scanner\" <relay@contoso.com>\r\n"),
+            ),
+            // ... unless "always".
+            (
+                SenderRewrite::Always,
+                b"From: Scanner <scan@printers.lan>\r\n",
+                Some(&relay),
+                "m365",
+                Some(&relay),
+                Some("From: \"Relay\" <relay@contoso.com>\r\n"),
+            ),
+        ];
+        for (rewrite, headers, envelope, account, final_envelope, written) in cases {
+            let shown = String::from_utf8_lossy(headers);
+            let routing = route(headers, &routed_grant(rewrite), envelope);
+            assert_eq!(routing.grant.account, account, "{rewrite:?} {shown}");
+            assert_eq!(
+                routing.envelope_sender.as_ref(),
+                final_envelope,
+                "{rewrite:?} {shown}"
+            );
+            let edit =
+                sender_edit(headers, &routing.grant, routing.envelope_sender.as_ref()).unwrap();
+            let from = edit
+                .replace_from
+                .or_else(|| edit.append.into_iter().find(|f| f.starts_with("From:")));
+            assert_eq!(from.as_deref(), written, "{rewrite:?} {shown}");
+        }
     }
 }

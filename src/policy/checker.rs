@@ -205,6 +205,7 @@ mod tests {
                     account_mailbox: Address::parse("relay@contoso.com").unwrap(),
                     allowed_senders: vec![SenderPattern::Any],
                     sender_rewrite: SenderRewrite::Never,
+                    routes: vec![],
                 },
             )
             .unwrap();

@@ -141,6 +141,7 @@ mod tests {
                 account_mailbox: Address::parse("relay@contoso.com").unwrap(),
                 allowed_senders: vec![],
                 sender_rewrite: SenderRewrite::Never,
+                routes: vec![],
             },
         ))
     }

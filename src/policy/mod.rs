@@ -1,5 +1,12 @@
 //! Who a client is and what it may do: authenticated `[[user]]`s and trusted `[[network]]`s,
-//! each bound to one upstream account and a list of allowed sender patterns.
+//! each bound to one or more upstream accounts (the first its default) and a list of allowed
+//! sender patterns.
+//!
+//! Routing by sender ([`Grant::route_for`], [`Grant::route_covering`]): a grant with several
+//! accounts sends each message through the one account that may send as the envelope sender
+//! and every `From:` address (its mailbox or a `send_as` pattern, see [`AccountRoute`]); when
+//! none may, the default account and the `sender_rewrite` rules decide, as with one account.
+//! Config validation guarantees that at most one account of a grant may send as any address.
 //!
 //! Invariants: a client is trusted only through a [`Grant`] (never an open relay); a password
 //! is checked against an argon2 PHC hash (or a clear `password` from the config) and an unknown
@@ -130,14 +137,39 @@ impl SenderRewrite {
 /// What a `[[user]]` or `[[network]]` may do, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
+    /// The default account.
     pub account: String,
-    /// The account's mailbox: the address senders are rewritten to.
+    /// The default account's mailbox: the address senders are rewritten to.
     pub account_mailbox: Address,
     pub allowed_senders: Vec<SenderPattern>,
     pub sender_rewrite: SenderRewrite,
+    /// Every account the client may send through, the default one included (`accounts`);
+    /// empty means the default account alone, without `send_as` or `sender_name`.
+    pub routes: Vec<AccountRoute>,
+}
+
+/// One account a client may send through, and the addresses it may send as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRoute {
+    pub account: String,
+    pub mailbox: Address,
+    /// `send_as`: exact addresses and `*@domain` patterns the mailbox has SendAs on.
+    pub send_as: Vec<SenderPattern>,
+    /// `sender_name`: the display name of a `From:` the relay writes.
+    pub sender_name: Option<String>,
+}
+
+impl AccountRoute {
+    /// True when this account may send as `address`: its mailbox or a `send_as` pattern
+    /// (case-insensitive).
+    pub fn may_send_as(&self, address: &str) -> bool {
+        self.mailbox.eq_ignore_case(address) || self.send_as.iter().any(|p| p.matches(address))
+    }
 }
 
 /// What a trusted client may do: send through an account as one of its allowed senders.
+/// `account`, `account_mailbox` and `sender_name` describe the account in use: the default one,
+/// or after [`Grant::through`] the one chosen for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub principal: Principal,
@@ -145,6 +177,10 @@ pub struct Grant {
     pub account_mailbox: Address,
     pub allowed_senders: Vec<SenderPattern>,
     pub sender_rewrite: SenderRewrite,
+    /// The display name of a `From:` the relay writes for `account`.
+    pub sender_name: Option<String>,
+    /// Every account the client may send through (see [`Access::routes`]).
+    pub routes: Vec<AccountRoute>,
 }
 
 /// The sender a message goes out with, after the grant's rules.
@@ -160,12 +196,59 @@ pub enum SenderDecision {
 
 impl Grant {
     fn new(principal: Principal, access: Access) -> Grant {
+        let sender_name = access
+            .routes
+            .iter()
+            .find(|route| route.account == access.account)
+            .and_then(|route| route.sender_name.clone());
         Grant {
             principal,
             account: access.account,
             account_mailbox: access.account_mailbox,
             allowed_senders: access.allowed_senders,
             sender_rewrite: access.sender_rewrite,
+            sender_name,
+            routes: access.routes,
+        }
+    }
+
+    /// The account that may send as `address` for this client: one of the grant's accounts
+    /// whose mailbox or `send_as` matches it, when the client may use the address (its
+    /// `allowed_senders`, or that account's mailbox itself). `None` for the null sender and
+    /// for an address no account of the grant covers.
+    pub fn route_for(&self, address: Option<&Address>) -> Option<&AccountRoute> {
+        self.route_covering(address, &[])
+    }
+
+    /// The one account that may send as the envelope sender `envelope` (when not null) and
+    /// every address of `from`, each usable by the client (see [`Grant::route_for`]). `None`
+    /// when no account covers them all, or when there is nothing to cover: then the default
+    /// account's rules apply. A message is never split across accounts.
+    pub fn route_covering(
+        &self,
+        envelope: Option<&Address>,
+        from: &[Address],
+    ) -> Option<&AccountRoute> {
+        let addresses: Vec<&Address> = envelope.into_iter().chain(from).collect();
+        if addresses.is_empty() {
+            return None;
+        }
+        self.routes.iter().find(|route| {
+            addresses.iter().all(|address| {
+                route.may_send_as(address.as_str())
+                    && (route.mailbox.eq_ignore_case(address.as_str())
+                        || self.allows_address(address.as_str()))
+            })
+        })
+    }
+
+    /// This grant with `route` as the account in use: its name, mailbox and sender name.
+    pub fn through(&self, route: &AccountRoute) -> Grant {
+        Grant {
+            account: route.account.clone(),
+            account_mailbox: route.mailbox.clone(),
+            sender_name: route.sender_name.clone(),
+            ..self.clone()
         }
     }
 
@@ -374,6 +457,7 @@ mod tests {
             account_mailbox: Address::parse("relay@contoso.com").unwrap(),
             allowed_senders,
             sender_rewrite: SenderRewrite::Never,
+            routes: vec![],
         }
     }
 
@@ -540,5 +624,72 @@ mod tests {
                 "{rewrite:?} {sender:?}"
             );
         }
+    }
+
+    fn route(account: &str, mailbox: &str, send_as: &[&str]) -> AccountRoute {
+        AccountRoute {
+            account: account.into(),
+            mailbox: Address::parse(mailbox).unwrap(),
+            send_as: send_as
+                .iter()
+                .map(|p| SenderPattern::parse(p).unwrap())
+                .collect(),
+            sender_name: None,
+        }
+    }
+
+    #[test]
+    fn routing_by_sender_table() {
+        let mut rule = access(
+            "invoices",
+            vec![SenderPattern::parse("*@contoso.com").unwrap()],
+        );
+        rule.account_mailbox = Address::parse("invoices@contoso.com").unwrap();
+        rule.routes = vec![
+            route("invoices", "invoices@contoso.com", &["billing@contoso.com"]),
+            route("alerts", "alerts@contoso.com", &["*@sales.contoso.com"]),
+            route("outside", "relay@fabrikam.example", &[]),
+        ];
+        let grant = Grant::new(Principal::User("u".into()), rule);
+        let a = |s: &str| Address::parse(s).unwrap();
+        // (envelope sender, From: addresses, the account chosen)
+        let cases: [(Option<&str>, &[&str], Option<&str>); 10] = [
+            (Some("invoices@contoso.com"), &[], Some("invoices")),
+            (
+                Some("BILLING@contoso.com"),
+                &["invoices@contoso.com"],
+                Some("invoices"),
+            ),
+            (Some("alerts@contoso.com"), &[], Some("alerts")),
+            // A send_as pattern outside allowed_senders is not usable by this client.
+            (Some("eu@sales.contoso.com"), &[], None),
+            // The mailbox of a listed account is usable, as with one account today.
+            (Some("relay@fabrikam.example"), &[], Some("outside")),
+            // Envelope and From: of two accounts: none, never a split.
+            (Some("alerts@contoso.com"), &["invoices@contoso.com"], None),
+            (
+                Some("invoices@contoso.com"),
+                &["invoices@contoso.com", "alerts@contoso.com"],
+                None,
+            ),
+            // The null sender is routed by From: alone.
+            (None, &["alerts@contoso.com"], Some("alerts")),
+            (None, &[], None),
+            (Some("nobody@contoso.com"), &[], None),
+        ];
+        for (envelope, from, expected) in cases {
+            let envelope = envelope.map(a);
+            let from: Vec<Address> = from.iter().map(|f| a(f)).collect();
+            let chosen = grant.route_covering(envelope.as_ref(), &from);
+            assert_eq!(
+                chosen.map(|r| r.account.as_str()),
+                expected,
+                "{envelope:?} {from:?}"
+            );
+        }
+        let through = grant.through(&grant.routes[1]);
+        assert_eq!(through.account, "alerts");
+        assert_eq!(through.account_mailbox.as_str(), "alerts@contoso.com");
+        assert_eq!(through.routes, grant.routes);
     }
 }

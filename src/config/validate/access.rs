@@ -2,14 +2,53 @@
 //! and `[[network]]` (CIDR), each bound to an existing account and its `allowed_senders`
 //! patterns. Refuses what would make an open relay by accident, and says so by key path.
 //!
+//! `accounts` (routing by sender) lists several accounts, or `["*"]` for every account; the
+//! default one is `account` when given (it must be in the list), else the first listed. Two
+//! accounts of one list that may send as the same address (the same mailbox, or overlapping
+//! `send_as` patterns) are an error: the relay could not tell which one a message takes.
+//!
 //! A `password_hash` may not ask for more argon2 work than the bounds of
 //! [`crate::policy::password`] (64 MiB, 10 iterations, 4 lanes), checked here so the error names
 //! the user.
 
 use super::*;
+use crate::policy::AccountRoute;
+
+/// The configured accounts: their names in config order, and each valid one as a route.
+pub(super) struct KnownAccounts {
+    names: Vec<String>,
+    routes: HashMap<String, Option<AccountRoute>>,
+}
+
+impl KnownAccounts {
+    /// From the raw accounts (every name, valid or not) and the valid ones.
+    pub(super) fn new(raw: &[RawAccount], valid: &[AccountSettings]) -> KnownAccounts {
+        let names: Vec<String> = raw.iter().filter_map(|a| a.name.clone()).collect();
+        let routes = names
+            .iter()
+            .map(|name| {
+                let route = valid
+                    .iter()
+                    .find(|v| &v.name == name)
+                    .map(|v| AccountRoute {
+                        account: v.name.clone(),
+                        mailbox: v.mailbox.clone(),
+                        send_as: v.send_as.clone(),
+                        sender_name: v.sender_name.clone(),
+                    });
+                (name.clone(), route)
+            })
+            .collect();
+        KnownAccounts { names, routes }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
+    }
+}
 
 fn senders(checker: &mut Checker<'_>, path: &str, raw: &Option<Vec<String>>) -> Vec<SenderPattern> {
-    let Some(list) = raw else {
+    let Some(list) = raw.as_ref() else {
         checker.error(
             format!("{path}.allowed_senders"),
             "is required, e.g. [\"scanner@contoso.com\"] or [\"*@contoso.com\"]",
@@ -40,11 +79,11 @@ fn senders(checker: &mut Checker<'_>, path: &str, raw: &Option<Vec<String>>) -> 
 fn account_reference(
     checker: &mut Checker<'_>,
     path: &str,
-    accounts: &HashMap<String, Option<Address>>,
+    accounts: &KnownAccounts,
     raw: &Option<String>,
 ) -> Option<String> {
-    let account = checker.required(&format!("{path}.account"), raw)?;
-    if !accounts.contains_key(&account) {
+    let account = raw.clone()?;
+    if !accounts.contains(&account) {
         checker.error(
             format!("{path}.account"),
             format!("there is no [[account]] named \"{account}\""),
@@ -57,14 +96,16 @@ fn account_reference(
 fn access(
     checker: &mut Checker<'_>,
     path: &str,
-    accounts: &HashMap<String, Option<Address>>,
-    account: &Option<String>,
-    allowed_senders: &Option<Vec<String>>,
-    sender_rewrite: &Option<String>,
+    accounts: &KnownAccounts,
+    raw: AccessKeys<'_>,
 ) -> Option<Access> {
-    let account = account_reference(checker, path, accounts, account);
-    let allowed_senders = senders(checker, path, allowed_senders);
-    let sender_rewrite = match sender_rewrite.as_deref() {
+    let account = account_reference(checker, path, accounts, raw.account);
+    let listed = account_list(checker, path, accounts, raw.accounts);
+    if account.is_none() && listed.is_none() {
+        checker.error(format!("{path}.account"), "is required (or accounts)");
+    }
+    let allowed_senders = senders(checker, path, raw.allowed_senders);
+    let sender_rewrite = match raw.sender_rewrite.as_deref() {
         None => SenderRewrite::Never,
         Some(value) => SenderRewrite::parse(value).unwrap_or_else(|| {
             checker.error(
@@ -74,20 +115,134 @@ fn access(
             SenderRewrite::Never
         }),
     };
-    let account = account?;
-    let account_mailbox = accounts.get(&account).cloned().flatten()?;
+    let names = listed.unwrap_or_else(|| account.iter().cloned().collect());
+    if let Some(default) = &account
+        && !names.contains(default)
+    {
+        checker.error(
+            format!("{path}.account"),
+            format!("\"{default}\" (the default account) must also be in accounts"),
+        );
+    }
+    let default = account.or_else(|| names.first().cloned())?;
+    let routes: Vec<AccountRoute> = names
+        .iter()
+        .filter_map(|name| accounts.routes.get(name).cloned().flatten())
+        .collect();
+    indistinguishable_accounts(checker, path, &routes);
+    let account_mailbox = accounts.routes.get(&default).cloned().flatten()?.mailbox;
     Some(Access {
-        account,
+        account: default,
         account_mailbox,
         allowed_senders,
         sender_rewrite,
+        routes,
+    })
+}
+
+/// The keys of a `[[user]]` or `[[network]]` that say what it may do.
+struct AccessKeys<'a> {
+    account: &'a Option<String>,
+    accounts: &'a Option<Vec<String>>,
+    allowed_senders: &'a Option<Vec<String>>,
+    sender_rewrite: &'a Option<String>,
+}
+
+/// `accounts`: the names listed (`["*"]`: every account, in config order), each known and
+/// listed once. `None` when the key is absent.
+fn account_list(
+    checker: &mut Checker<'_>,
+    path: &str,
+    accounts: &KnownAccounts,
+    raw: &Option<Vec<String>>,
+) -> Option<Vec<String>> {
+    let list = raw.as_ref()?;
+    if list.is_empty() {
+        checker.error(
+            format!("{path}.accounts"),
+            "must name at least one account, or [\"*\"] for all",
+        );
+        return None;
+    }
+    if list.iter().any(|name| name == "*") {
+        if list.len() > 1 {
+            checker.error(
+                format!("{path}.accounts"),
+                "\"*\" (every account) stands alone: [\"*\"]",
+            );
+        }
+        return Some(accounts.names.clone());
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (index, name) in list.iter().enumerate() {
+        if !accounts.contains(name) {
+            checker.error(
+                format!("{path}.accounts[{index}]"),
+                format!("there is no [[account]] named \"{name}\""),
+            );
+        } else if names.contains(name) {
+            checker.error(
+                format!("{path}.accounts[{index}]"),
+                format!("\"{name}\" is listed twice"),
+            );
+        } else {
+            names.push(name.clone());
+        }
+    }
+    Some(names)
+}
+
+/// An error for every pair of `routes` that may send as the same address: the relay picks
+/// the account by sender, so such a pair cannot be told apart.
+fn indistinguishable_accounts(checker: &mut Checker<'_>, path: &str, routes: &[AccountRoute]) {
+    for (index, first) in routes.iter().enumerate() {
+        for second in routes.iter().skip(index + 1) {
+            if let Some(shared) = shared_sender(first, second) {
+                checker.error(
+                    format!("{path}.accounts"),
+                    format!(
+                        "accounts \"{}\" and \"{}\" may both send as {shared}, so the relay cannot tell which one a message from it takes; keep the address in one account's mailbox/send_as only, or list the two accounts for different users or networks",
+                        first.account, second.account
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// What two accounts may both send as (mailboxes count as exact addresses), described for
+/// the admin; `None` when nothing.
+pub(super) fn shared_sender(first: &AccountRoute, second: &AccountRoute) -> Option<String> {
+    let patterns = |route: &AccountRoute| {
+        let mailbox = SenderPattern::Exact(route.mailbox.as_str().to_lowercase());
+        std::iter::once(mailbox)
+            .chain(route.send_as.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    let (ours, theirs) = (patterns(first), patterns(second));
+    ours.iter().find_map(|a| {
+        theirs.iter().find_map(|b| match (a, b) {
+            (SenderPattern::Exact(x), SenderPattern::Exact(y)) if x == y => Some(format!("<{x}>")),
+            (SenderPattern::Exact(x), SenderPattern::Domain(_)) if b.matches(x) => Some(format!(
+                "<{x}> (matched by {b:?} of \"{}\")",
+                second.account
+            )),
+            (SenderPattern::Domain(_), SenderPattern::Exact(y)) if a.matches(y) => {
+                Some(format!("<{y}> (matched by {a:?} of \"{}\")", first.account))
+            }
+            (SenderPattern::Domain(x), SenderPattern::Domain(y)) if x == y => {
+                Some(format!("every address of {a:?}"))
+            }
+            (SenderPattern::Any, _) | (_, SenderPattern::Any) => Some("any address".into()),
+            _ => None,
+        })
     })
 }
 
 pub(super) fn user(
     checker: &mut Checker<'_>,
     policy: &mut Policy,
-    accounts: &HashMap<String, Option<Address>>,
+    accounts: &KnownAccounts,
     usernames: &mut HashSet<String>,
     index: usize,
     raw: &RawUser,
@@ -155,9 +310,12 @@ pub(super) fn user(
         checker,
         &path,
         accounts,
-        &raw.account,
-        &raw.allowed_senders,
-        &raw.sender_rewrite,
+        AccessKeys {
+            account: &raw.account,
+            accounts: &raw.accounts,
+            allowed_senders: &raw.allowed_senders,
+            sender_rewrite: &raw.sender_rewrite,
+        },
     );
     if let (Some(username), Some(credential), Some(access)) = (username, credential, access)
         && let Err(e) = policy.add_user(&username, credential, access)
@@ -169,7 +327,7 @@ pub(super) fn user(
 pub(super) fn network(
     checker: &mut Checker<'_>,
     policy: &mut Policy,
-    accounts: &HashMap<String, Option<Address>>,
+    accounts: &KnownAccounts,
     index: usize,
     raw: &RawNetwork,
 ) {
@@ -215,9 +373,12 @@ pub(super) fn network(
         checker,
         &path,
         accounts,
-        &raw.account,
-        &raw.allowed_senders,
-        &raw.sender_rewrite,
+        AccessKeys {
+            account: &raw.account,
+            accounts: &raw.accounts,
+            allowed_senders: &raw.allowed_senders,
+            sender_rewrite: &raw.sender_rewrite,
+        },
     );
     if let (Some(net), Some(access)) = (cidr, access) {
         policy.add_network(net, access);

@@ -199,6 +199,7 @@ pub(super) fn account(
     let renew_before = raw
         .renew_before
         .unwrap_or(crate::oauth::token::DEFAULT_RENEW_BEFORE);
+    let (send_as, sender_name) = sending_identity(checker, &path, raw);
     let (smtp_host, smtp_port) = host_port?;
     Some(AccountSettings {
         name: name?,
@@ -223,6 +224,8 @@ pub(super) fn account(
             recipients_per_day: max_recipients_per_day,
         },
         client_secret_expires: secret_expiry(checker, &path, raw),
+        send_as,
+        sender_name,
     })
 }
 
@@ -378,4 +381,51 @@ fn credential(checker: &mut Checker<'_>, path: &str, raw: &RawAccount) -> Option
         ));
     }
     Some(ClientCredential::Secret(Secret::new(secret)))
+}
+
+/// The longest `sender_name` accepted: a display name, not a paragraph.
+const MAX_SENDER_NAME_CHARS: usize = 200;
+
+/// `send_as` (exact addresses and `*@domain` patterns; `*` alone is refused: an account
+/// that may send as anyone cannot be told apart from any other) and `sender_name`.
+fn sending_identity(
+    checker: &mut Checker<'_>,
+    path: &str,
+    raw: &RawAccount,
+) -> (Vec<SenderPattern>, Option<String>) {
+    let mut send_as = Vec::new();
+    for (index, text) in raw.send_as.iter().flatten().enumerate() {
+        match SenderPattern::parse(text) {
+            Some(SenderPattern::Any) | None => checker.error(
+                format!("{path}.send_as[{index}]"),
+                format!("\"{text}\" must be an address (info@contoso.com) or *@domain (*@sales.contoso.com)"),
+            ),
+            Some(pattern) => send_as.push(pattern),
+        }
+    }
+    let sender_name = raw.sender_name.as_ref().and_then(|name| {
+        if name.trim().is_empty() {
+            checker.error(
+                format!("{path}.sender_name"),
+                "is empty: leave it out for no display name",
+            );
+            return None;
+        }
+        if name.chars().any(char::is_control) {
+            checker.error(
+                format!("{path}.sender_name"),
+                "may not contain line breaks or other control characters",
+            );
+            return None;
+        }
+        if name.chars().count() > MAX_SENDER_NAME_CHARS {
+            checker.error(
+                format!("{path}.sender_name"),
+                format!("is longer than {MAX_SENDER_NAME_CHARS} characters"),
+            );
+            return None;
+        }
+        Some(name.trim().to_string())
+    });
+    (send_as, sender_name)
 }

@@ -161,17 +161,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     }
     // After the checks of the configured (all-instances) limits above.
     instances::apply_share(&mut checker, relay.instances, &mut accounts);
-    let account_mailboxes: HashMap<String, Option<Address>> = raw
-        .account
-        .iter()
-        .filter_map(|a| {
-            let mailbox = accounts
-                .iter()
-                .find(|valid| Some(&valid.name) == a.name.as_ref())
-                .map(|valid| valid.mailbox.clone());
-            a.name.clone().map(|name| (name, mailbox))
-        })
-        .collect();
+    let account_mailboxes = access::KnownAccounts::new(&raw.account, &accounts);
 
     let mut policy = Policy::new();
     policy.set_credential_cache_ttl(limits.auth_cache_ttl);

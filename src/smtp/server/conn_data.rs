@@ -57,12 +57,25 @@ impl Driver {
                 data.discard_rest();
             }
         }
-        let writer = match sink.finish() {
-            Ok(writer) => writer,
+        let (writer, routing) = match sink.finish() {
+            Ok(finished) => finished,
             Err(outcome) => {
                 count_refusal(&ctx.metrics, &outcome, data.size(), request);
                 return Ok(outcome);
             }
+        };
+        // The account is final now: the one the header section chose (routing by sender).
+        let routed;
+        let request = match routing {
+            Some(routing) => {
+                routed = DataRequest {
+                    account: routing.grant.account,
+                    sender: routing.envelope_sender,
+                    ..request.clone()
+                };
+                &routed
+            }
+            None => request,
         };
         let envelope = match commit(writer, request, data.eight_bit(), connection, &ctx.queue).await
         {

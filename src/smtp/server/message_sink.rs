@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::framing::DataChunk;
 use super::session_io::{DataOutcome, DataRequest};
+use crate::message::sender::Routing;
 use crate::message::{AssemblyError, MessageAssembler, SenderRules, TraceInfo, received_field};
 use crate::spool::{Spool, SpoolError, SpoolWriter};
 
@@ -102,13 +103,16 @@ impl MessageSink {
         }
     }
 
-    /// After the last chunk: the entry, ready to commit, or the outcome that refuses the
-    /// message.
-    pub fn finish(self) -> Result<SpoolWriter, DataOutcome> {
+    /// After the last chunk: the entry, ready to commit, with the account the message goes
+    /// through and its envelope sender (decided by the header section), or the outcome that
+    /// refuses the message.
+    pub fn finish(self) -> Result<(SpoolWriter, Option<Routing>), DataOutcome> {
         if let Some(outcome) = self.failure {
             return Err(outcome);
         }
-        self.writer.ok_or(DataOutcome::StorageFailed)
+        let routing = self.assembler.routing().cloned();
+        let writer = self.writer.ok_or(DataOutcome::StorageFailed)?;
+        Ok((writer, routing))
     }
 }
 

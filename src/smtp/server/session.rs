@@ -50,6 +50,9 @@ struct Transaction {
     mail: MailFrom,
     /// The sender the message goes out with (the client's, or the account's mailbox).
     effective_sender: Option<Address>,
+    /// The account chosen by the envelope sender (the grant's default when none may send as
+    /// it); the `From:` header may still change it before the commit.
+    account: String,
     /// The accepted recipients, each mailbox once.
     recipients: Vec<Address>,
 }
@@ -277,6 +280,13 @@ impl Session {
                 ),
             );
         };
+        // Routing by sender: the account that may send as the envelope sender, if any, else
+        // the default account and its rules.
+        let routed = grant
+            .route_for(mail.sender.as_ref())
+            .map(|route| grant.through(route));
+        let grant = routed.as_ref().unwrap_or(grant);
+        let account = grant.account.clone();
         let decision = grant.decide(mail.sender.as_ref());
         if decision == SenderDecision::Refuse {
             let sender = mail
@@ -285,7 +295,6 @@ impl Session {
                 .map(Address::to_string)
                 .unwrap_or_default();
             let principal = grant.principal.to_string();
-            let account = grant.account.clone();
             return self
                 .error(Reply::new(
                     550,
@@ -337,6 +346,7 @@ impl Session {
         self.transaction = Some(Transaction {
             mail,
             effective_sender,
+            account,
             recipients: Vec::new(),
         });
         Step::reply(Reply::new(250, "2.1.0", text))

@@ -34,7 +34,7 @@ impl Session {
             (true, true, true) => "ESMTPSA",
         };
         let request = DataRequest {
-            account: grant.account.clone(),
+            account: transaction.account.clone(),
             principal: grant.principal.clone(),
             grant: Arc::clone(grant),
             sender: transaction.effective_sender.clone(),

@@ -96,6 +96,8 @@ impl Step {
 /// Everything the driver needs to receive and store one message.
 #[derive(Debug, Clone)]
 pub struct DataRequest {
+    /// The account chosen at MAIL by the envelope sender; the `From:` header decides the
+    /// final one (see [`crate::message::sender::route`]).
     pub account: String,
     pub principal: Principal,
     /// The client's grant: its sender rules apply to the `From:` header.

@@ -25,6 +25,8 @@ fn grant(principal: Principal) -> Arc<Grant> {
         account_mailbox: crate::vocab::address::Address::parse("relay@contoso.com").unwrap(),
         allowed_senders: vec![SenderPattern::parse("*@contoso.com").unwrap()],
         sender_rewrite: crate::policy::SenderRewrite::Never,
+        sender_name: None,
+        routes: vec![],
     })
 }
 
@@ -466,4 +468,93 @@ fn mail_gets_452_4_3_1_below_the_disk_reserve_and_again_250_once_space_returns()
         ),
         vec![250, 250]
     );
+}
+
+#[test]
+fn mail_chooses_the_account_by_envelope_sender() {
+    use crate::policy::{AccountRoute, SenderRewrite};
+    let route = |account: &str, mailbox: &str, send_as: &[&str]| AccountRoute {
+        account: account.into(),
+        mailbox: crate::vocab::address::Address::parse(mailbox).unwrap(),
+        send_as: send_as
+            .iter()
+            .map(|p| SenderPattern::parse(p).unwrap())
+            .collect(),
+        sender_name: None,
+    };
+    // (sender_rewrite, MAIL FROM, reply code, the account and sender handed to DATA)
+    let cases = [
+        (
+            SenderRewrite::Never,
+            "alerts@contoso.com",
+            250,
+            "alerts",
+            "alerts@contoso.com",
+        ),
+        (
+            SenderRewrite::Never,
+            "billing@contoso.com",
+            250,
+            "invoices",
+            "billing@contoso.com",
+        ),
+        (
+            SenderRewrite::Never,
+            "other@contoso.com",
+            250,
+            "m365",
+            "other@contoso.com",
+        ),
+        // "always" sends as the chosen account's mailbox, not the default's.
+        (
+            SenderRewrite::Always,
+            "billing@contoso.com",
+            250,
+            "invoices",
+            "invoices@contoso.com",
+        ),
+        (SenderRewrite::Never, "x@printers.lan", 550, "", ""),
+        (
+            SenderRewrite::WhenNotAllowed,
+            "x@printers.lan",
+            250,
+            "m365",
+            "relay@contoso.com",
+        ),
+    ];
+    for (rewrite, sender, code, account, effective) in cases {
+        let mut grant = (*grant(Principal::Network("192.0.2.0/24".parse().unwrap()))).clone();
+        grant.sender_rewrite = rewrite;
+        grant.routes = vec![
+            route("m365", "relay@contoso.com", &[]),
+            route("invoices", "invoices@contoso.com", &["billing@contoso.com"]),
+            route("alerts", "alerts@contoso.com", &[]),
+        ];
+        let mut session = Session::new(
+            settings(TlsMode::None, false),
+            peer(),
+            Some(Arc::new(grant)),
+            false,
+        );
+        let mail = format!("MAIL FROM:<{sender}>");
+        let replies = codes(&mut session, &["EHLO printer", &mail]);
+        assert_eq!(replies, vec![250, code], "{rewrite:?} {sender}");
+        if code != 250 {
+            continue;
+        }
+        assert_eq!(codes(&mut session, &["RCPT TO:<a@x.example>"]), vec![250]);
+        let Action::ReceiveData(request) = session.handle_line(b"DATA").action else {
+            panic!("expected ReceiveData")
+        };
+        assert_eq!(request.account, account, "{rewrite:?} {sender}");
+        assert_eq!(
+            request.sender.map(|s| s.to_string()).as_deref(),
+            Some(effective),
+            "{rewrite:?} {sender}"
+        );
+        assert_eq!(
+            request.grant.account, "m365",
+            "the client's whole grant goes along"
+        );
+    }
 }
