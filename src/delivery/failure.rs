@@ -153,8 +153,9 @@ impl ClassifiedFailure {
     }
 
     /// The verdict's fix with its `<mailbox>` placeholder replaced by the account's `mailbox`
-    /// and `<sender>` by the sender the reply names (Exchange's `… not allowed to send as
-    /// <address>`), else the envelope `sender`: the admin gets the line to run as it is.
+    /// and `<sender>` by the sender the reply names (Exchange's
+    /// `… not allowed to send as <address>`), else the envelope `sender`: the admin gets the
+    /// line to run as it is.
     pub fn fix_for(&self, sender: Option<&Address>, mailbox: &Address) -> String {
         let named = self
             .detail
