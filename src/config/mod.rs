@@ -8,6 +8,7 @@
 //! names (and the config itself) is read through [`crate::named_file`], bounded in size and only if it is
 //! a regular file. Knows nothing of sockets.
 
+pub mod cloud;
 pub mod free_space;
 pub mod instances;
 pub mod raw;
@@ -27,51 +28,11 @@ use crate::vocab::address::Address;
 use crate::vocab::secret::Secret;
 use crate::vocab::tls_mode::TlsMode;
 
+pub use cloud::{
+    CLOUDS, CloudPreset, DEFAULT_AUTHORITY, DEFAULT_GRAPH_ENDPOINT, DEFAULT_SCOPE,
+    DEFAULT_SMTP_SERVER,
+};
 pub use validate::ConfigError;
-
-/// Default Entra authority (worldwide cloud).
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
-/// Default token scope for SMTP submission to Exchange Online.
-pub const DEFAULT_SCOPE: &str = "https://outlook.office365.com/.default";
-/// Default SMTP submission endpoint.
-pub const DEFAULT_SMTP_SERVER: &str = "smtp.office365.com:587";
-/// The endpoints of one Microsoft cloud (exchange-online.md §1.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloudPreset {
-    pub name: &'static str,
-    pub authority: &'static str,
-    pub scope: &'static str,
-    pub smtp_server: &'static str,
-}
-
-/// `cloud = "…"` presets. DoD and China values are the best known ones (not confirmed in
-/// Microsoft's documentation); explicit `authority`, `scope` and `smtp_server` override them.
-pub const CLOUDS: [CloudPreset; 4] = [
-    CloudPreset {
-        name: "global",
-        authority: DEFAULT_AUTHORITY,
-        scope: DEFAULT_SCOPE,
-        smtp_server: DEFAULT_SMTP_SERVER,
-    },
-    CloudPreset {
-        name: "usgov-gcchigh",
-        authority: "https://login.microsoftonline.us",
-        scope: "https://outlook.office365.us/.default",
-        smtp_server: "smtp.office365.us:587",
-    },
-    CloudPreset {
-        name: "usgov-dod",
-        authority: "https://login.microsoftonline.us",
-        scope: "https://outlook-dod.office365.us/.default",
-        smtp_server: "outlook-dod.office365.us:587",
-    },
-    CloudPreset {
-        name: "china",
-        authority: "https://login.partner.microsoftonline.cn",
-        scope: "https://partner.outlook.cn/.default",
-        smtp_server: "smtp.partner.outlook.cn:587",
-    },
-];
 
 /// Default spool location.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtp-oauth-relay";
@@ -298,6 +259,19 @@ pub enum UpstreamTls {
     None,
 }
 
+/// How an account's mail leaves the relay (`transport` of `[[account]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// SMTP submission with XOAUTH2 (`smtp_server`), the default.
+    Smtp,
+    /// Microsoft Graph `sendMail` over HTTPS (`graph_endpoint`).
+    Graph,
+}
+
+/// Concurrent Graph requests allowed per mailbox (graph.md §4): a Graph account never runs
+/// more workers than this, whatever `max_connections` says.
+pub const GRAPH_MAX_CONCURRENT_REQUESTS: usize = 4;
+
 /// One `[[account]]`: a mailbox and the Entra app that may send as it.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
@@ -312,9 +286,15 @@ pub struct AccountSettings {
     pub smtp_host: String,
     pub smtp_port: u16,
     pub smtp_tls: UpstreamTls,
+    /// `transport`: SMTP (default) or Microsoft Graph.
+    pub transport: TransportKind,
+    /// `graph_endpoint`: the Graph base URL, without a trailing slash (used with
+    /// [`TransportKind::Graph`]).
+    pub graph_endpoint: String,
     /// Extra trusted roots from `ca_file` (TLS-inspecting proxies, tests).
     pub extra_roots: Vec<CertificateDer<'static>>,
-    /// This instance's share of the mailbox's sessions (`mailbox_budget` / `[relay] instances`).
+    /// This instance's share of the mailbox's sessions (`mailbox_budget` / `[relay] instances`);
+    /// for Graph, of its concurrent requests (at most [`GRAPH_MAX_CONCURRENT_REQUESTS`]).
     pub max_connections: usize,
     /// This instance's share; 0 means no pacing.
     pub max_messages_per_minute: u32,
@@ -451,6 +431,10 @@ mod tests_inputs;
 #[cfg(test)]
 #[path = "tests_routing.rs"]
 mod tests_routing;
+
+#[cfg(test)]
+#[path = "tests_graph.rs"]
+mod tests_graph;
 
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.

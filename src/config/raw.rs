@@ -159,6 +159,9 @@ pub struct RawAccount {
     // name of a `From:` the relay writes.
     pub send_as: Option<Vec<String>>,
     pub sender_name: Option<String>,
+    // Microsoft Graph (issue 13): `"smtp"` (default) or `"graph"`, and the Graph base URL.
+    pub transport: Option<String>,
+    pub graph_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

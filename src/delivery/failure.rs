@@ -55,9 +55,9 @@ impl ClassifiedFailure {
                 // The mailbox's quota or its session limit: about the mailbox, not the message.
                 verdict.follow_up,
                 FollowUp::LongBackoff | FollowUp::ReduceConcurrency
-            ),
+            ) || failure.not_before().is_some(), // the server asked the account to wait
             verdict,
-            not_before: None,
+            not_before: failure.not_before(),
         }
     }
 

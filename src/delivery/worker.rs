@@ -220,6 +220,13 @@ impl AccountDelivery {
         ) {
             return self.expire(envelope, body.head()).await;
         }
+        if session
+            .as_ref()
+            .is_some_and(TransportSession::token_due_for_renewal)
+        {
+            // A session that sends its token with every request starts afresh with a new one.
+            *session = None;
+        }
         let reused = session.is_some();
         let mut outcome = self.send_on_session(&envelope, &body, session).await;
         if reused && outcome.lost_an_idle_session() {
@@ -284,6 +291,7 @@ impl AccountDelivery {
         let mut outcome = AttemptOutcome::default();
         let mut pending = envelope.recipients.clone();
         let chunk_size = self.account.max_recipients_per_message.max(1);
+        let mut token_refreshed = false;
         for _ in 0..MAX_TRANSACTIONS_PER_ATTEMPT {
             if pending.is_empty() {
                 break;
@@ -337,6 +345,32 @@ impl AccountDelivery {
                 }
                 Err(refusal) => {
                     let mut failure = ClassifiedFailure::from_transport(&refusal);
+                    // A transport that sends its token with every request (Graph) learns of
+                    // a refused token only now: drop it, and send once more with a new one.
+                    if failure.verdict.follow_up == FollowUp::RefreshTokenOnce
+                        && !token_refreshed
+                        && let Some(token) = open.request_token().cloned()
+                    {
+                        token_refreshed = true;
+                        tracing::info!(reply = %refusal, "the server refused the cached token; fetching a fresh one and sending once more");
+                        self.tokens.invalidate(&token).await;
+                        *session = None;
+                        match self.open_session().await {
+                            Ok(fresh) => {
+                                *session = Some(fresh);
+                                let mut retry = chunk;
+                                retry.append(&mut pending);
+                                pending = retry;
+                                continue;
+                            }
+                            Err(stop) => {
+                                outcome.untried.extend(chunk);
+                                outcome.untried.append(&mut pending);
+                                outcome.stop = Some(stop);
+                                break;
+                            }
+                        }
+                    }
                     self.logon_failures.observe(&mut failure, unix_now());
                     if refusal.breaks_session() || !open.reset().await {
                         *session = None;

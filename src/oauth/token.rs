@@ -50,6 +50,12 @@ impl AccessToken {
     pub fn secret(&self) -> &Secret {
         &self.value
     }
+
+    /// True once the provider would fetch a new token instead of handing this one out
+    /// (for transports that send the token with every request, like Graph).
+    pub fn due_for_renewal(&self) -> bool {
+        Instant::now() >= self.renew_at
+    }
 }
 
 /// Why no token could be obtained. The failures below HTTP are every provider's; a refusal

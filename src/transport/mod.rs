@@ -1,6 +1,6 @@
 //! The transport seam: how delivery reaches the mail server of an account. Delivery only ever
 //! speaks to these types; each transport is a module below (`smtp`: today's lettre session
-//! to Exchange Online, STARTTLS and XOAUTH2).
+//! to Exchange Online, STARTTLS and XOAUTH2; `graph`: Microsoft Graph `sendMail` over HTTPS).
 //!
 //! The seam is three enums with one variant per transport, dispatched by `match`:
 //! - [`Transport`]: how to reach one account's server, built once per account;
@@ -22,17 +22,19 @@
 //!   [`TransportError`] naming its stage; no transport panics on what the server sends.
 //! - A session that [`TransportError::breaks_session`] is dropped, never reused.
 
+pub mod graph;
 pub mod smtp;
 
 use std::fmt;
 
-use crate::config::AccountSettings;
+use crate::config::{AccountSettings, TransportKind};
 use crate::oauth::token::AccessToken;
 use crate::spool::Content;
 use crate::vocab::address::Address;
 use crate::vocab::envelope::Envelope;
 use crate::vocab::verdict::{Stage, Verdict};
 
+use self::graph::{GraphFailure, GraphSession, GraphTransport};
 use self::smtp::{SmtpFailure, SmtpSession, SmtpTransport};
 
 /// How to reach one account's mail server; built once per account.
@@ -40,17 +42,22 @@ use self::smtp::{SmtpFailure, SmtpSession, SmtpTransport};
 pub enum Transport {
     /// SMTP submission with STARTTLS (or implicit TLS) and `AUTH XOAUTH2`.
     Smtp(SmtpTransport),
+    /// Microsoft Graph `sendMail` over HTTPS with the token as bearer.
+    Graph(GraphTransport),
 }
 
 /// An open, authenticated session with an account's mail server.
 pub enum TransportSession {
-    Smtp(SmtpSession),
+    /// Boxed: an SMTP session holds lettre's buffers, ten times a Graph session's size.
+    Smtp(Box<SmtpSession>),
+    Graph(GraphSession),
 }
 
 /// The raw failure of one step of a transport, not yet turned into a delivery decision.
 #[derive(Debug, Clone)]
 pub enum TransportError {
     Smtp(SmtpFailure),
+    Graph(GraphFailure),
 }
 
 /// What sending one message to some recipients achieved.
@@ -95,13 +102,17 @@ impl Transport {
     /// # Errors
     /// When the transport cannot be prepared (e.g. an unusable `ca_file` certificate).
     pub fn new(account: &AccountSettings, hostname: &str) -> Result<Transport, String> {
-        Ok(Transport::Smtp(SmtpTransport::new(account, hostname)?))
+        Ok(match account.transport {
+            TransportKind::Smtp => Transport::Smtp(SmtpTransport::new(account, hostname)?),
+            TransportKind::Graph => Transport::Graph(GraphTransport::new(account)?),
+        })
     }
 
     /// The server, for logs and DSNs (`host:port`).
     pub fn server(&self) -> String {
         match self {
             Transport::Smtp(smtp) => smtp.server(),
+            Transport::Graph(graph) => graph.server(),
         }
     }
 
@@ -111,7 +122,8 @@ impl Transport {
     /// [`TransportError`] naming the stage that failed.
     pub async fn open(&self, token: &AccessToken) -> Result<TransportSession, TransportError> {
         match self {
-            Transport::Smtp(smtp) => Ok(TransportSession::Smtp(smtp.open(token).await?)),
+            Transport::Smtp(smtp) => Ok(TransportSession::Smtp(Box::new(smtp.open(token).await?))),
+            Transport::Graph(graph) => Ok(TransportSession::Graph(graph.open(token))),
         }
     }
 }
@@ -121,6 +133,25 @@ impl TransportSession {
     pub fn messages_sent(&self) -> u32 {
         match self {
             TransportSession::Smtp(smtp) => smtp.transactions(),
+            TransportSession::Graph(graph) => graph.transactions(),
+        }
+    }
+
+    /// The token a session sends with every request (Graph), so that a refused one can be
+    /// dropped; `None` for SMTP, which used its token once at AUTH.
+    pub fn request_token(&self) -> Option<&AccessToken> {
+        match self {
+            TransportSession::Smtp(_) => None,
+            TransportSession::Graph(graph) => Some(graph.token()),
+        }
+    }
+
+    /// True when the session should not be used any more because its token is due for
+    /// renewal (only a session that sends its token with every request).
+    pub fn token_due_for_renewal(&self) -> bool {
+        match self {
+            TransportSession::Smtp(_) => false,
+            TransportSession::Graph(graph) => graph.token_due_for_renewal(),
         }
     }
 
@@ -142,6 +173,10 @@ impl TransportSession {
                 .send(envelope, recipients, content)
                 .await?
                 .map_refusals(TransportError::Smtp)),
+            TransportSession::Graph(graph) => Ok(graph
+                .send(envelope, recipients, content)
+                .await?
+                .map_refusals(TransportError::Graph)),
         }
     }
 
@@ -149,6 +184,8 @@ impl TransportSession {
     pub async fn reset(&mut self) -> bool {
         match self {
             TransportSession::Smtp(smtp) => smtp.reset().await,
+            // Graph has no transaction state to reset.
+            TransportSession::Graph(_) => true,
         }
     }
 
@@ -156,6 +193,7 @@ impl TransportSession {
     pub async fn quit(self) {
         match self {
             TransportSession::Smtp(smtp) => smtp.quit().await,
+            TransportSession::Graph(_) => {}
         }
     }
 }
@@ -165,6 +203,7 @@ impl TransportError {
     pub fn stage(&self) -> Stage {
         match self {
             TransportError::Smtp(failure) => failure.stage,
+            TransportError::Graph(failure) => failure.stage,
         }
     }
 
@@ -172,6 +211,7 @@ impl TransportError {
     pub fn reply_code(&self) -> Option<u16> {
         match self {
             TransportError::Smtp(failure) => failure.reply_code(),
+            TransportError::Graph(failure) => failure.status(),
         }
     }
 
@@ -179,6 +219,7 @@ impl TransportError {
     pub fn verdict(&self) -> Verdict {
         match self {
             TransportError::Smtp(failure) => failure.verdict(),
+            TransportError::Graph(failure) => failure.verdict(),
         }
     }
 
@@ -186,6 +227,16 @@ impl TransportError {
     pub fn breaks_session(&self) -> bool {
         match self {
             TransportError::Smtp(failure) => failure.breaks_session(),
+            TransportError::Graph(failure) => failure.breaks_session(),
+        }
+    }
+
+    /// Not before this unix second, for the whole account: the server asked the account to
+    /// wait (Graph's `Retry-After`).
+    pub fn not_before(&self) -> Option<u64> {
+        match self {
+            TransportError::Smtp(_) => None,
+            TransportError::Graph(failure) => failure.not_before(),
         }
     }
 }
@@ -196,10 +247,17 @@ impl From<SmtpFailure> for TransportError {
     }
 }
 
+impl From<GraphFailure> for TransportError {
+    fn from(failure: GraphFailure) -> Self {
+        TransportError::Graph(failure)
+    }
+}
+
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportError::Smtp(failure) => failure.fmt(f),
+            TransportError::Graph(failure) => failure.fmt(f),
         }
     }
 }

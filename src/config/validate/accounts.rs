@@ -3,7 +3,9 @@
 //! the per-mailbox limits Exchange enforces. Every problem is reported by key path with the
 //! fix in the admin's words.
 
+use super::graph::{graph_endpoint, transport_kind};
 use super::*;
+use crate::config::{GRAPH_MAX_CONCURRENT_REQUESTS, TransportKind};
 use crate::named_file::{NAMED_FILE_LIMIT, read_limited_text};
 use crate::oauth::app::ClientCredential;
 
@@ -111,14 +113,29 @@ pub(super) fn account(
             ),
         );
     }
-    let scope = raw.scope.clone().unwrap_or_else(|| cloud.scope.into());
+    let transport = transport_kind(checker, &path, raw);
+    let graph_endpoint = graph_endpoint(checker, &path, raw, cloud, transport);
+    // A Graph account's token is for the cloud's Graph root, whatever `graph_endpoint` says
+    // (a proxy or an emulator still checks Graph's audience).
+    let graph_scope = format!("{}/.default", cloud.graph_endpoint);
+    let default_scope = match transport {
+        TransportKind::Smtp => cloud.scope.to_string(),
+        TransportKind::Graph => graph_scope.clone(),
+    };
+    let scope = raw.scope.clone().unwrap_or_else(|| default_scope.clone());
     if !scope.ends_with("/.default") {
         checker.error(
             format!("{path}.scope"),
-            format!("\"{scope}\" must end with /.default for client credentials (AADSTS1002012), e.g. {}", cloud.scope),
+            format!("\"{scope}\" must end with /.default for client credentials (AADSTS1002012), e.g. {default_scope}"),
         );
     }
-    if scope.contains("graph.microsoft") {
+    if transport == TransportKind::Graph {
+        if !scope.contains("graph") {
+            checker.warnings.push(format!(
+                "{path}.scope = \"{scope}\" does not ask for a Microsoft Graph token; transport = \"graph\" needs {graph_scope}"
+            ));
+        }
+    } else if scope.contains("graph.microsoft") {
         checker.warnings.push(format!(
             "{path}.scope = \"{scope}\" asks for a Microsoft Graph token; SMTP needs the Exchange Online one ({})",
             cloud.scope
@@ -175,8 +192,18 @@ pub(super) fn account(
             Err(e) => checker.error(format!("{path}.ca_file"), e),
         }
     }
-    let max_connections = raw.max_connections.unwrap_or(3);
-    if !(1..=3).contains(&max_connections) {
+    let max_connections = if transport == TransportKind::Graph {
+        let requests = raw.max_connections.unwrap_or(GRAPH_MAX_CONCURRENT_REQUESTS);
+        if requests > GRAPH_MAX_CONCURRENT_REQUESTS {
+            checker.warnings.push(format!(
+                "{path}.max_connections = {requests}: Graph allows {GRAPH_MAX_CONCURRENT_REQUESTS} concurrent requests per mailbox (429 beyond); the relay uses {GRAPH_MAX_CONCURRENT_REQUESTS}"
+            ));
+        }
+        requests.clamp(1, GRAPH_MAX_CONCURRENT_REQUESTS)
+    } else {
+        raw.max_connections.unwrap_or(3)
+    };
+    if transport == TransportKind::Smtp && !(1..=3).contains(&max_connections) {
         checker.error(
             format!("{path}.max_connections"),
             "must be 1, 2 or 3: Exchange Online allows 3 concurrent SMTP sessions per mailbox (432 4.3.2 beyond)",
@@ -212,6 +239,8 @@ pub(super) fn account(
         smtp_host,
         smtp_port,
         smtp_tls: smtp_tls?,
+        transport,
+        graph_endpoint,
         extra_roots,
         max_connections,
         max_messages_per_minute,

@@ -34,6 +34,7 @@ use crate::vocab::tls_mode::TlsMode;
 mod access;
 mod accounts;
 mod admin;
+mod graph;
 mod instances;
 mod limits;
 mod listeners;
