@@ -146,6 +146,10 @@ pub enum GraphFault {
     },
     /// 504 `GatewayTimeout`.
     GatewayTimeout,
+    /// 401 `InvalidAuthenticationToken` "Lifetime validation failed, the token is expired."
+    /// for a token the client still holds valid (Graph's clock ahead of the client's, or the
+    /// token expiring in flight): the client should fetch a new token once and retry.
+    ExpiredToken,
     /// The request body is read, then the connection is closed without a response; with
     /// `deliver` the operation takes effect first (the uncertain outcome of a lost answer).
     DropAfterBody {

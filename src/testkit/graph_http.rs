@@ -276,6 +276,7 @@ fn apply_fault(
             FaultDecision::Refuse(GraphError::service_unavailable(retry_after))
         }
         GraphFault::GatewayTimeout => FaultDecision::Refuse(GraphError::gateway_timeout()),
+        GraphFault::ExpiredToken => FaultDecision::Refuse(GraphError::expired_token()),
         GraphFault::DropAfterBody { deliver } => FaultDecision::DropAfterBody { deliver },
     }
 }

@@ -1,0 +1,465 @@
+//! The Microsoft Graph transport (issue 13) end to end: a relay whose account has
+//! `transport = "graph"`, in front of the testkit's Entra and Graph emulators, real sockets.
+//! A message submitted over SMTP arrives through `sendMail` with its bytes intact; the
+//! envelope, not the headers, decides who receives it (an added hidden `Bcc:`, or a draft
+//! whose recipients the relay sets); without `Mail.ReadWrite` only the draft-route messages
+//! wait, with the fix; `Retry-After` pauses the whole account; a refused token is renewed
+//! once; `ErrorAccessDenied` is a configuration failure with its fix; two Graph accounts of
+//! one app share one token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::delivery::{WAIT, message};
+use common::smtp_client::RawClient;
+use common::{PLAIN_TRUSTED, TestRelay, chain_toml, eventually, without_trace};
+use smtp_oauth_relay::testkit::{
+    DeliveredMessage, FakeGraph, GraphFault, GraphOptions, SendPath, Testkit, TestkitOptions,
+};
+
+/// The testkit, its Graph emulator and a relay whose account "m365" sends through Graph.
+struct GraphChain {
+    kit: Testkit,
+    graph: FakeGraph,
+    relay: TestRelay,
+    _files: tempfile::TempDir,
+}
+
+/// Start the kit and its Graph emulator, let `prepare` adjust them (roles, scopes, extra
+/// mailboxes) and return extra TOML (more accounts, networks; [`PLAIN_TRUSTED`] when empty),
+/// then a relay with `queue_extra` in `[queue]` and the kit's account switched to Graph.
+async fn graph_chain(
+    queue_extra: &str,
+    prepare: impl FnOnce(&Testkit, &FakeGraph, &Path) -> String,
+) -> GraphChain {
+    let kit = Testkit::start(TestkitOptions::default())
+        .await
+        .expect("testkit starts");
+    let graph = kit
+        .start_graph(GraphOptions::default())
+        .await
+        .expect("Graph emulator starts");
+    let files = tempfile::tempdir().expect("tempdir");
+    let ca_file = kit.write_ca_pem(&files.path().join("ca.pem")).expect("ca");
+    let rest = match prepare(&kit, &graph, files.path()) {
+        rest if rest.is_empty() => PLAIN_TRUSTED.to_string(),
+        rest => rest,
+    };
+    let account = graph_account_keys(&graph);
+    let toml = chain_toml(&kit, &ca_file, queue_extra, &account, &rest);
+    let relay = TestRelay::start(&toml).await;
+    GraphChain {
+        kit,
+        graph,
+        relay,
+        _files: files,
+    }
+}
+
+/// The keys that make an account of the kit send through `graph`.
+fn graph_account_keys(graph: &FakeGraph) -> String {
+    format!(
+        "transport = \"graph\"\ngraph_endpoint = \"{}\"\n",
+        graph.base_url()
+    )
+}
+
+/// Connect, submit `content` from `from` to `envelope`, quit; the reply to the end of data.
+async fn submit(relay: &TestRelay, from: &str, envelope: &[&str], content: &[u8]) -> u16 {
+    let mut client = RawClient::connect_greeted(relay.address(0)).await;
+    client.expect("EHLO device", 250).await;
+    let reply = client.send_message(from, envelope, content).await;
+    client.expect("QUIT", 221).await;
+    reply.code
+}
+
+/// The one message Graph delivered with `subject`, waiting for it.
+async fn delivered_once(graph: &FakeGraph, subject: &str) -> DeliveredMessage {
+    let with_subject = || {
+        graph
+            .delivered()
+            .into_iter()
+            .filter(|m| m.addresses.subject.as_deref() == Some(subject))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(WAIT, || !with_subject().is_empty()).await,
+        "{subject} was not delivered through Graph; requests: {:?}",
+        graph
+            .requests()
+            .iter()
+            .map(|r| (r.operation, r.status, r.error_code.clone()))
+            .collect::<Vec<_>>()
+    );
+    let delivered = with_subject();
+    assert_eq!(delivered.len(), 1, "{subject} delivered once");
+    delivered.into_iter().next().unwrap()
+}
+
+fn sorted(list: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+    out.sort();
+    out
+}
+
+fn sorted_strings(list: &[String]) -> Vec<String> {
+    let mut out = list.to_vec();
+    out.sort();
+    out
+}
+
+/// A message with `to` and `cc` in its headers (and a few things a careless transport
+/// would change: a folded field, a leading dot, 8-bit text, a multipart body).
+fn message_to(subject: &str, to: &str, cc: &str) -> Vec<u8> {
+    let cc = if cc.is_empty() {
+        String::new()
+    } else {
+        format!("Cc: {cc}\r\n")
+    };
+    format!(
+        "From: Scanner <relay@contoso.com>\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@contoso.com>\r\nX-Folded: first part\r\n\tsecond part\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n.a line that starts with a dot\r\nGrüße aus dem Scanner\r\n--b1\r\nContent-Type: application/octet-stream; name=\"scan.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--b1--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_message_arrives_through_send_mail_with_its_bytes_intact() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    let content = message_to("intact", "a@fabrikam.example", "\"B\" <b@fabrikam.example>");
+    let envelope = ["a@fabrikam.example", "b@fabrikam.example"];
+    assert_eq!(
+        submit(&chain.relay, "relay@contoso.com", &envelope, &content).await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "intact").await;
+    assert_eq!(delivered.path, SendPath::MimeSendMail);
+    assert_eq!(delivered.mailbox, chain.kit.mailbox());
+    assert_eq!(sorted_strings(&delivered.recipients), sorted(&envelope));
+    let raw = delivered.raw_mime.expect("MIME form");
+    assert!(raw.starts_with(b"Received: "), "the relay's trace first");
+    assert_eq!(
+        without_trace(&raw),
+        content.as_slice(),
+        "the bytes the client sent, after the relay's Received: field"
+    );
+    assert!(eventually(WAIT, || chain.relay.queued_envelopes().is_empty()).await);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_envelope_recipient_missing_from_the_headers_receives_it_unseen() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    let content = message_to("hidden", "a@fabrikam.example", "");
+    let envelope = ["a@fabrikam.example", "Secret.Reader@Fabrikam.example"];
+    assert_eq!(
+        submit(&chain.relay, "relay@contoso.com", &envelope, &content).await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "hidden").await;
+    assert_eq!(delivered.path, SendPath::MimeSendMail);
+    assert_eq!(
+        sorted_strings(&delivered.recipients),
+        sorted(&["a@fabrikam.example", "secret.reader@fabrikam.example"])
+    );
+    assert_eq!(delivered.addresses.bcc, ["secret.reader@fabrikam.example"]);
+    let seen = String::from_utf8_lossy(&delivered.seen_by_recipients).to_lowercase();
+    assert!(
+        !seen.contains("secret.reader"),
+        "the other recipients do not see the Bcc recipient:\n{seen}"
+    );
+    // The added field is the only change: the rest is the spooled message.
+    let raw = delivered.raw_mime.expect("MIME form");
+    assert!(raw.ends_with(&content), "the client's bytes are kept");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_header_recipient_outside_the_envelope_does_not_receive_it() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    // The client split its envelope: b (Cc) gets its copy in another transaction.
+    let content = message_to("split", "a@fabrikam.example", "b@fabrikam.example");
+    let envelope = ["a@fabrikam.example", "d@fabrikam.example"];
+    assert_eq!(
+        submit(&chain.relay, "relay@contoso.com", &envelope, &content).await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "split").await;
+    assert_eq!(delivered.path, SendPath::Draft);
+    assert_eq!(
+        sorted_strings(&delivered.recipients),
+        sorted(&envelope),
+        "exactly the envelope: b is not sent to again, d is"
+    );
+    let seen = String::from_utf8_lossy(&delivered.seen_by_recipients).to_lowercase();
+    assert!(!seen.contains("d@fabrikam"), "d stays hidden:\n{seen}");
+    assert_eq!(
+        chain.graph.draft_count(),
+        0,
+        "the draft was sent, none left"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn without_mail_read_write_only_the_draft_route_waits_and_says_why() {
+    let chain = graph_chain("", |kit, graph, _| {
+        graph.set_roles(kit.client_id(), &["Mail.Send"]).unwrap();
+        String::new()
+    })
+    .await;
+    let needs_draft = message_to("needs-draft", "a@fabrikam.example", "b@fabrikam.example");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &needs_draft
+        )
+        .await,
+        250
+    );
+    let plain = message_to("plain", "a@fabrikam.example", "");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &plain
+        )
+        .await,
+        250
+    );
+    // The plain one goes out; the account is not paused for the other.
+    let delivered = delivered_once(&chain.graph, "plain").await;
+    assert_eq!(delivered.path, SendPath::MimeSendMail);
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.last_attempt.is_some())
+    };
+    assert!(eventually(WAIT, attempted).await, "no attempt recorded");
+    let queued = chain.relay.queued_envelopes();
+    assert_eq!(
+        queued.len(),
+        1,
+        "the draft-route message waits in the queue"
+    );
+    let attempt = queued[0].last_attempt.clone().unwrap();
+    assert_eq!(attempt.class, "configuration", "{attempt:?}");
+    assert!(attempt.hint.contains("Mail.ReadWrite"), "{attempt:?}");
+    assert!(attempt.reply.contains("ErrorAccessDenied"), "{attempt:?}");
+    assert!(
+        chain.relay.failed_envelopes().is_empty(),
+        "deferred, not bounced"
+    );
+    assert_eq!(chain.graph.delivered().len(), 1);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_pauses_the_whole_account_then_everything_is_delivered() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    let faults = [
+        GraphFault::Throttle {
+            retry_after: Duration::from_secs(2),
+        },
+        GraphFault::Unavailable {
+            retry_after: Some(Duration::from_secs(2)),
+        },
+    ];
+    for (round, fault) in faults.into_iter().enumerate() {
+        let refused_before = chain
+            .graph
+            .requests()
+            .iter()
+            .filter(|r| r.retry_after.is_some())
+            .count();
+        chain.graph.fail_next(1, fault);
+        let first = format!("first-{round}");
+        let content = message_to(&first, "a@fabrikam.example", "");
+        assert_eq!(
+            submit(
+                &chain.relay,
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &content
+            )
+            .await,
+            250
+        );
+        let answered = || {
+            chain
+                .graph
+                .requests()
+                .iter()
+                .filter(|r| r.retry_after.is_some())
+                .count()
+                > refused_before
+        };
+        assert!(
+            eventually(WAIT, answered).await,
+            "round {round}: no 429/503"
+        );
+        // Once the relay has taken the answer in (the attempt is recorded), a second
+        // message while the account waits must wait too.
+        let deferred = || {
+            chain
+                .relay
+                .queued_envelopes()
+                .iter()
+                .any(|e| e.last_attempt.is_some())
+        };
+        assert!(
+            eventually(WAIT, deferred).await,
+            "round {round}: no deferral"
+        );
+        let second = format!("second-{round}");
+        let content = message_to(&second, "b@fabrikam.example", "");
+        assert_eq!(
+            submit(
+                &chain.relay,
+                "relay@contoso.com",
+                &["b@fabrikam.example"],
+                &content
+            )
+            .await,
+            250
+        );
+        delivered_once(&chain.graph, &first).await;
+        delivered_once(&chain.graph, &second).await;
+        assert_eq!(
+            chain.graph.retry_after_violations(),
+            Vec::new(),
+            "round {round}: no request before Retry-After had passed"
+        );
+    }
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_renewed_once_and_the_message_goes_at_once() {
+    // A deferral would wait an hour: only the renewal within the attempt delivers in time.
+    let chain = graph_chain("retry_schedule = [\"1h\"]", |_, _, _| String::new()).await;
+    chain.graph.fail_next(1, GraphFault::ExpiredToken);
+    let content = message_to("renewed", "a@fabrikam.example", "");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    delivered_once(&chain.graph, "renewed").await;
+    let statuses: Vec<u16> = chain.graph.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 202]);
+    assert_eq!(
+        chain.kit.entra.token_requests(),
+        2,
+        "one token, then one fresh token after the 401"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn access_denied_is_a_configuration_failure_with_its_fix() {
+    // RBAC for Applications: the app may only use another mailbox.
+    let chain = graph_chain("retry_schedule = [\"1h\"]", |kit, graph, _| {
+        graph
+            .set_mailbox_scope(kit.client_id(), Some(&["other@contoso.com"]))
+            .unwrap();
+        String::new()
+    })
+    .await;
+    let content = message_to("denied", "a@fabrikam.example", "");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.last_attempt.is_some())
+    };
+    assert!(eventually(WAIT, attempted).await, "no attempt recorded");
+    let attempt = chain.relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .unwrap();
+    assert_eq!(attempt.class, "configuration", "{attempt:?}");
+    assert_eq!(attempt.stage, "auth", "about the account: {attempt:?}");
+    assert!(attempt.reply.contains("ErrorAccessDenied"), "{attempt:?}");
+    assert!(
+        attempt.hint.contains(
+            "New-ManagementRoleAssignment -App <client id> -Role \"Application Mail.Send\""
+        ),
+        "{attempt:?}"
+    );
+    assert!(attempt.hint.contains("Test-ServicePrincipalAuthorization"));
+    assert!(chain.relay.failed_envelopes().is_empty(), "not bounced");
+    assert!(chain.graph.delivered().is_empty());
+    // A consent change shows only in a new token: fetched once, not again and again.
+    assert_eq!(chain.kit.entra.token_requests(), 2);
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn two_graph_accounts_of_one_app_share_one_token() {
+    let chain = graph_chain("", |kit, graph, dir| {
+        kit.directory.add_mailbox("invoices@contoso.com");
+        let second = kit
+            .relay_account_toml("invoices", &dir.join("ca.pem"))
+            .replace(
+                &format!("mailbox = \"{}\"", kit.mailbox()),
+                "mailbox = \"invoices@contoso.com\"",
+            );
+        format!(
+            "{second}{}[[listener]]\naddress = \"127.0.0.1:0\"\n[[network]]\ncidr = \"127.0.0.0/8\"\naccounts = [\"*\"]\nallowed_senders = [\"*@contoso.com\"]\n",
+            graph_account_keys(graph)
+        )
+    })
+    .await;
+    for (from, subject) in [
+        ("relay@contoso.com", "from-m365"),
+        ("invoices@contoso.com", "from-invoices"),
+    ] {
+        let code = submit(
+            &chain.relay,
+            from,
+            &["a@fabrikam.example"],
+            message(from, subject).as_bytes(),
+        )
+        .await;
+        assert_eq!(code, 250, "{from}");
+        let delivered = delivered_once(&chain.graph, subject).await;
+        assert_eq!(delivered.mailbox, from, "sent as its own mailbox");
+        assert_eq!(delivered.path, SendPath::MimeSendMail);
+    }
+    assert_eq!(
+        chain.kit.entra.requests_for_client(chain.kit.client_id()),
+        1,
+        "one token request for the app and the Graph scope"
+    );
+    chain.relay.stop().await;
+}
