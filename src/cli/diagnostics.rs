@@ -251,7 +251,8 @@ pub(super) async fn send_test(
         let tokens = crate::oauth::token::TokenProvider::new(&account.client_app(), metrics)
             .map_err(|e| e.to_string())?;
         let token = tokens.token().await.map_err(|e| e.to_string())?;
-        let upstream = crate::transport::smtp::SmtpTransport::new(account, &config.relay.hostname)?;
+        // The relay's own transport of the account: SMTP, or Microsoft Graph.
+        let upstream = crate::transport::Transport::new(account, &config.relay.hostname)?;
         let mut session = upstream.open(&token).await.map_err(|f| explain(&f))?;
         let mut envelope = crate::vocab::envelope::Envelope::new(
             &account.name,
@@ -295,7 +296,7 @@ pub(super) async fn send_test(
     }
 }
 
-fn explain(failure: &crate::transport::smtp::SmtpFailure) -> String {
+fn explain(failure: &crate::transport::TransportError) -> String {
     let verdict = failure.verdict();
     let fix = if verdict.fix.is_empty() {
         String::new()

@@ -10,10 +10,11 @@
 //! Exchange checks SendAs only at the end of DATA, so the probe cannot prove that right;
 //! `send-test --from ADDR` does, by sending. Authentication and the probe use the relay's own SMTP transport
 //! (`transport::smtp`), so `check` tests the path mail takes; a second transport brings its
-//! own steps here. No secret or token is printed.
+//! own steps here: `graph` for `transport = "graph"`. No secret or token is printed.
 
 pub mod tls_probe;
 
+mod graph;
 mod sender_route;
 
 pub use sender_route::{accounts_for_sender, check_sender};
@@ -90,6 +91,9 @@ pub(super) async fn check_account_as(
     hostname: &str,
     sender: Option<&Address>,
 ) -> AccountReport {
+    if account.transport == crate::config::TransportKind::Graph {
+        return graph::check_graph_account(account, sender).await;
+    }
     let mut steps = vec![credential_step(account, SystemTime::now())];
     let token = token_step(account, &mut steps).await;
     let decoded = token

@@ -200,6 +200,27 @@ impl GraphSession {
         })
     }
 
+    /// What can be proven without sending (`check`): `sendMail` with an empty body. Graph
+    /// checks the token, the user, `Mail.Send` and the app's mailbox scope before it reads
+    /// the body, so `400 ErrorMimeContentInvalidBase64String` means they all passed; nothing
+    /// can be sent from an empty body.
+    ///
+    /// # Errors
+    /// Any other answer, or none, as the [`GraphFailure`] delivery would see.
+    pub async fn probe(&self) -> Result<String, GraphFailure> {
+        let url = format!("{}/sendMail", self.transport.user_url);
+        match self.request(Request::base64(url, Vec::new(), true)).await {
+            Ok(_) => Ok("Graph answered 2xx to an empty sendMail".to_string()),
+            Err(GraphFailure {
+                kind: GraphFailureKind::Reply { status, code, .. },
+                ..
+            }) if status == 400 && code == "ErrorMimeContentInvalidBase64String" => Ok(format!(
+                "an empty sendMail was refused with {status} {code}, as expected: Graph took the token, the mailbox and the permission to send; nothing was sent"
+            )),
+            Err(failure) => Err(failure),
+        }
+    }
+
     /// The draft route: create it from the MIME, set its recipients to exactly the envelope,
     /// send it.
     async fn send_as_draft(
