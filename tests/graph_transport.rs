@@ -463,3 +463,38 @@ async fn two_graph_accounts_of_one_app_share_one_token() {
     );
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_lost_after_the_request_is_an_uncertain_outcome_retried() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    // Graph read the request, then the connection broke without an answer; this time Graph
+    // had not taken the message, so the retry is the only copy.
+    chain
+        .graph
+        .fail_next(1, GraphFault::DropAfterBody { deliver: false });
+    let content = message_to("lost-answer", "a@fabrikam.example", "");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.uncertain_attempts == 1)
+    };
+    assert!(
+        eventually(WAIT, attempted).await,
+        "the lost answer is counted as an uncertain outcome"
+    );
+    delivered_once(&chain.graph, "lost-answer").await;
+    assert!(chain.relay.failed_envelopes().is_empty());
+    chain.relay.stop().await;
+}
