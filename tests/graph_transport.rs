@@ -498,3 +498,78 @@ async fn a_connection_lost_after_the_request_is_an_uncertain_outcome_retried() {
     assert!(chain.relay.failed_envelopes().is_empty());
     chain.relay.stop().await;
 }
+
+/// A message with a short text part and one `size`-byte attachment (base64, 76 a line).
+fn message_with_attachment(subject: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
+    use base64::Engine as _;
+    let mut state: u32 = 0x2545_f491;
+    let payload: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&payload);
+    let mut out = format!(
+        "From: relay@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"sep\"\r\n\r\n--sep\r\nContent-Type: text/plain\r\n\r\nthe scan is attached\r\n--sep\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\nContent-Disposition: attachment; filename=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    for line in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--sep--\r\n");
+    (out, payload)
+}
+
+#[tokio::test]
+async fn a_20_mb_attachment_goes_through_upload_sessions() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    let (content, payload) = message_with_attachment("large", 20_000_000);
+    let envelope = ["a@fabrikam.example", "unseen@fabrikam.example"];
+    assert_eq!(
+        submit(&chain.relay, "relay@contoso.com", &envelope, &content).await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "large").await;
+    assert_eq!(delivered.path, SendPath::Draft);
+    assert_eq!(sorted_strings(&delivered.recipients), sorted(&envelope));
+    assert_eq!(delivered.attachments.len(), 1);
+    let attachment = &delivered.attachments[0];
+    assert!(attachment.via_upload_session);
+    assert_eq!(attachment.name, "scan.pdf");
+    assert_eq!(attachment.size, 20_000_000);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        attachment.sha256, hex,
+        "the attachment's bytes arrive intact"
+    );
+    let draft = String::from_utf8_lossy(delivered.raw_mime.as_deref().unwrap_or_default());
+    assert!(
+        draft.contains("the scan is attached"),
+        "the text stays in the draft"
+    );
+    assert!(
+        draft.len() < 4_000_000,
+        "the attachment is not in the draft"
+    );
+    let requests = chain.graph.requests();
+    let chunks: Vec<_> = requests
+        .iter()
+        .filter(|r| r.operation == smtp_oauth_relay::testkit::GraphOperation::UploadChunk)
+        .collect();
+    assert_eq!(chunks.len(), 7, "20 MB in ranges of 3 MiB");
+    assert!(
+        chunks
+            .iter()
+            .all(|r| !r.had_authorization && r.status < 300)
+    );
+    assert!(
+        requests.iter().all(|r| r.body_bytes <= 4 * 1024 * 1024),
+        "no request over 4 MB"
+    );
+    chain.relay.stop().await;
+}

@@ -68,8 +68,8 @@ pub fn classify_failure(failure: &GraphFailure) -> Verdict {
 }
 
 const TOO_LARGE: Verdict = Verdict::configuration(
-    "larger than Graph's 4 MB request: the large-message path is not built yet",
-    "the message waits in the queue; send it through an account with transport = \"smtp\" (`queue requeue` after moving it), or wait for the upload-session path",
+    "larger than Graph's 4 MB request, and what is left without its base64 attachments of 3 MB or more (at the top level of the MIME) still does not fit one request",
+    "the message waits in the queue; send such messages through an account with transport = \"smtp\" (`queue requeue` after moving it)",
 );
 
 const THROTTLED: Verdict = Verdict::transient(
@@ -96,7 +96,7 @@ const ACCESS_DENIED: Verdict = Verdict::configuration(
 .with(FollowUp::RefreshTokenOnce);
 
 const DRAFT_DENIED: Verdict = Verdict::configuration(
-    "the message names recipients in To/Cc that are not in its envelope, so it must go through a draft whose recipients the relay sets, and Graph denied the draft: the app lacks Mail.ReadWrite (only such messages wait)",
+    "the message must go through a draft (its To/Cc name someone who is not in its envelope, or it is larger than one Graph request) and Graph denied the draft: the app lacks Mail.ReadWrite (only such messages wait)",
     "grant Microsoft Graph Application permission Mail.ReadWrite with admin consent, or New-ManagementRoleAssignment -App <client id> -Role \"Application Mail.ReadWrite\" -CustomResourceScope \"<scope name>\"; check with Test-ServicePrincipalAuthorization -Identity <client id> -Resource <mailbox>",
 );
 

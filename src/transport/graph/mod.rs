@@ -22,8 +22,11 @@
 //!   each with one request in flight: never a 5th concurrent request per mailbox.
 
 pub mod classify;
+mod draft;
 mod failure;
+pub mod large;
 pub mod recipients;
+mod upload;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -179,9 +182,13 @@ impl GraphSession {
         };
         let total = content.len().saturating_add(extra.len() as u64);
         if base64_len(total) > MAX_REQUEST_BODY {
-            return Err(GraphFailure {
-                stage: Stage::Data,
-                kind: GraphFailureKind::TooLarge { bytes: total },
+            // Too large for one request: a draft with upload sessions (`upload`).
+            let (to, cc, bcc) = recipients::exact(&headers, recipients);
+            let reply = self.send_large(content, &to, &cc, &bcc).await?;
+            return Ok(SendResult {
+                accepted: recipients.to_vec(),
+                rejected: Vec::new(),
+                reply: Some(reply),
             });
         }
         let body = encoded(content, &extra)?;
@@ -219,55 +226,6 @@ impl GraphSession {
             )),
             Err(failure) => Err(failure),
         }
-    }
-
-    /// The draft route: create it from the MIME, set its recipients to exactly the envelope,
-    /// send it.
-    async fn send_as_draft(
-        &self,
-        body: Vec<u8>,
-        to: &[String],
-        cc: &[String],
-        bcc: &[String],
-    ) -> Result<String, GraphFailure> {
-        let url = format!("{}/messages", self.transport.user_url);
-        let created = self.request(Request::base64(url, body, false)).await?;
-        let id = serde_json::from_slice::<serde_json::Value>(&created)
-            .ok()
-            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                GraphFailure::local(Stage::Data, "Graph's answer to the draft has no id")
-            })?;
-        let message_url = format!("{}/messages/{}", self.transport.user_url, path_segment(&id));
-        let list = |addresses: &[String]| -> serde_json::Value {
-            addresses
-                .iter()
-                .map(|a| serde_json::json!({"emailAddress": {"address": a}}))
-                .collect()
-        };
-        let patch = serde_json::json!({
-            "toRecipients": list(to),
-            "ccRecipients": list(cc),
-            "bccRecipients": list(bcc),
-        });
-        self.request(Request {
-            method: reqwest::Method::PATCH,
-            url: message_url.clone(),
-            content_type: "application/json",
-            body: patch.to_string().into_bytes(),
-            sends: false,
-        })
-        .await?;
-        self.request(Request {
-            method: reqwest::Method::POST,
-            url: format!("{message_url}/send"),
-            content_type: "application/json",
-            body: Vec::new(),
-            sends: true,
-        })
-        .await?;
-        Ok("202 Accepted by Graph (draft with the envelope's recipients, sent)".to_string())
     }
 
     /// The unix second the account must wait for, if an earlier `Retry-After` still holds.
@@ -352,6 +310,17 @@ impl GraphSession {
 }
 
 impl Request {
+    /// A JSON request (`body` may be empty).
+    fn json(method: reqwest::Method, url: String, body: Vec<u8>, sends: bool) -> Request {
+        Request {
+            method,
+            url,
+            content_type: "application/json",
+            body,
+            sends,
+        }
+    }
+
     /// A POST of base64 MIME.
     fn base64(url: String, body: Vec<u8>, sends: bool) -> Request {
         Request {

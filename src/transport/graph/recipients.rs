@@ -115,6 +115,23 @@ pub fn plan(headers: &HeaderRecipients, envelope: &[Address]) -> Route {
     Route::Draft { to, cc, bcc }
 }
 
+/// The recipient collections of a draft that goes to exactly `envelope` (for messages that
+/// take the draft route whatever their headers, like large ones): `To`/`Cc` as in the
+/// headers when in the envelope, everyone else of the envelope in `Bcc`.
+pub fn exact(
+    headers: &HeaderRecipients,
+    envelope: &[Address],
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    match plan(headers, envelope) {
+        Route::Draft { to, cc, bcc } => (to, cc, bcc),
+        Route::SendMail { add_bcc } => {
+            let mut bcc = headers.bcc.clone();
+            bcc.extend(add_bcc);
+            (headers.to.clone(), headers.cc.clone(), bcc)
+        }
+    }
+}
+
 /// A `Bcc:` field naming `addresses`, folded so no line passes 78 characters where it can.
 pub fn bcc_field(addresses: &[String]) -> Vec<u8> {
     let mut field = String::from("Bcc:");
