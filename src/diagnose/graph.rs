@@ -124,13 +124,13 @@ fn draft_route_step(account: &AccountSettings, decoded: &TokenClaims) -> Step {
     if decoded.roles.iter().any(|r| r == MAIL_READ_WRITE) {
         return Step::ok(
             "draft route",
-            "the token carries Mail.ReadWrite: a message whose To/Cc name someone outside its envelope goes through a draft whose recipients the relay sets",
+            "the token carries Mail.ReadWrite: a message whose To/Cc name someone outside its envelope, or one over about 2.9 MB, goes through a draft whose recipients the relay sets (with upload sessions for its large attachments)",
         );
     }
     Step {
         step: "draft route",
         status: "skipped",
-        detail: "the token carries no Mail.ReadWrite: messages whose To/Cc name someone who is not among their envelope recipients (a split envelope, a list expanded elsewhere) wait in the queue, deferred as configuration, until it is granted; all other messages go through sendMail".into(),
+        detail: "the token carries no Mail.ReadWrite: messages whose To/Cc name someone who is not among their envelope recipients (a split envelope, a list expanded elsewhere) and messages over about 2.9 MB (upload sessions) wait in the queue, deferred as configuration, until it is granted; all other messages go through sendMail".into(),
         fix: vec![filled(
             account,
             "grant Microsoft Graph Application permission Mail.ReadWrite with admin consent, or with RBAC for Applications: New-ManagementRoleAssignment -App <client id> -Role \"Application Mail.ReadWrite\" -CustomResourceScope \"<scope name>\"",

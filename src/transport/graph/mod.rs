@@ -1,7 +1,8 @@
 //! The Microsoft Graph transport (issue 13): delivery through `sendMail` over HTTPS for
 //! tenants where SMTP AUTH is off. The message goes as base64 MIME (`Content-Type:
 //! text/plain`, answered `202 Accepted`) to `{graph_endpoint}/v1.0/users/{mailbox}/sendMail`,
-//! or through a draft when its headers name someone outside its envelope (`recipients`).
+//! or through a draft when its headers name someone outside its envelope (`recipients`, `draft`)
+//! or it is too large for one request (`large`, `upload`: upload sessions).
 //!
 //! Graph has no session: a [`GraphSession`] is the account's HTTPS client (connections kept
 //! alive by reqwest) and the token it was opened with. It is given up when the token is due
@@ -11,8 +12,9 @@
 //! - The token goes only in the `Authorization` header of requests to `graph_endpoint`, over
 //!   TLS verified against the webpki roots plus `ca_file`; never in a log or a failure.
 //! - The spooled message is never changed: an added `Bcc:` field exists only in the request.
-//! - A request whose base64 body would pass [`MAX_REQUEST_BODY`] is not sent: it fails with
-//!   [`GraphFailureKind::TooLarge`] (configuration class; the upload-session path is not built).
+//! - No request body passes [`MAX_REQUEST_BODY`]: a message whose base64 would goes as a
+//!   draft without its large attachments plus upload sessions (`large`, `upload`), and one
+//!   that still does not fit fails with [`GraphFailureKind::TooLarge`] (configuration).
 //! - After a `Retry-After` (429, 503) no request of the account's sessions leaves before it
 //!   has passed (the [`Transport`](super::Transport) shares one gate between its sessions),
 //!   and delivery pauses the whole account until then (`not_before`).
