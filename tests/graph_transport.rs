@@ -31,7 +31,7 @@ struct GraphChain {
     kit: Testkit,
     graph: FakeGraph,
     relay: TestRelay,
-    _files: tempfile::TempDir,
+    files: tempfile::TempDir,
 }
 
 /// Start the kit and its Graph emulator, let `prepare` adjust them (roles, scopes, extra
@@ -61,7 +61,7 @@ async fn graph_chain(
         kit,
         graph,
         relay,
-        _files: files,
+        files,
     }
 }
 
@@ -561,7 +561,7 @@ async fn a_20_mb_attachment_goes_through_upload_sessions() {
         .iter()
         .filter(|r| r.operation == smtp_oauth_relay::testkit::GraphOperation::UploadChunk)
         .collect();
-    assert_eq!(chunks.len(), 7, "20 MB in ranges of 3 MiB");
+    assert_eq!(chunks.len(), 20, "20 MB in ranges of 1 MiB");
     assert!(
         chunks
             .iter()
@@ -572,4 +572,52 @@ async fn a_20_mb_attachment_goes_through_upload_sessions() {
         "no request over 4 MB"
     );
     chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn never_a_fifth_concurrent_request_for_the_mailbox() {
+    // Asked for 8, the relay keeps to Graph's 4 per mailbox (the emulator answers a 5th with
+    // 429 MailboxConcurrency).
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    chain.relay.stop().await;
+    let toml = chain_toml(
+        &chain.kit,
+        &chain.files.path().join("ca.pem"),
+        "",
+        &format!("{}max_connections = 8\n", graph_account_keys(&chain.graph)),
+        PLAIN_TRUSTED,
+    );
+    let relay = TestRelay::start(&toml).await;
+    chain.graph.hold_requests();
+    for n in 0..10 {
+        let subject = format!("burst-{n}");
+        let content = message_to(&subject, "a@fabrikam.example", "");
+        assert_eq!(
+            submit(
+                &relay,
+                "relay@contoso.com",
+                &["a@fabrikam.example"],
+                &content
+            )
+            .await,
+            250
+        );
+    }
+    let mailbox = chain.kit.mailbox().to_string();
+    assert!(
+        eventually(WAIT, || chain.graph.in_flight(&mailbox) == 4).await,
+        "four requests held at once"
+    );
+    chain.graph.release_requests();
+    assert!(
+        eventually(WAIT, || chain.graph.delivered().len() == 10).await,
+        "all delivered"
+    );
+    assert_eq!(chain.graph.max_concurrency(&mailbox), 4);
+    assert_eq!(
+        chain.graph.stats().throttled_429,
+        0,
+        "never refused for concurrency"
+    );
+    relay.stop().await;
 }

@@ -19,8 +19,10 @@ use base64::Engine as _;
 /// Graph takes an attachment through an upload session from this size on (3 MiB, as the
 /// emulator and Graph's "3 MB" minimum).
 pub const UPLOAD_SESSION_MINIMUM: u64 = 3 * 1024 * 1024;
-/// Bytes of one `PUT` to an upload URL (Graph allows up to 4 MB per request).
-pub const UPLOAD_CHUNK: usize = 3 * 1024 * 1024;
+/// Bytes of one `PUT` to an upload URL. Graph allows up to 4 MB per request; the relay's
+/// memory for an upload is several times a range (the range, the HTTP/TLS write buffers),
+/// so a smaller range keeps it low: 20 MB take 20 requests.
+pub const UPLOAD_CHUNK: usize = 1024 * 1024;
 /// The beginning of a line kept to compare with the boundary.
 const LINE_PREFIX: usize = 256;
 /// The largest header section read (the message's or a part's).

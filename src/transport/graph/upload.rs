@@ -165,6 +165,8 @@ impl GraphSession {
             while buffer.len() >= UPLOAD_CHUNK {
                 let rest = buffer.split_off(UPLOAD_CHUNK);
                 let full = std::mem::replace(&mut buffer, rest);
+                // One allocation per range, not a doubling one.
+                buffer.reserve(UPLOAD_CHUNK + 256 * 1024);
                 sent = self.put_range(&upload_url, full, sent, part).await?;
             }
         }
