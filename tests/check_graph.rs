@@ -109,7 +109,10 @@ async fn a_healthy_graph_account_passes_and_nothing_is_sent() {
         "{claims}"
     );
     let probe = step(&report, "graph request")["detail"].as_str().unwrap();
-    assert!(probe.contains("nothing was sent"), "{probe}");
+    assert!(
+        probe.contains("nothing was sent") && probe.contains("400"),
+        "{probe}"
+    );
     assert!(text.contains(&setup.graph.base_url()), "{text}");
     assert!(setup.graph.delivered().is_empty(), "check sends nothing");
     assert_eq!(setup.graph.draft_count(), 0, "and leaves no draft");

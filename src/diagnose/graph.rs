@@ -2,9 +2,10 @@
 //! as for SMTP (the token is for Microsoft Graph), then the token's claims read the Graph way
 //! (audience Graph, `roles` with `Mail.Send`; `Mail.ReadWrite` or not, and which messages wait
 //! without it), then one harmless request through the relay's own Graph transport: `sendMail`
-//! with an empty body, which Graph refuses with `400 ErrorMimeContentInvalidBase64String`
-//! only after it accepted the token, the mailbox and the permission to send (and reaching it
-//! proves DNS, TCP and TLS to `graph_endpoint`). Nothing is sent; `send-test` proves the rest.
+//! with an empty body, which Graph refuses with a 400 about the body once it accepted the
+//! token and the mailbox (the testkit's emulator, like Graph as far as observed, checks the
+//! permission and the RBAC scope before the body too); reaching it proves DNS, TCP and TLS to
+//! `graph_endpoint`. Nothing is sent; `send-test` proves the rest.
 //!
 //! Invariants: no token is printed; each failed step carries the fix with the account's
 //! mailbox and client id filled in.

@@ -210,12 +210,12 @@ impl GraphSession {
     }
 
     /// What can be proven without sending (`check`): `sendMail` with an empty body. Graph
-    /// checks the token, the user, `Mail.Send` and the app's mailbox scope before it reads
-    /// the body, so `400 ErrorMimeContentInvalidBase64String` means they all passed; nothing
-    /// can be sent from an empty body.
+    /// checks the token (401), the user (404) and, as the emulator does, `Mail.Send` and the
+    /// app's mailbox scope (403) before it reads the body; a 400 about the empty body means
+    /// the request got that far. Nothing can be sent from an empty body.
     ///
     /// # Errors
-    /// Any other answer, or none, as the [`GraphFailure`] delivery would see.
+    /// Any answer other than a 400, or none, as the [`GraphFailure`] delivery would see.
     pub async fn probe(&self) -> Result<String, GraphFailure> {
         let url = format!("{}/sendMail", self.transport.user_url);
         match self.request(Request::base64(url, Vec::new(), true)).await {
@@ -223,8 +223,8 @@ impl GraphSession {
             Err(GraphFailure {
                 kind: GraphFailureKind::Reply { status, code, .. },
                 ..
-            }) if status == 400 && code == "ErrorMimeContentInvalidBase64String" => Ok(format!(
-                "an empty sendMail was refused with {status} {code}, as expected: Graph took the token, the mailbox and the permission to send; nothing was sent"
+            }) if status == 400 && !is_too_large(&code) => Ok(format!(
+                "an empty sendMail was refused with {status} {code}, as expected: Graph accepted the token for this mailbox and read the request (a missing permission or RBAC scope answers 403 before that; send-test proves the rest); nothing was sent"
             )),
             Err(failure) => Err(failure),
         }
@@ -346,6 +346,11 @@ fn encoded(content: &Content, extra: &[u8]) -> Result<Vec<u8>, GraphFailure> {
     Ok(base64::engine::general_purpose::STANDARD
         .encode(&raw)
         .into_bytes())
+}
+
+/// True for the code of Graph's request-size refusal (not an answer about an empty body).
+fn is_too_large(code: &str) -> bool {
+    code.eq_ignore_ascii_case("RequestEntityTooLarge")
 }
 
 /// Graph's `error.code` and `error.message` (one bounded line).
