@@ -1,5 +1,6 @@
 //! `demo`: the whole chain on one machine. Starts the testkit's Entra-like token endpoint and
-//! Exchange-like SMTP server, then a real relay in front of them, and either waits for the
+//! Exchange-like SMTP server (with `--transport graph`, its Graph-like mail API, and the
+//! relay's account sends through it), then a real relay in front of them, and either waits for the
 //! user's own clients (printing the commands to try) or, with `--once`, pushes one sample
 //! message through with an independent SMTP client (lettre) and checks that it arrived at the
 //! emulator byte for byte (plus the relay's `Received:` field).
@@ -18,7 +19,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use crate::app::Relay;
 use crate::config::Config;
-use crate::testkit::{ExchangeOptions, Testkit, TestkitOptions};
+use crate::testkit::{ExchangeOptions, FakeGraph, GraphOptions, Testkit, TestkitOptions};
 
 /// Options of `demo`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +36,17 @@ pub struct DemoArgs {
     /// new temporary folder].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// How the relay's account delivers: `smtp` (to the Exchange emulator, SMTP AUTH) or
+    /// `graph` (to the Graph emulator, `sendMail` over HTTPS).
+    #[arg(long, value_enum, default_value_t = DemoTransport::Smtp)]
+    pub transport: DemoTransport,
+}
+
+/// The transports `demo` can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoTransport {
+    Smtp,
+    Graph,
 }
 
 const SENDER: &str = "relay@contoso.com";
@@ -106,7 +118,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             SocketAddr::from(([127, 0, 0, 1], 2525))
         }
     });
-    let toml = relay_toml(&kit, &dir, &ca_file, listen);
+    let graph = match args.transport {
+        DemoTransport::Smtp => None,
+        DemoTransport::Graph => Some(
+            kit.start_graph(GraphOptions::default())
+                .await
+                .context("cannot start the Graph emulator")?,
+        ),
+    };
+    let toml = relay_toml(&kit, graph.as_ref(), &dir, &ca_file, listen);
     // It holds the emulated app's client secret: private from its creation, like a real one.
     write_private(&dir.join("relay.toml"), &toml)?;
     let config = Config::from_toml(&toml, &dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -129,15 +149,24 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         write_private(&dir.join("relay.toml"), &toml)?;
     }
     let code = if args.once {
-        once(&kit, address).await
+        match &graph {
+            Some(graph) => once_graph(graph, address).await,
+            None => once(&kit, address).await,
+        }
     } else {
         std::fs::write(
             dir.join("message.txt"),
             "Subject: hello through smtp-oauth-relay\r\nFrom: relay@contoso.com\r\n\r\nHello!\r\n",
         )
         .context("cannot write message.txt")?;
-        print_instructions(address, relay.admin_address(), &dir, &delivered);
-        crate::app::wait_for_signal().await;
+        print_instructions(
+            address,
+            relay.admin_address(),
+            &dir,
+            &delivered,
+            graph.is_some(),
+        );
+        wait_for_stop(graph.as_ref(), &delivered).await;
         println!(
             "\nstopping; delivered messages stay in {}",
             delivered.display()
@@ -167,7 +196,43 @@ fn this_binary() -> String {
     )
 }
 
-fn relay_toml(kit: &Testkit, dir: &Path, ca_file: &Path, listen: SocketAddr) -> String {
+/// Wait for Ctrl-C or SIGTERM; meanwhile write each message the Graph emulator delivers to
+/// `delivered/graph-N.eml` (its MIME as Graph received it), as the Exchange emulator does.
+async fn wait_for_stop(graph: Option<&FakeGraph>, delivered: &Path) {
+    let stop = crate::app::wait_for_signal();
+    tokio::pin!(stop);
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let Some(graph) = graph else { continue };
+        for message in graph.delivered().iter().skip(written) {
+            written += 1;
+            let path = delivered.join(format!("graph-{written}.eml"));
+            let bytes = message.raw_mime.as_deref().unwrap_or_default();
+            if let Err(error) = std::fs::write(&path, bytes) {
+                eprintln!("cannot write {}: {error}", path.display());
+            }
+        }
+    }
+}
+
+fn relay_toml(
+    kit: &Testkit,
+    graph: Option<&FakeGraph>,
+    dir: &Path,
+    ca_file: &Path,
+    listen: SocketAddr,
+) -> String {
+    let mut account = kit.relay_account_toml("exchange-emulator", ca_file);
+    if let Some(graph) = graph {
+        account.push_str(&format!(
+            "transport = \"graph\"\ngraph_endpoint = \"{}\"\n",
+            graph.base_url()
+        ));
+    }
     format!(
         r#"# Generated by `smtp-oauth-relay demo`: a relay in front of the built-in emulators.
 [relay]
@@ -198,7 +263,7 @@ account = "exchange-emulator"
 allowed_senders = ["*@contoso.com"]
 "#,
         state = dir.join("state").display(),
-        account = kit.relay_account_toml("exchange-emulator", ca_file),
+        account = account,
         demo_hash = crate::policy::hash_password(&crate::vocab::secret::Secret::new("demo"))
             .unwrap_or_default(),
     )
@@ -209,7 +274,13 @@ fn print_instructions(
     admin: Option<SocketAddr>,
     dir: &Path,
     delivered: &Path,
+    graph: bool,
 ) {
+    let behind = if graph {
+        "an Entra-like token endpoint and a Graph-like mail API (sendMail over HTTPS,\n                       drafts, upload sessions, Graph's errors and limits) on 127.0.0.1."
+    } else {
+        "an Entra-like token endpoint and an Exchange-like SMTP server\n                       (STARTTLS, AUTH XOAUTH2, Microsoft's reply codes) on 127.0.0.1."
+    };
     let host = address.ip();
     let port = address.port();
     let admin = admin.map_or_else(
@@ -223,9 +294,8 @@ smtp-oauth-relay demo is running.
   Relay (plain SMTP):  {address}
     Clients on 127.0.0.0/8 are trusted; AUTH PLAIN/LOGIN as demo / demo also works.
     Allowed senders: *@contoso.com (the emulated mailbox is {SENDER}).
-  Behind it:           an Entra-like token endpoint and an Exchange-like SMTP server
-                       (STARTTLS, AUTH XOAUTH2, Microsoft's reply codes) on 127.0.0.1.
-  Delivered messages:  {delivered}/  (one .eml file per message Exchange accepted)
+  Behind it:           {behind}
+  Delivered messages:  {delivered}/  (one .eml file per message accepted)
   Relay config:        {dir}/relay.toml
   Admin endpoint:      {admin}
     {binary} queue --config {dir}/relay.toml list    (and check, healthcheck)
@@ -241,6 +311,51 @@ Press Ctrl-C to stop."#,
         dir = dir.display(),
         binary = this_binary(),
     );
+}
+
+/// `--once --transport graph`: send the sample, wait for it at the Graph emulator, compare
+/// the MIME Graph received with what was sent.
+async fn once_graph(graph: &FakeGraph, address: SocketAddr) -> ExitCode {
+    let sample = sample_message();
+    match send_sample(address, &sample).await {
+        Ok(reply) => println!("relay accepted the sample message: {reply}"),
+        Err(error) => {
+            println!("FAILED: the relay did not accept the sample message: {error:#}");
+            return ExitCode::from(1);
+        }
+    }
+    let arrived = match graph.wait_for_delivered(1, Duration::from_secs(60)).await {
+        Ok(messages) => messages,
+        Err(error) => {
+            println!("FAILED: the message did not reach the Graph emulator within 60 s: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(message) = arrived.first() else {
+        println!("FAILED: the Graph emulator holds no message");
+        return ExitCode::from(1);
+    };
+    let expected = format!("{sample}\r\n");
+    let body = message.raw_mime.as_deref().unwrap_or_default();
+    let after_trace = skip_first_field(body);
+    let intact = after_trace == expected.as_bytes() && body.starts_with(b"Received: from ");
+    println!(
+        "Graph emulator accepted it: sendMail as {} ({:?}), recipients {}",
+        message.mailbox,
+        message.path,
+        message.recipients.join(", ")
+    );
+    if intact {
+        println!("OK: the message arrived byte for byte, plus the relay's Received: field.");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "FAILED: the content differs ({} bytes sent, {} bytes after the Received: field arrived)",
+            expected.len(),
+            after_trace.len()
+        );
+        ExitCode::from(1)
+    }
 }
 
 /// Send the sample with lettre, wait for it at the emulator, compare the bytes.
