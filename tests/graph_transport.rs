@@ -621,3 +621,95 @@ async fn never_a_fifth_concurrent_request_for_the_mailbox() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_sender_the_mailbox_may_not_send_as_is_refused_for_good_with_its_fix() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    let content = format!(
+        "From: ceo@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: send-as\r\n\r\nhi\r\n"
+    );
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            content.as_bytes()
+        )
+        .await,
+        250
+    );
+    assert!(
+        eventually(WAIT, || !chain.relay.failed_envelopes().is_empty()).await,
+        "ErrorSendAsDenied is permanent: the message fails"
+    );
+    let failed = chain.relay.failed_envelopes();
+    let failure = &failed[0].failures[0];
+    assert_eq!(failure.class, "permanent", "{failure:?}");
+    assert!(failure.reply.contains("ErrorSendAsDenied"), "{failure:?}");
+    assert!(
+        failure.reply.contains("(From: ceo@contoso.com)"),
+        "the reply names the From: address Graph checked: {failure:?}"
+    );
+    assert!(
+        failure.hint.contains(
+            "Add-RecipientPermission -Identity <the From: address in the reply> -Trustee relay@contoso.com"
+        ),
+        "{failure:?}"
+    );
+    // Only the bounce to the envelope sender may go out (through Graph too).
+    assert!(
+        chain
+            .graph
+            .delivered()
+            .iter()
+            .all(|m| !m.recipients.contains(&"a@fabrikam.example".to_string())),
+        "the message itself was not delivered"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_mailbox_graph_cannot_use_waits_with_its_fix() {
+    let chain = graph_chain("retry_schedule = [\"1h\"]", |kit, _, _| {
+        kit.directory
+            .set_mailbox_rest_enabled(kit.mailbox(), false)
+            .unwrap();
+        String::new()
+    })
+    .await;
+    let content = message_to("rest", "a@fabrikam.example", "");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.last_attempt.is_some())
+    };
+    assert!(eventually(WAIT, attempted).await, "no attempt recorded");
+    let attempt = chain.relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .unwrap();
+    assert_eq!(attempt.class, "configuration", "{attempt:?}");
+    assert!(
+        attempt.reply.contains("MailboxNotEnabledForRESTAPI"),
+        "{attempt:?}"
+    );
+    assert!(
+        attempt
+            .hint
+            .contains("give relay@contoso.com an Exchange Online licence"),
+        "{attempt:?}"
+    );
+    chain.relay.stop().await;
+}

@@ -101,8 +101,8 @@ const DRAFT_DENIED: Verdict = Verdict::configuration(
 );
 
 const SEND_AS_DENIED: Verdict = Verdict::permanent(
-    "the mailbox may not send as the From address of the message (ErrorSendAsDenied)",
-    "Add-RecipientPermission -Identity <sender> -Trustee <mailbox> -AccessRights SendAs, or make the client send from <mailbox>",
+    "the mailbox may not send as the From: address of the message (ErrorSendAsDenied; the reply names it)",
+    "Add-RecipientPermission -Identity <the From: address in the reply> -Trustee <mailbox> -AccessRights SendAs, or make the client write From: <mailbox>",
 );
 
 const NOT_REST_ENABLED: Verdict = Verdict::configuration(

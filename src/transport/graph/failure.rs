@@ -115,6 +115,18 @@ impl GraphFailure {
         self.verdict().follow_up == crate::vocab::verdict::FollowUp::RefreshTokenOnce
     }
 
+    /// A Send As refusal names the message's `From:` addresses (Graph checks those, not the
+    /// envelope sender), so the log and the fix say which address needs the right.
+    pub(super) fn naming_from(mut self, from: &[String]) -> GraphFailure {
+        if let GraphFailureKind::Reply { code, message, .. } = &mut self.kind
+            && code == "ErrorSendAsDenied"
+            && !from.is_empty()
+        {
+            message.push_str(&format!(" (From: {})", from.join(", ")));
+        }
+        self
+    }
+
     pub(super) fn local(stage: Stage, detail: impl Into<String>) -> GraphFailure {
         GraphFailure {
             stage,

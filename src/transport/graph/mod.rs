@@ -186,7 +186,10 @@ impl GraphSession {
         if base64_len(total) > MAX_REQUEST_BODY {
             // Too large for one request: a draft with upload sessions (`upload`).
             let (to, cc, bcc) = recipients::exact(&headers, recipients);
-            let reply = self.send_large(content, &to, &cc, &bcc).await?;
+            let reply = self
+                .send_large(content, &to, &cc, &bcc)
+                .await
+                .map_err(|f| f.naming_from(&headers.from))?;
             return Ok(SendResult {
                 accepted: recipients.to_vec(),
                 rejected: Vec::new(),
@@ -197,11 +200,13 @@ impl GraphSession {
         let reply = match route {
             Route::SendMail { .. } => {
                 let url = format!("{}/sendMail", self.transport.user_url);
-                self.request(Request::base64(url, body, true)).await?;
-                "202 Accepted by Graph sendMail".to_string()
+                self.request(Request::base64(url, body, true))
+                    .await
+                    .map(|_| "202 Accepted by Graph sendMail".to_string())
             }
-            Route::Draft { to, cc, bcc } => self.send_as_draft(body, &to, &cc, &bcc).await?,
-        };
+            Route::Draft { to, cc, bcc } => self.send_as_draft(body, &to, &cc, &bcc).await,
+        }
+        .map_err(|f| f.naming_from(&headers.from))?;
         Ok(SendResult {
             accepted: recipients.to_vec(),
             rejected: Vec::new(),

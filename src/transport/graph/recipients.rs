@@ -30,12 +30,14 @@ pub enum Route {
     },
 }
 
-/// The recipients the header section names, by field, lowercase, each once per field.
+/// The recipients the header section names, by field, lowercase, each once per field (and
+/// the `From:` addresses, which Graph checks Send As on).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HeaderRecipients {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
+    pub from: Vec<String>,
 }
 
 /// The end of the header section of `message` (after its empty line), or its length.
@@ -76,6 +78,7 @@ pub fn header_recipients(message: &[u8]) -> HeaderRecipients {
         to: collect(HeaderName::To),
         cc: collect(HeaderName::Cc),
         bcc: collect(HeaderName::Bcc),
+        from: collect(HeaderName::From),
     }
 }
 
@@ -185,6 +188,7 @@ mod tests {
             to: strings(&["a@f.example", "b@f.example"]),
             cc: strings(&["c@f.example"]),
             bcc: Vec::new(),
+            from: Vec::new(),
         };
         let cases: [(&[&str], Route); 4] = [
             // Exactly the header recipients: sendMail as it is.
