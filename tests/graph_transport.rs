@@ -625,9 +625,8 @@ async fn never_a_fifth_concurrent_request_for_the_mailbox() {
 #[tokio::test]
 async fn a_sender_the_mailbox_may_not_send_as_is_refused_for_good_with_its_fix() {
     let chain = graph_chain("", |_, _, _| String::new()).await;
-    let content = format!(
-        "From: ceo@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: send-as\r\n\r\nhi\r\n"
-    );
+    let content =
+        "From: ceo@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: send-as\r\n\r\nhi\r\n";
     assert_eq!(
         submit(
             &chain.relay,
