@@ -712,3 +712,66 @@ async fn a_mailbox_graph_cannot_use_waits_with_its_fix() {
     );
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn smaller_attachments_of_a_large_message_are_posted_to_the_draft() {
+    use base64::Engine as _;
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    // One attachment for an upload session, three of 1.5 MB: together too large for the draft.
+    let sizes = [4_000_000usize, 1_500_000, 1_500_000, 1_500_000];
+    let mut content = b"From: relay@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: several\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"sep\"\r\n\r\n--sep\r\nContent-Type: text/plain\r\n\r\nfour scans\r\n".to_vec();
+    let mut digests = Vec::new();
+    for (n, size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..*size).map(|i| (i * 31 + n) as u8).collect();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
+        digests.push((
+            format!("scan{n}.pdf"),
+            digest
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        ));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&payload);
+        content.extend_from_slice(format!("--sep\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"scan{n}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes());
+        for line in encoded.as_bytes().chunks(76) {
+            content.extend_from_slice(line);
+            content.extend_from_slice(b"\r\n");
+        }
+    }
+    content.extend_from_slice(b"--sep--\r\n");
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "several").await;
+    assert_eq!(delivered.path, SendPath::Draft);
+    // scan0 through an upload session; scan1 and scan2 posted (the largest of the others, until
+    // the rest fits one request); scan3 stays in the draft's MIME.
+    let mut arrived: Vec<(String, String, bool)> = delivered
+        .attachments
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone(), a.via_upload_session))
+        .collect();
+    arrived.sort();
+    let expected: Vec<(String, String, bool)> = digests
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(n, (name, sha))| (name.clone(), sha.clone(), n == 0))
+        .collect();
+    assert_eq!(arrived, expected, "the attachments arrive intact");
+    let draft = String::from_utf8_lossy(delivered.raw_mime.as_deref().unwrap_or_default());
+    assert!(draft.contains("four scans") && draft.contains("filename=\"scan3.pdf\""));
+    assert!(
+        !draft.contains("scan2.pdf"),
+        "a posted one left the draft's MIME"
+    );
+    chain.relay.stop().await;
+}

@@ -2,10 +2,12 @@
 //! over the spooled message, the top-level MIME parts that go through upload sessions, the
 //! bytes left for the draft (the "skeleton"), and decoding a part's base64 piece by piece.
 //!
-//! A part moves to an upload session when it is a base64 part of the top-level multipart,
-//! not its first part (the body text stays in the draft), and decodes to at least
-//! [`UPLOAD_SESSION_MINIMUM`] bytes (Graph refuses smaller ones there). The skeleton is the
-//! message with those parts cut out from their delimiter line to the next one, so it stays a
+//! The candidates are the base64 parts of the top-level multipart but its first (the body
+//! text stays in the draft). [`choose`] sends those of at least [`UPLOAD_SESSION_MINIMUM`]
+//! decoded bytes through upload sessions (Graph refuses smaller ones there), then, while the
+//! rest still does not fit one request, the largest of the others by a plain `POST` on the
+//! draft's attachments (each must fit one request itself). The skeleton is the message with
+//! the chosen parts cut out from their delimiter line to the next one, so it stays a
 //! well-formed multipart with the remaining parts byte for byte.
 //!
 //! Invariants: pure (no I/O); memory is bounded whatever the input: a line is kept only up to
@@ -210,7 +212,7 @@ impl Scanner {
         let Some(headers) = PartHeaders::parse(&self.part_header) else {
             return;
         };
-        if index == 0 || !headers.base64 || decoded_len < UPLOAD_SESSION_MINIMUM {
+        if index == 0 || !headers.base64 || decoded_len == 0 {
             return;
         }
         self.found.push(LargePart {
@@ -306,7 +308,41 @@ fn base64_counts(bytes: &[u8]) -> (u64, u64) {
     (chars, pads)
 }
 
-/// The bytes at `offset` (a piece of the content) that lie outside every `removed` range.
+/// Bytes of JSON around a plain attachment's `contentBytes` (name, type, id), at most.
+const ATTACHMENT_JSON_OVERHEAD: u64 = 2048;
+
+/// The parts to upload and the parts to `POST`, in message order, so that the rest of a
+/// `content_len`-byte message fits one request of `max_request` bytes as base64; `None` when
+/// no choice makes it fit.
+pub fn choose(
+    candidates: Vec<LargePart>,
+    content_len: u64,
+    max_request: u64,
+) -> Option<(Vec<LargePart>, Vec<LargePart>)> {
+    let base64 = |bytes: u64| bytes.div_ceil(3).saturating_mul(4);
+    let (uploads, mut rest): (Vec<LargePart>, Vec<LargePart>) = candidates
+        .into_iter()
+        .partition(|p| p.decoded_len >= UPLOAD_SESSION_MINIMUM);
+    let removed = |parts: &[LargePart]| -> u64 {
+        parts.iter().map(|p| p.removed.end - p.removed.start).sum()
+    };
+    let mut skeleton = content_len.saturating_sub(removed(&uploads));
+    // Largest first: the fewest requests.
+    rest.retain(|p| base64(p.decoded_len) + ATTACHMENT_JSON_OVERHEAD <= max_request);
+    rest.sort_by_key(|p| std::cmp::Reverse(p.removed.end - p.removed.start));
+    let mut posts = Vec::new();
+    let mut rest = rest.into_iter();
+    while base64(skeleton) > max_request {
+        let part = rest.next()?;
+        skeleton = skeleton.saturating_sub(part.removed.end - part.removed.start);
+        posts.push(part);
+    }
+    posts.sort_by_key(|p| p.removed.start);
+    Some((uploads, posts))
+}
+
+/// The bytes at `offset` (a piece of the content) that lie outside every `removed` range
+/// (`parts` in message order).
 pub fn skeleton_piece<'a>(offset: u64, piece: &'a [u8], parts: &[LargePart]) -> Vec<&'a [u8]> {
     let end = offset + piece.len() as u64;
     let mut kept = Vec::new();
@@ -374,8 +410,8 @@ impl Base64Stream {
     }
 }
 
-#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -398,12 +434,53 @@ mod tests {
         (out, payloads)
     }
 
+    /// The parts [`choose`] uploads.
     fn scan(message: &[u8], piece: usize) -> Vec<LargePart> {
+        scan_all(message, piece)
+            .into_iter()
+            .filter(|p| p.decoded_len >= UPLOAD_SESSION_MINIMUM)
+            .collect()
+    }
+
+    fn scan_all(message: &[u8], piece: usize) -> Vec<LargePart> {
         let mut scanner = Scanner::default();
         for chunk in message.chunks(piece) {
             scanner.feed(chunk);
         }
         scanner.finish()
+    }
+
+    /// (decoded sizes, max request, (uploaded, posted) by index of size, or None)
+    type ChoiceCase<'a> = (&'a [usize], u64, Option<(&'a [usize], &'a [usize])>);
+
+    #[test]
+    fn choose_uploads_the_large_and_posts_the_largest_others_until_the_rest_fits() {
+        const MB: usize = 1_000_000;
+        let big = UPLOAD_SESSION_MINIMUM as usize;
+        // (decoded sizes, max request) → (uploaded, posted) by index of size, or None
+        let cases: [ChoiceCase<'_>; 5] = [
+            (&[big, 10], 4_000_000, Some((&[0], &[]))),
+            (&[MB, 2 * MB, MB, MB], 4_000_000, Some((&[], &[1, 0]))),
+            (&[big, 2 * MB, 2 * MB], 4_000_000, Some((&[0], &[1]))),
+            (&[1000], 100, None),
+            (&[10, 20], 1_000_000_000, Some((&[], &[]))),
+        ];
+        for (sizes, max_request, expected) in cases {
+            let (msg, _) = message(sizes);
+            let parts = scan_all(&msg, 65536);
+            let name = |p: &LargePart| -> usize { p.name[4..p.name.len() - 4].parse().unwrap() };
+            let chosen = choose(parts, msg.len() as u64, max_request).map(|(u, p)| {
+                (
+                    u.iter().map(name).collect::<Vec<_>>(),
+                    p.iter().map(name).collect::<Vec<_>>(),
+                )
+            });
+            let mut expected = expected.map(|(u, p)| (u.to_vec(), p.to_vec()));
+            if let Some((_, posts)) = expected.as_mut() {
+                posts.sort_unstable();
+            }
+            assert_eq!(chosen, expected, "{sizes:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Large messages over Graph (issue 13 item 4), the requests: a message whose base64 does not
-//! fit one request goes as a draft built from its skeleton (the MIME without its large
-//! attachments, see [`large`](super::large)), with its recipients set to exactly the envelope,
-//! then one upload session per large attachment (`createUploadSession`, then `PUT`s of at most
-//! [`UPLOAD_CHUNK`] bytes with `Content-Range`, without the token: the upload URL carries its
-//! own authorisation), then `/send`.
+//! fit one request goes as a draft built from its skeleton (the MIME without the attachments
+//! [`choose`] picks, see [`large`](super::large)), with its recipients set to exactly the
+//! envelope, then one upload session per attachment of 3 MiB or more (`createUploadSession`,
+//! then `PUT`s of at most [`UPLOAD_CHUNK`] bytes with `Content-Range`, without the token: the
+//! upload URL carries its own authorisation), a plain `POST …/attachments` for each smaller
+//! one that had to leave the skeleton, then `/send`.
 //!
 //! Invariants: the message is read from the spool in passes (scan, skeleton, one per large
 //! attachment), each verified against its checksum; memory holds at most the skeleton and
@@ -13,7 +14,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::large::{Base64Stream, LargePart, Scanner, UPLOAD_CHUNK, skeleton_piece, within};
+use super::large::{
+    Base64Stream, LargePart, Scanner, UPLOAD_CHUNK, choose, skeleton_piece, within,
+};
 use super::{
     GraphFailure, GraphFailureKind, GraphSession, MAX_REQUEST_BODY, Request, base64_len, lost,
 };
@@ -72,13 +75,18 @@ impl GraphSession {
             Ok(())
         })?;
         scanner.feed(b"\r\n");
-        let parts = scanner.finish();
-        if parts.is_empty() {
+        let Some((uploads, posts)) = choose(scanner.finish(), content.len(), MAX_REQUEST_BODY)
+        else {
+            return Err(too_large());
+        };
+        if uploads.is_empty() && posts.is_empty() {
             return Err(too_large());
         }
+        let mut removed: Vec<LargePart> = uploads.iter().chain(&posts).cloned().collect();
+        removed.sort_by_key(|p| p.removed.start);
         let mut skeleton = Vec::new();
         pass(content, |offset, piece| {
-            for kept in skeleton_piece(offset, piece, &parts) {
+            for kept in skeleton_piece(offset, piece, &removed) {
                 skeleton.extend_from_slice(kept);
             }
             Ok(())
@@ -95,14 +103,77 @@ impl GraphSession {
             .into_bytes();
         drop(skeleton);
         let message_url = self.create_draft(body, to, cc, bcc).await?;
-        for part in &parts {
+        for part in &uploads {
             self.upload(content, &message_url, part).await?;
+        }
+        for part in &posts {
+            self.post_attachment(content, &message_url, part).await?;
         }
         self.send_draft(&message_url).await?;
         Ok(format!(
-            "202 Accepted by Graph (draft with the envelope's recipients and {} attachment(s) through upload sessions, sent)",
-            parts.len()
+            "202 Accepted by Graph (draft with the envelope's recipients, {} attachment(s) through upload sessions and {} posted, sent)",
+            uploads.len(),
+            posts.len()
         ))
+    }
+
+    /// One attachment under 3 MiB by a plain `POST` on the draft's attachments.
+    async fn post_attachment(
+        &self,
+        content: &Content,
+        message_url: &str,
+        part: &LargePart,
+    ) -> Result<(), GraphFailure> {
+        let mut decoder = Base64Stream::default();
+        let capacity = usize::try_from(part.decoded_len).unwrap_or(0);
+        let mut decoded = Vec::with_capacity(capacity);
+        let mut failed = None;
+        pass(content, |offset, piece| {
+            let piece = within(offset, piece, &part.body);
+            if !piece.is_empty()
+                && failed.is_none()
+                && let Err(e) = decoder.push(piece, &mut decoded)
+            {
+                failed = Some(e);
+            }
+            Ok(())
+        })?;
+        if let Some(error) = failed {
+            return Err(GraphFailure::local(Stage::Data, error));
+        }
+        if !decoder.is_complete() || decoded.len() as u64 != part.decoded_len {
+            return Err(GraphFailure::local(
+                Stage::Data,
+                format!("the attachment {} is not whole base64", part.name),
+            ));
+        }
+        // The JSON by hand around the base64, so it is not copied once more.
+        let text = |value: &str| serde_json::Value::from(value).to_string();
+        let mut body = format!(
+            "{{\"@odata.type\":\"#microsoft.graph.fileAttachment\",\"name\":{},\"contentType\":{},\"isInline\":{}",
+            text(&part.name),
+            text(&part.content_type),
+            part.is_inline
+        );
+        if let Some(id) = &part.content_id {
+            body.push_str(&format!(",\"contentId\":{}", text(id)));
+        }
+        body.push_str(",\"contentBytes\":\"");
+        let mut body = body.into_bytes();
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&decoded);
+        drop(decoded);
+        body.extend_from_slice(encoded.as_bytes());
+        drop(encoded);
+        body.extend_from_slice(b"\"}");
+        self.request(Request::json(
+            reqwest::Method::POST,
+            format!("{message_url}/attachments"),
+            body,
+            false,
+        ))
+        .await?;
+        Ok(())
     }
 
     /// One large attachment: its upload session, then its decoded bytes in ranges.
