@@ -655,7 +655,17 @@ async fn a_sender_the_mailbox_may_not_send_as_is_refused_for_good_with_its_fix()
         ),
         "{failure:?}"
     );
-    // Only the bounce to the envelope sender may go out (through Graph too).
+    // Only the bounce to the envelope sender goes out (through Graph too), naming Graph's host.
+    let bounced = || {
+        chain
+            .graph
+            .delivered()
+            .into_iter()
+            .find(|m| m.recipients == ["relay@contoso.com"])
+    };
+    assert!(eventually(WAIT, || bounced().is_some()).await, "a DSN");
+    let dsn = String::from_utf8_lossy(&bounced().unwrap().seen_by_recipients).into_owned();
+    assert!(dsn.contains("Remote-MTA: dns; 127.0.0.1"), "{dsn}");
     assert!(
         chain
             .graph

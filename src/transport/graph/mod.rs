@@ -110,9 +110,12 @@ impl GraphTransport {
         })
     }
 
-    /// The Graph base URL, for logs and DSNs.
+    /// The Graph host (`host[:port]`, without the scheme), for logs and a DSN's `Remote-MTA`.
     pub fn server(&self) -> String {
-        self.endpoint.clone()
+        self.endpoint
+            .strip_prefix("https://")
+            .unwrap_or(&self.endpoint)
+            .to_string()
     }
 
     /// A session with `token`: nothing goes over the network until a message is sent.
