@@ -785,3 +785,35 @@ async fn smaller_attachments_of_a_large_message_are_posted_to_the_draft() {
     );
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_throttled_upload_range_pauses_the_account_too() {
+    let chain = graph_chain("", |_, _, _| String::new()).await;
+    chain.graph.fail_next_for(
+        smtp_oauth_relay::testkit::GraphOperation::UploadChunk,
+        1,
+        GraphFault::Throttle {
+            retry_after: Duration::from_secs(2),
+        },
+    );
+    let (content, payload) = message_with_attachment("upload-throttled", 4_000_000);
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let delivered = delivered_once(&chain.graph, "upload-throttled").await;
+    assert_eq!(delivered.attachments.len(), 1);
+    assert_eq!(delivered.attachments[0].size, payload.len() as u64);
+    assert_eq!(
+        chain.graph.retry_after_violations(),
+        Vec::new(),
+        "nothing for the mailbox before the upload's Retry-After had passed"
+    );
+    chain.relay.stop().await;
+}

@@ -278,12 +278,7 @@ impl GraphSession {
             .await
             .map_err(|e| lost(&e, sending_stage))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let request_id = response
             .headers()
             .get("request-id")
@@ -341,6 +336,15 @@ impl Request {
             sends,
         }
     }
+}
+
+/// `Retry-After` in seconds (Graph sends seconds; an HTTP date is not honoured here).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// `extra` followed by the content, as base64.

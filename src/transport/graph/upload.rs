@@ -288,10 +288,15 @@ impl GraphSession {
             .await
             .map_err(|e| lost(&e, Stage::Data))?;
         let status = response.status().as_u16();
+        let retry_after = super::retry_after(response.headers());
         let body = response.bytes().await.map_err(|e| lost(&e, Stage::Data))?;
         if (200..300).contains(&status) {
             return Ok(end);
         }
+        let not_before = match (status, retry_after) {
+            (429 | 503, Some(after)) => Some(self.throttle(after)),
+            _ => None,
+        };
         let (code, message) = super::error_of(&body);
         Err(GraphFailure {
             stage: Stage::Data,
@@ -299,7 +304,7 @@ impl GraphSession {
                 status,
                 code,
                 message: format!("upload of {}: {message}", part.name),
-                not_before: None,
+                not_before,
                 sends: false,
             },
         })
