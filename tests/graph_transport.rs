@@ -817,3 +817,43 @@ async fn a_throttled_upload_range_pauses_the_account_too() {
     );
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn without_mail_read_write_a_large_message_waits_and_says_why() {
+    let chain = graph_chain("", |kit, graph, _| {
+        graph.set_roles(kit.client_id(), &["Mail.Send"]).unwrap();
+        String::new()
+    })
+    .await;
+    let (content, _) = message_with_attachment("large-denied", 4_000_000);
+    assert_eq!(
+        submit(
+            &chain.relay,
+            "relay@contoso.com",
+            &["a@fabrikam.example"],
+            &content
+        )
+        .await,
+        250
+    );
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .is_some_and(|e| e.last_attempt.is_some())
+    };
+    assert!(eventually(WAIT, attempted).await, "no attempt recorded");
+    let attempt = chain.relay.queued_envelopes()[0]
+        .last_attempt
+        .clone()
+        .unwrap();
+    assert_eq!(attempt.class, "configuration", "{attempt:?}");
+    assert!(attempt.hint.contains("Mail.ReadWrite"), "{attempt:?}");
+    assert!(
+        chain.relay.failed_envelopes().is_empty(),
+        "deferred, not bounced"
+    );
+    assert!(chain.graph.delivered().is_empty());
+    chain.relay.stop().await;
+}

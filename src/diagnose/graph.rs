@@ -95,7 +95,7 @@ fn claims_step(account: &AccountSettings, decoded: &TokenClaims) -> Step {
     if !decoded.roles.iter().any(|r| r == MAIL_SEND) {
         what.push(format!("the token carries no {MAIL_SEND} role"));
         fix.push(format!(
-            "Entra admin center → App registrations → the app ({}) → API permissions → Add a permission → Microsoft Graph → Application permissions → Mail.Send, then Grant admin consent (the relay fetches a new token after it)",
+            "Entra admin center → App registrations → the app ({}) → API permissions → Add a permission → Microsoft Graph → Application permissions → Mail.Send, then Grant admin consent (the relay fetches a new token after it); with RBAC for Applications alone the token may carry no role, and the graph request step decides",
             account.client_id
         ));
     }
