@@ -106,9 +106,11 @@ async fn a_20_mb_attachment_is_uploaded_with_bounded_memory() {
     assert_eq!(big.path, SendPath::Draft);
     assert_eq!(big.attachments[0].size, 20_000_000);
     assert!(big.attachments[0].via_upload_session);
+    // Holding the decoded attachment alone would take 19 MiB, the message 26 MiB; streaming
+    // takes a few upload ranges and the HTTP/TLS buffers around one (7 to 9 MiB measured).
     let growth_mib = peak.saturating_sub(idle) / 1024;
     assert!(
-        growth_mib < 12,
+        growth_mib < 14,
         "a 27 MB message (20 MB attachment) made the relay grow by {growth_mib} MiB (idle {idle} KiB, peak {peak} KiB)"
     );
     relay.kill().await;
