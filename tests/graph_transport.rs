@@ -815,6 +815,11 @@ async fn a_throttled_upload_range_pauses_the_account_too() {
         Vec::new(),
         "nothing for the mailbox before the upload's Retry-After had passed"
     );
+    assert_eq!(
+        chain.graph.draft_count(),
+        0,
+        "the draft given up was deleted before the next attempt"
+    );
     chain.relay.stop().await;
 }
 

@@ -4,7 +4,8 @@
 //! (`POST …/messages` draft, `PATCH …/messages/{id}` to set its recipient collections,
 //! `POST …/messages/{id}/attachments`,
 //! `…/attachments/createUploadSession`, `PUT`/`DELETE` on the pre-authenticated upload URL,
-//! `POST …/messages/{id}/send`), with Graph's JSON error shape (`graph_errors`).
+//! `POST …/messages/{id}/send`, `DELETE …/messages/{id}` of a draft given up), with Graph's
+//! JSON error shape (`graph_errors`).
 //!
 //! Layout: this file is the public handle (start, options, faults, observations);
 //! `graph_records` the observation types, `graph_http` routes and checks requests,
@@ -167,6 +168,8 @@ pub enum GraphOperation {
     CreateDraft,
     /// `PATCH /users/{id}/messages/{id}` (recipient collections of a draft).
     UpdateDraft,
+    /// `DELETE /users/{id}/messages/{id}` (a draft given up; its upload sessions end too).
+    DeleteDraft,
     /// `POST /users/{id}/messages/{id}/attachments`.
     AddAttachment,
     /// `POST …/attachments/createUploadSession`.

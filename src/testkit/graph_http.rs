@@ -394,6 +394,7 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Route {
     let api = |operation: GraphOperation, message: Option<&str>| {
         let expected = match operation {
             GraphOperation::UpdateDraft => Method::PATCH,
+            GraphOperation::DeleteDraft => Method::DELETE,
             _ => Method::POST,
         };
         Route::Api {
@@ -408,6 +409,9 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Route {
     };
     match segments.len() {
         4 if is(3, "sendMail") => api(GraphOperation::SendMail, None),
+        5 if is(3, "messages") && *method == Method::DELETE => {
+            api(GraphOperation::DeleteDraft, Some(seg(4)))
+        }
         5 if is(3, "messages") => api(GraphOperation::UpdateDraft, Some(seg(4))),
         4 if is(3, "messages") => api(GraphOperation::CreateDraft, None),
         6 if is(3, "messages") && is(5, "send") => api(GraphOperation::SendDraft, Some(seg(4))),
@@ -500,6 +504,11 @@ mod tests {
                 &post,
                 "/v1.0/users/r@x.com/messages",
                 api(GraphOperation::CreateDraft, "r@x.com", None),
+            ),
+            (
+                &Method::DELETE,
+                "/v1.0/users/r@x.com/messages/AAMk=",
+                api(GraphOperation::DeleteDraft, "r@x.com", Some("AAMk=")),
             ),
             (
                 &post,

@@ -60,6 +60,7 @@ pub(crate) async fn dispatch(
             graph_upload::create(shared, caller, message_id, &bytes).await
         }
         GraphOperation::SendDraft => send_draft(shared, caller, message_id),
+        GraphOperation::DeleteDraft => delete_draft(shared, caller, message_id),
         _ => Err(GraphError::method_not_allowed()),
     };
     match result {
@@ -412,6 +413,24 @@ fn add_attachment(
     draft.attachments.push(attachment);
     drop(runtime);
     Ok(json_response(StatusCode::CREATED, &response, &caller.ids))
+}
+
+/// `DELETE …/messages/{id}` of a draft: it and its unfinished upload sessions go (`204`).
+fn delete_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> HandlerResult {
+    let mut runtime = shared.lock();
+    if runtime
+        .drafts
+        .get(message_id)
+        .is_none_or(|d| d.mailbox != caller.mailbox)
+    {
+        return Err(GraphError::item_not_found());
+    }
+    runtime.drafts.remove(message_id);
+    runtime
+        .uploads
+        .retain(|_, session| session.message_id != message_id);
+    drop(runtime);
+    Ok(empty_response(StatusCode::NO_CONTENT, &caller.ids))
 }
 
 fn send_draft(shared: &GraphShared, caller: &Caller, message_id: &str) -> HandlerResult {

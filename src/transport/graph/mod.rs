@@ -53,6 +53,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// When the account may send again after a `Retry-After`, shared by its sessions.
 type ThrottleGate = Arc<Mutex<Option<(Instant, u64)>>>;
+/// Drafts given up (their URLs), deleted before the account's next message; shared by its
+/// sessions.
+type AbandonedDrafts = Arc<Mutex<Vec<String>>>;
 
 /// How to reach Microsoft Graph for one account; built once per account.
 #[derive(Clone)]
@@ -62,6 +65,7 @@ pub struct GraphTransport {
     user_url: String,
     endpoint: String,
     gate: ThrottleGate,
+    abandoned: AbandonedDrafts,
 }
 
 impl std::fmt::Debug for GraphTransport {
@@ -107,6 +111,7 @@ impl GraphTransport {
             ),
             endpoint: account.graph_endpoint.clone(),
             gate: Arc::default(),
+            abandoned: Arc::default(),
         })
     }
 
@@ -179,6 +184,7 @@ impl GraphSession {
                 kind: GraphFailureKind::Waiting { not_before },
             });
         }
+        self.delete_abandoned_drafts().await;
         let headers = recipients::header_recipients(content.head());
         let route = recipients::plan(&headers, recipients);
         let extra = match &route {

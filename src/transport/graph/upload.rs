@@ -103,11 +103,9 @@ impl GraphSession {
             .into_bytes();
         drop(skeleton);
         let message_url = self.create_draft(body, to, cc, bcc).await?;
-        for part in &uploads {
-            self.upload(content, &message_url, part).await?;
-        }
-        for part in &posts {
-            self.post_attachment(content, &message_url, part).await?;
+        if let Err(failure) = self.attach(content, &message_url, &uploads, &posts).await {
+            self.abandon(&message_url, &failure);
+            return Err(failure);
         }
         self.send_draft(&message_url).await?;
         Ok(format!(
@@ -115,6 +113,23 @@ impl GraphSession {
             uploads.len(),
             posts.len()
         ))
+    }
+
+    /// Every attachment that left the draft's MIME.
+    async fn attach(
+        &self,
+        content: &Content,
+        message_url: &str,
+        uploads: &[LargePart],
+        posts: &[LargePart],
+    ) -> Result<(), GraphFailure> {
+        for part in uploads {
+            self.upload(content, message_url, part).await?;
+        }
+        for part in posts {
+            self.post_attachment(content, message_url, part).await?;
+        }
+        Ok(())
     }
 
     /// One attachment under 3 MiB by a plain `POST` on the draft's attachments.
