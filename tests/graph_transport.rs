@@ -4,8 +4,10 @@
 //! envelope, not the headers, decides who receives it (an added hidden `Bcc:`, or a draft
 //! whose recipients the relay sets); without `Mail.ReadWrite` only the draft-route messages
 //! wait, with the fix; `Retry-After` pauses the whole account; a refused token is renewed
-//! once; `ErrorAccessDenied` is a configuration failure with its fix; two Graph accounts of
-//! one app share one token.
+//! once; `ErrorAccessDenied` and `MailboxNotEnabledForRESTAPI` are configuration failures
+//! with their fix, `ErrorSendAsDenied` a permanent one; a lost answer is an uncertain outcome;
+//! never a 5th concurrent request; two Graph accounts of one app share one token. Large
+//! messages are in `graph_large.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,120 +18,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::delivery::{WAIT, message};
-use common::smtp_client::RawClient;
-use common::{PLAIN_TRUSTED, TestRelay, chain_toml, eventually, without_trace};
-use smtp_oauth_relay::testkit::{
-    DeliveredMessage, FakeGraph, GraphFault, GraphOptions, SendPath, Testkit, TestkitOptions,
+use common::graph::{
+    delivered_once, graph_account_keys, graph_chain, message_to, sorted, sorted_strings, submit,
 };
-
-/// The testkit, its Graph emulator and a relay whose account "m365" sends through Graph.
-struct GraphChain {
-    kit: Testkit,
-    graph: FakeGraph,
-    relay: TestRelay,
-    files: tempfile::TempDir,
-}
-
-/// Start the kit and its Graph emulator, let `prepare` adjust them (roles, scopes, extra
-/// mailboxes) and return extra TOML (more accounts, networks; [`PLAIN_TRUSTED`] when empty),
-/// then a relay with `queue_extra` in `[queue]` and the kit's account switched to Graph.
-async fn graph_chain(
-    queue_extra: &str,
-    prepare: impl FnOnce(&Testkit, &FakeGraph, &Path) -> String,
-) -> GraphChain {
-    let kit = Testkit::start(TestkitOptions::default())
-        .await
-        .expect("testkit starts");
-    let graph = kit
-        .start_graph(GraphOptions::default())
-        .await
-        .expect("Graph emulator starts");
-    let files = tempfile::tempdir().expect("tempdir");
-    let ca_file = kit.write_ca_pem(&files.path().join("ca.pem")).expect("ca");
-    let rest = match prepare(&kit, &graph, files.path()) {
-        rest if rest.is_empty() => PLAIN_TRUSTED.to_string(),
-        rest => rest,
-    };
-    let account = graph_account_keys(&graph);
-    let toml = chain_toml(&kit, &ca_file, queue_extra, &account, &rest);
-    let relay = TestRelay::start(&toml).await;
-    GraphChain {
-        kit,
-        graph,
-        relay,
-        files,
-    }
-}
-
-/// The keys that make an account of the kit send through `graph`.
-fn graph_account_keys(graph: &FakeGraph) -> String {
-    format!(
-        "transport = \"graph\"\ngraph_endpoint = \"{}\"\n",
-        graph.base_url()
-    )
-}
-
-/// Connect, submit `content` from `from` to `envelope`, quit; the reply to the end of data.
-async fn submit(relay: &TestRelay, from: &str, envelope: &[&str], content: &[u8]) -> u16 {
-    let mut client = RawClient::connect_greeted(relay.address(0)).await;
-    client.expect("EHLO device", 250).await;
-    let reply = client.send_message(from, envelope, content).await;
-    client.expect("QUIT", 221).await;
-    reply.code
-}
-
-/// The one message Graph delivered with `subject`, waiting for it.
-async fn delivered_once(graph: &FakeGraph, subject: &str) -> DeliveredMessage {
-    let with_subject = || {
-        graph
-            .delivered()
-            .into_iter()
-            .filter(|m| m.addresses.subject.as_deref() == Some(subject))
-            .collect::<Vec<_>>()
-    };
-    assert!(
-        eventually(WAIT, || !with_subject().is_empty()).await,
-        "{subject} was not delivered through Graph; requests: {:?}",
-        graph
-            .requests()
-            .iter()
-            .map(|r| (r.operation, r.status, r.error_code.clone()))
-            .collect::<Vec<_>>()
-    );
-    let delivered = with_subject();
-    assert_eq!(delivered.len(), 1, "{subject} delivered once");
-    delivered.into_iter().next().unwrap()
-}
-
-fn sorted(list: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = list.iter().map(|a| a.to_string()).collect();
-    out.sort();
-    out
-}
-
-fn sorted_strings(list: &[String]) -> Vec<String> {
-    let mut out = list.to_vec();
-    out.sort();
-    out
-}
-
-/// A message with `to` and `cc` in its headers (and a few things a careless transport
-/// would change: a folded field, a leading dot, 8-bit text, a multipart body).
-fn message_to(subject: &str, to: &str, cc: &str) -> Vec<u8> {
-    let cc = if cc.is_empty() {
-        String::new()
-    } else {
-        format!("Cc: {cc}\r\n")
-    };
-    format!(
-        "From: Scanner <relay@contoso.com>\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@contoso.com>\r\nX-Folded: first part\r\n\tsecond part\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n.a line that starts with a dot\r\nGrüße aus dem Scanner\r\n--b1\r\nContent-Type: application/octet-stream; name=\"scan.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--b1--\r\n"
-    )
-    .into_bytes()
-}
+use common::{PLAIN_TRUSTED, TestRelay, chain_toml, eventually, without_trace};
+use smtp_oauth_relay::testkit::{GraphFault, SendPath};
 
 #[tokio::test]
 async fn a_message_arrives_through_send_mail_with_its_bytes_intact() {
@@ -499,81 +395,6 @@ async fn a_connection_lost_after_the_request_is_an_uncertain_outcome_retried() {
     chain.relay.stop().await;
 }
 
-/// A message with a short text part and one `size`-byte attachment (base64, 76 a line).
-fn message_with_attachment(subject: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
-    use base64::Engine as _;
-    let mut state: u32 = 0x2545_f491;
-    let payload: Vec<u8> = (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&payload);
-    let mut out = format!(
-        "From: relay@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"sep\"\r\n\r\n--sep\r\nContent-Type: text/plain\r\n\r\nthe scan is attached\r\n--sep\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\nContent-Disposition: attachment; filename=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    )
-    .into_bytes();
-    for line in encoded.as_bytes().chunks(76) {
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"--sep--\r\n");
-    (out, payload)
-}
-
-#[tokio::test]
-async fn a_20_mb_attachment_goes_through_upload_sessions() {
-    let chain = graph_chain("", |_, _, _| String::new()).await;
-    let (content, payload) = message_with_attachment("large", 20_000_000);
-    let envelope = ["a@fabrikam.example", "unseen@fabrikam.example"];
-    assert_eq!(
-        submit(&chain.relay, "relay@contoso.com", &envelope, &content).await,
-        250
-    );
-    let delivered = delivered_once(&chain.graph, "large").await;
-    assert_eq!(delivered.path, SendPath::Draft);
-    assert_eq!(sorted_strings(&delivered.recipients), sorted(&envelope));
-    assert_eq!(delivered.attachments.len(), 1);
-    let attachment = &delivered.attachments[0];
-    assert!(attachment.via_upload_session);
-    assert_eq!(attachment.name, "scan.pdf");
-    assert_eq!(attachment.size, 20_000_000);
-    let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        attachment.sha256, hex,
-        "the attachment's bytes arrive intact"
-    );
-    let draft = String::from_utf8_lossy(delivered.raw_mime.as_deref().unwrap_or_default());
-    assert!(
-        draft.contains("the scan is attached"),
-        "the text stays in the draft"
-    );
-    assert!(
-        draft.len() < 4_000_000,
-        "the attachment is not in the draft"
-    );
-    let requests = chain.graph.requests();
-    let chunks: Vec<_> = requests
-        .iter()
-        .filter(|r| r.operation == smtp_oauth_relay::testkit::GraphOperation::UploadChunk)
-        .collect();
-    assert_eq!(chunks.len(), 20, "20 MB in ranges of 1 MiB");
-    assert!(
-        chunks
-            .iter()
-            .all(|r| !r.had_authorization && r.status < 300)
-    );
-    assert!(
-        requests.iter().all(|r| r.body_bytes <= 4 * 1024 * 1024),
-        "no request over 4 MB"
-    );
-    chain.relay.stop().await;
-}
-
 #[tokio::test]
 async fn never_a_fifth_concurrent_request_for_the_mailbox() {
     // Asked for 8, the relay keeps to Graph's 4 per mailbox (the emulator answers a 5th with
@@ -720,145 +541,5 @@ async fn a_mailbox_graph_cannot_use_waits_with_its_fix() {
             .contains("give relay@contoso.com an Exchange Online licence"),
         "{attempt:?}"
     );
-    chain.relay.stop().await;
-}
-
-#[tokio::test]
-async fn smaller_attachments_of_a_large_message_are_posted_to_the_draft() {
-    use base64::Engine as _;
-    let chain = graph_chain("", |_, _, _| String::new()).await;
-    // One attachment for an upload session, three of 1.5 MB: together too large for the draft.
-    let sizes = [4_000_000usize, 1_500_000, 1_500_000, 1_500_000];
-    let mut content = b"From: relay@contoso.com\r\nTo: a@fabrikam.example\r\nSubject: several\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"sep\"\r\n\r\n--sep\r\nContent-Type: text/plain\r\n\r\nfour scans\r\n".to_vec();
-    let mut digests = Vec::new();
-    for (n, size) in sizes.iter().enumerate() {
-        let payload: Vec<u8> = (0..*size).map(|i| (i * 31 + n) as u8).collect();
-        let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
-        digests.push((
-            format!("scan{n}.pdf"),
-            digest
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        ));
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&payload);
-        content.extend_from_slice(format!("--sep\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"scan{n}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes());
-        for line in encoded.as_bytes().chunks(76) {
-            content.extend_from_slice(line);
-            content.extend_from_slice(b"\r\n");
-        }
-    }
-    content.extend_from_slice(b"--sep--\r\n");
-    assert_eq!(
-        submit(
-            &chain.relay,
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            &content
-        )
-        .await,
-        250
-    );
-    let delivered = delivered_once(&chain.graph, "several").await;
-    assert_eq!(delivered.path, SendPath::Draft);
-    // scan0 through an upload session; scan1 and scan2 posted (the largest of the others, until
-    // the rest fits one request); scan3 stays in the draft's MIME.
-    let mut arrived: Vec<(String, String, bool)> = delivered
-        .attachments
-        .iter()
-        .map(|a| (a.name.clone(), a.sha256.clone(), a.via_upload_session))
-        .collect();
-    arrived.sort();
-    let expected: Vec<(String, String, bool)> = digests
-        .iter()
-        .take(3)
-        .enumerate()
-        .map(|(n, (name, sha))| (name.clone(), sha.clone(), n == 0))
-        .collect();
-    assert_eq!(arrived, expected, "the attachments arrive intact");
-    let draft = String::from_utf8_lossy(delivered.raw_mime.as_deref().unwrap_or_default());
-    assert!(draft.contains("four scans") && draft.contains("filename=\"scan3.pdf\""));
-    assert!(
-        !draft.contains("scan2.pdf"),
-        "a posted one left the draft's MIME"
-    );
-    chain.relay.stop().await;
-}
-
-#[tokio::test]
-async fn a_throttled_upload_range_pauses_the_account_too() {
-    let chain = graph_chain("", |_, _, _| String::new()).await;
-    chain.graph.fail_next_for(
-        smtp_oauth_relay::testkit::GraphOperation::UploadChunk,
-        1,
-        GraphFault::Throttle {
-            retry_after: Duration::from_secs(2),
-        },
-    );
-    let (content, payload) = message_with_attachment("upload-throttled", 4_000_000);
-    assert_eq!(
-        submit(
-            &chain.relay,
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            &content
-        )
-        .await,
-        250
-    );
-    let delivered = delivered_once(&chain.graph, "upload-throttled").await;
-    assert_eq!(delivered.attachments.len(), 1);
-    assert_eq!(delivered.attachments[0].size, payload.len() as u64);
-    assert_eq!(
-        chain.graph.retry_after_violations(),
-        Vec::new(),
-        "nothing for the mailbox before the upload's Retry-After had passed"
-    );
-    assert_eq!(
-        chain.graph.draft_count(),
-        0,
-        "the draft given up was deleted before the next attempt"
-    );
-    chain.relay.stop().await;
-}
-
-#[tokio::test]
-async fn without_mail_read_write_a_large_message_waits_and_says_why() {
-    let chain = graph_chain("", |kit, graph, _| {
-        graph.set_roles(kit.client_id(), &["Mail.Send"]).unwrap();
-        String::new()
-    })
-    .await;
-    let (content, _) = message_with_attachment("large-denied", 4_000_000);
-    assert_eq!(
-        submit(
-            &chain.relay,
-            "relay@contoso.com",
-            &["a@fabrikam.example"],
-            &content
-        )
-        .await,
-        250
-    );
-    let attempted = || {
-        chain
-            .relay
-            .queued_envelopes()
-            .first()
-            .is_some_and(|e| e.last_attempt.is_some())
-    };
-    assert!(eventually(WAIT, attempted).await, "no attempt recorded");
-    let attempt = chain.relay.queued_envelopes()[0]
-        .last_attempt
-        .clone()
-        .unwrap();
-    assert_eq!(attempt.class, "configuration", "{attempt:?}");
-    assert!(attempt.hint.contains("Mail.ReadWrite"), "{attempt:?}");
-    assert!(
-        chain.relay.failed_envelopes().is_empty(),
-        "deferred, not bounced"
-    );
-    assert!(chain.graph.delivered().is_empty());
     chain.relay.stop().await;
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod delivery;
+pub mod graph;
 pub mod process;
 pub mod smtp_client;
 
