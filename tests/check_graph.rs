@@ -100,13 +100,24 @@ async fn a_healthy_graph_account_passes_and_nothing_is_sent() {
     let setup = graph_check().await;
     let (code, report, text) = check(&setup);
     assert_eq!(code, 0, "{report:#}");
-    for name in ["token", "token claims", "draft route", "graph request"] {
+    for name in [
+        "token",
+        "token claims",
+        "draft route",
+        "tls",
+        "graph request",
+    ] {
         assert_eq!(step(&report, name)["status"], "ok", "{name}: {report:#}");
     }
     let claims = step(&report, "token claims")["detail"].as_str().unwrap();
     assert!(
         claims.contains("Mail.Send") && claims.contains("Mail.ReadWrite"),
         "{claims}"
+    );
+    let tls = step(&report, "tls")["detail"].as_str().unwrap();
+    assert!(
+        tls.contains("TLSv1_3") && tls.contains("certificate"),
+        "{tls}"
     );
     let probe = step(&report, "graph request")["detail"].as_str().unwrap();
     assert!(
@@ -240,4 +251,23 @@ async fn send_test_sends_through_graph() {
         stdout.contains("ErrorSendAsDenied") && stdout.contains("Add-RecipientPermission"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_graph_certificate_fails_the_tls_step_with_the_ca_file_fix() {
+    let setup = graph_check().await;
+    // Without ca_file the emulators' certificates are not trusted (as behind a TLS-inspecting
+    // proxy whose CA is not given).
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let without_ca: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&setup.config, without_ca).unwrap();
+    let (code, report, _) = check(&setup);
+    assert_eq!(code, 1, "{report:#}");
+    let tls = step(&report, "tls");
+    assert_eq!(tls["status"], "failed", "{report:#}");
+    assert!(fixes(tls).contains("ca_file"), "{tls:#}");
 }

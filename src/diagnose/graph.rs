@@ -1,11 +1,12 @@
 //! `check` for an account with `transport = "graph"` (issue 13): the credential and the token
 //! as for SMTP (the token is for Microsoft Graph), then the token's claims read the Graph way
 //! (audience Graph, `roles` with `Mail.Send`; `Mail.ReadWrite` or not, and which messages wait
-//! without it), then one harmless request through the relay's own Graph transport: `sendMail`
+//! without it), TCP and TLS to the Graph host (version, cipher, certificate), then one
+//! harmless request through the relay's own Graph transport: `sendMail`
 //! with an empty body, which Graph refuses with a 400 about the body once it accepted the
-//! token and the mailbox (the testkit's emulator, like Graph as far as observed, checks the
-//! permission and the RBAC scope before the body too); reaching it proves DNS, TCP and TLS to
-//! `graph_endpoint`. Nothing is sent; `send-test` proves the rest.
+//! token and the mailbox (the testkit's emulator checks the permission and the RBAC scope
+//! before the body too; whether Graph always does is not documented). Nothing is sent;
+//! `send-test` proves the rest.
 //!
 //! Invariants: no token is printed; each failed step carries the fix with the account's
 //! mailbox and client id filled in.
@@ -41,6 +42,8 @@ pub(super) async fn check_graph_account(
             steps.push(draft_route_step(account, &decoded));
         }
     }
+    steps.push(tls_step(account).await);
+    // Run even when the direct TLS probe failed: the relay's requests may go through a proxy.
     match &token {
         None => steps.push(Step::skipped("graph request", "no token")),
         Some(token) => steps.push(probe_step(account, token).await),
@@ -137,6 +140,70 @@ fn draft_route_step(account: &AccountSettings, decoded: &TokenClaims) -> Step {
             "grant Microsoft Graph Application permission Mail.ReadWrite with admin consent, or with RBAC for Applications: New-ManagementRoleAssignment -App <client id> -Role \"Application Mail.ReadWrite\" -CustomResourceScope \"<scope name>\"",
         )],
     }
+}
+
+/// TCP and the TLS handshake to the Graph host (version, cipher, certificate).
+async fn tls_step(account: &AccountSettings) -> Step {
+    let authority = account
+        .graph_endpoint
+        .strip_prefix("https://")
+        .unwrap_or(&account.graph_endpoint);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().unwrap_or(443))
+        }
+        _ => (authority, 443),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match super::tls_probe::https_probe(host, port, &account.extra_roots).await {
+        Ok(report) => {
+            let days = report
+                .certificate_not_after
+                .map(super::tls_probe::days_left);
+            Step::ok(
+                "tls",
+                format!(
+                    "{host}:{port}: {} {}, certificate {} valid for {} more days",
+                    report.tls_version,
+                    report.cipher,
+                    report.certificate_subject,
+                    days.map_or("?".into(), |d| d.to_string())
+                ),
+            )
+        }
+        Err(error) if error.stage == "connect" && behind_proxy() => Step::skipped(
+            "tls",
+            format!(
+                "{host}:{port}: {error}; no direct connection, and the relay's requests go through the proxy (HTTPS_PROXY): the graph request step shows whether Graph is reached"
+            ),
+        ),
+        Err(error) if error.stage == "connect" => Step::failed(
+            "tls",
+            format!("{host}:{port}: {error}"),
+            vec![format!(
+                "check graph_endpoint ({}), DNS, and that outbound HTTPS (TCP {port}) is open, or set HTTPS_PROXY",
+                account.graph_endpoint
+            )],
+        ),
+        Err(error) => Step::failed(
+            "tls",
+            format!("{host}:{port}: {error}"),
+            vec![
+                format!(
+                    "check that graph_endpoint names the Graph host of the account's cloud ({})",
+                    account.graph_endpoint
+                ),
+                "behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file".into(),
+            ],
+        ),
+    }
+}
+
+/// True when the relay's HTTPS requests go through a proxy (the variables reqwest reads).
+fn behind_proxy() -> bool {
+    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// The empty `sendMail` through the relay's Graph transport.

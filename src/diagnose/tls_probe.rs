@@ -1,6 +1,7 @@
 //! A small, read-only SMTP probe for `check`: connect, greeting, EHLO, STARTTLS, the TLS
 //! handshake (version, cipher, certificate), EHLO again, QUIT. It sends no credentials and no
 //! mail; authentication is checked separately through the relay's own upstream client.
+//! [`https_probe`] does the connect and the handshake alone, for the Graph host.
 
 use std::time::{Duration, SystemTime};
 
@@ -146,7 +147,19 @@ pub async fn probe(
                 .map_err(|e| fail("tls", e.to_string()))?
         }
     };
-    let (_, connection) = tls.get_ref();
+    describe_tls(&mut report, tls.get_ref().1);
+    let mut reader = BufReader::new(tls);
+    let (code, caps) = command(&mut reader, &format!("EHLO {ehlo_name}"), "ehlo").await?;
+    if code != 250 {
+        return Err(fail("ehlo", format!("{code} {}", caps.join(" "))));
+    }
+    report.auth_mechanisms = auth_mechanisms(&caps);
+    let _ = command(&mut reader, "QUIT", "quit").await;
+    Ok(report)
+}
+
+/// The version, cipher and certificate of an established TLS connection.
+fn describe_tls(report: &mut TlsReport, connection: &rustls::ClientConnection) {
     report.tls_version = connection
         .protocol_version()
         .map(|v| format!("{v:?}"))
@@ -162,13 +175,32 @@ pub async fn probe(
         report.certificate_not_after =
             u64::try_from(certificate.validity().not_after.timestamp()).ok();
     }
-    let mut reader = BufReader::new(tls);
-    let (code, caps) = command(&mut reader, &format!("EHLO {ehlo_name}"), "ehlo").await?;
-    if code != 250 {
-        return Err(fail("ehlo", format!("{code} {}", caps.join(" "))));
-    }
-    report.auth_mechanisms = auth_mechanisms(&caps);
-    let _ = command(&mut reader, "QUIT", "quit").await;
+}
+
+/// Connect to `host:port` and complete a TLS handshake (nothing is sent over it): version,
+/// cipher and certificate of an HTTPS host such as Graph's.
+///
+/// # Errors
+/// The stage (`connect` or `tls`) and what went wrong.
+pub async fn https_probe(
+    host: &str,
+    port: u16,
+    extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<TlsReport, ProbeError> {
+    let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| fail("connect", format!("no answer from {host}:{port}")))?
+        .map_err(|e| fail("connect", format!("{host}:{port}: {e}")))?;
+    let config = crate::tls::client_config(extra_roots).map_err(|e| fail("tls", e))?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| fail("tls", e.to_string()))?;
+    let tls = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| fail("tls", "the handshake timed out"))?
+        .map_err(|e| fail("tls", e.to_string()))?;
+    let mut report = TlsReport::default();
+    describe_tls(&mut report, tls.get_ref().1);
     Ok(report)
 }
 
