@@ -329,6 +329,11 @@ async fn the_status_page_shows_the_failing_account_its_fix_and_the_queue_escaped
         "{broken_row}"
     );
     assert!(page.contains("data-account=\"m365\""), "{page}");
+    let m365_transport = cell(account_row(&page, "m365"), "transport");
+    assert!(
+        m365_transport.starts_with("SMTP") && m365_transport.contains(&chain.kit.smtp_server()),
+        "{m365_transport}"
+    );
     assert_account_state(&page, admin).await;
     // A reload neither hides nor restarts the failing streak.
     let since = failing_since_metric(admin, "broken").await;
@@ -355,6 +360,21 @@ async fn the_status_page_shows_the_failing_account_its_fix_and_the_queue_escaped
     assert!(!page.contains("alert('from')"), "{page}");
     // The subject is message content: never on the page.
     assert!(!page.contains("subject')"), "{page}");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_graph_account_shows_its_transport_and_the_graph_host() {
+    let chain = common::graph::graph_chain("", |_, _, _| String::new()).await;
+    let admin = chain.relay.relay.admin_address().unwrap();
+    let (status, _, page) = get(admin, "/", "").await;
+    assert_eq!(status, 200);
+    let transport = cell(account_row(&page, "m365"), "transport");
+    let host = chain.graph.base_url().replace("https://", "");
+    assert!(
+        transport.starts_with("Graph") && transport.contains(&host),
+        "{transport} should name Graph and {host}"
+    );
     chain.relay.stop().await;
 }
 

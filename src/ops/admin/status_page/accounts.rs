@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use super::super::history::{Sample, sum};
 use super::{AdminState, Snapshot, age, escape};
+use crate::config::TransportKind;
+use crate::delivery::worker::AccountDelivery;
 use crate::vocab::envelope::Envelope;
 
 pub(super) fn accounts_section(out: &mut String, state: &AdminState, snapshot: &Snapshot) {
@@ -72,7 +74,7 @@ pub(super) fn accounts_section(out: &mut String, state: &AdminState, snapshot: &
         };
         let _ = write!(
             out,
-            "<tr class=\"account\" data-account=\"{n}\"><td data-label=\"Account\">{n}</td><td data-label=\"Transport\">smtp</td><td data-label=\"Mailbox\">{mailbox}</td>\
+            "<tr class=\"account\" data-account=\"{n}\"><td data-label=\"Account\">{n}</td><td data-label=\"Transport\" class=\"transport\">{transport}</td><td data-label=\"Mailbox\">{mailbox}</td>\
 <td data-label=\"Token\" class=\"token\">{token}</td>\
 <td data-label=\"Token requests\">{token_requests} ({token_failures} failed)</td>\
 <td data-label=\"Last delivery\" class=\"last-delivery\">{last_delivery}</td>\
@@ -81,6 +83,7 @@ pub(super) fn accounts_section(out: &mut String, state: &AdminState, snapshot: &
 <td data-label=\"Waiting\" class=\"waiting\">{waiting}</td>\
 <td data-label=\"Credential expiry\" class=\"credential-expiry\">{credential}</td></tr>",
             n = escape(name),
+            transport = transport_cell(delivery),
             mailbox = escape(&delivery.account.mailbox.to_string()),
             token = token_cell(&delivery.tokens.status(), snapshot.now),
             last_delivery = delivery.health.last_delivered().map_or_else(
@@ -96,6 +99,18 @@ pub(super) fn accounts_section(out: &mut String, state: &AdminState, snapshot: &
         );
     }
     out.push_str("</table></div><p class=\"muted\">Token requests and deliveries are totals since the relay started. Accounts of one app share one token (and so its state). Failing since: the first failure of the account's current failing streak (token, connection or AUTH), until a delivery.</p></section>");
+}
+
+/// The account's transport and the server it reaches: `SMTP` or `Graph`, then the host.
+fn transport_cell(delivery: &AccountDelivery) -> String {
+    let kind = match delivery.account.transport {
+        TransportKind::Smtp => "SMTP",
+        TransportKind::Graph => "Graph",
+    };
+    format!(
+        "{kind}<div class=\"muted\">{}</div>",
+        escape(&delivery.transport.server())
+    )
 }
 
 /// `2026-12-04T21:00:00Z (5m 3s ago)`, or `(in …)` for a moment ahead.
