@@ -7,7 +7,7 @@
 //! kept as one bounded line; `not_before` is a unix second at or after the end of the wait
 //! Graph asked for.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::vocab::verdict::{ConnectionFailure, Stage, Verdict};
 
@@ -131,6 +131,45 @@ impl GraphFailure {
         GraphFailure {
             stage,
             kind: GraphFailureKind::Local(detail.into()),
+        }
+    }
+}
+
+/// The wait a `Retry-After` value asks for (RFC 9110 §10.2.3): delay-seconds, which Graph
+/// sends, or an HTTP-date, which a proxy or another gateway may send (a date already past is
+/// no wait). `None` when the value is neither.
+pub fn retry_after_wait(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        // 2026-12-04T22:00:00Z
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_421_600);
+        let cases: [(&str, Option<u64>); 7] = [
+            ("30", Some(30)),
+            (" 5 ", Some(5)),
+            ("0", Some(0)),
+            ("Fri, 04 Dec 2026 22:01:30 GMT", Some(90)),
+            ("Fri, 04 Dec 2026 21:59:00 GMT", Some(0)),
+            ("soon", None),
+            ("-3", None),
+        ];
+        for (value, wait) in cases {
+            assert_eq!(
+                retry_after_wait(value, now),
+                wait.map(Duration::from_secs),
+                "{value}"
+            );
         }
     }
 }

@@ -344,13 +344,12 @@ impl Request {
     }
 }
 
-/// `Retry-After` in seconds (Graph sends seconds; an HTTP date is not honoured here).
+/// The wait `Retry-After` asks for, in seconds or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .and_then(|v| failure::retry_after_wait(v, std::time::SystemTime::now()))
 }
 
 /// `extra` followed by the content, as base64.
