@@ -298,11 +298,14 @@ pub enum UpstreamTls {
     None,
 }
 
-/// One `[[account]]`: a mailbox and the Entra app that may send as it.
+/// One `[[account]]`: a mailbox and the Entra app (or Google service account) that may send
+/// as it.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
     pub name: String,
     pub mailbox: Address,
+    /// `provider`: Microsoft (Entra, Exchange Online) or Google (service account, Gmail).
+    pub provider: crate::vocab::provider::Provider,
     pub tenant_id: String,
     pub client_id: String,
     pub credential: ClientCredential,
@@ -336,9 +339,12 @@ pub struct AccountSettings {
 }
 
 impl AccountSettings {
-    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    /// `{authority}/{tenant}/oauth2/v2.0/token`, or a Google key file's `token_uri`.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id)
+        match &self.credential {
+            ClientCredential::ServiceAccount { key, .. } => key.token_uri.clone(),
+            _ => format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id),
+        }
     }
 
     /// The app registration this account's tokens are requested for.
@@ -451,6 +457,10 @@ mod tests_inputs;
 #[cfg(test)]
 #[path = "tests_routing.rs"]
 mod tests_routing;
+
+#[cfg(test)]
+#[path = "google_tests.rs"]
+mod google_tests;
 
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.

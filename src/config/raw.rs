@@ -159,6 +159,11 @@ pub struct RawAccount {
     // name of a `From:` the relay writes.
     pub send_as: Option<Vec<String>>,
     pub sender_name: Option<String>,
+    // Google Workspace (issue 16): the provider, and the service account's JSON key (a file,
+    // or the name of an environment variable holding the JSON or the file's path).
+    pub provider: Option<String>,
+    pub service_account_key: Option<PathBuf>,
+    pub service_account_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -188,6 +188,12 @@ async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<
             algorithm.jws_name(),
             certificate.days_until_expiry(SystemTime::now())
         ),
+        ClientCredential::ServiceAccount { key, subject } => format!(
+            "service account {} (client ID {}, key {}) acting for {subject}",
+            key.client_email,
+            key.client_id,
+            key.private_key_id.get(..8).unwrap_or("-")
+        ),
     };
     match provider.token().await {
         Ok(token) => {
@@ -208,7 +214,7 @@ async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<
             let fix = match &error {
                 TokenError::Unreachable(_) => vec![format!(
                     "make sure this host can reach {} over HTTPS (DNS, firewall, proxy: HTTPS_PROXY)",
-                    account.authority
+                    account.token_endpoint()
                 )],
                 other => vec![other.fix().to_string()],
             };

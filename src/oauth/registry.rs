@@ -47,6 +47,12 @@ impl ProviderKey {
                 certificate.sha256_thumbprint_hex(),
                 algorithm.jws_name()
             ),
+            // One token per (key, subject): Google tokens act for one user each.
+            ClientCredential::ServiceAccount { key, subject } => format!(
+                "service-account:{}:{}",
+                key.fingerprint(),
+                subject.to_ascii_lowercase()
+            ),
         };
         let mut roots = ring::digest::Context::new(&ring::digest::SHA256);
         for root in &app.extra_roots {

@@ -1,10 +1,10 @@
 //! The provider seam: the token provider of one account ([`TokenProvider`]), the token it
 //! hands out ([`AccessToken`]) and why it could not ([`TokenError`]). Delivery and `diagnose`
 //! only ever speak to these; how a token is obtained is the grant of an identity provider, a
-//! module of `oauth` (today `entra`: Microsoft Entra client credentials with a secret or a
-//! certificate). A second provider (a Google service account's JWT-bearer grant, say) adds
-//! its module, a `ProviderGrant` variant with its arms, and its refusal as a [`TokenError`] variant;
-//! the cache, the single flight and the renewal below stay as they are.
+//! module of `oauth`: `entra` (Microsoft Entra client credentials with a secret or a
+//! certificate) and `google` (a Google service account's JWT bearer grant for one subject).
+//! Each has its `ProviderGrant` variant and its refusal as a [`TokenError`] variant; the cache,
+//! the single flight and the renewal below are shared.
 //!
 //! Invariants:
 //! - One provider serves every account of one app ([`super::registry`]); its metrics are
@@ -59,6 +59,9 @@ pub enum TokenError {
     /// Entra answered with an error (decoded and explained).
     #[error("{}", .0.operator_message())]
     Refused(EntraRefusal),
+    /// Google's token endpoint answered with an error (decoded and explained).
+    #[error("{}", .0.operator_message())]
+    RefusedByGoogle(super::google::refusal::GoogleRefusal),
     /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -79,6 +82,7 @@ impl TokenError {
     pub fn is_configuration(&self) -> bool {
         match self {
             TokenError::Refused(failure) => failure.retry() == TokenRetry::Never,
+            TokenError::RefusedByGoogle(refusal) => refusal.is_configuration(),
             TokenError::UntrustedCertificate(_) | TokenError::Credential(_) => true,
             TokenError::Unreachable(_) | TokenError::BadAnswer(_) => false,
         }
@@ -96,6 +100,7 @@ impl TokenError {
                     "read the token endpoint's answer above; check tenant_id, client_id, the credential, scope and authority"
                 }
             },
+            TokenError::RefusedByGoogle(refusal) => refusal.fix(),
             TokenError::Unreachable(_) => {
                 "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
             }
@@ -133,6 +138,8 @@ struct State {
 enum ProviderGrant {
     /// Microsoft Entra client credentials (a client secret or a certificate).
     Entra(super::entra::ClientCredentialsGrant),
+    /// A Google service account's JWT bearer grant for one subject.
+    Google(super::google::JwtBearerGrant),
 }
 
 /// What a grant obtained: the token and how long it lives.
@@ -168,7 +175,16 @@ impl TokenProvider {
     ) -> Result<Arc<TokenProvider>, String> {
         let http = super::http::client(&app.extra_roots, REQUEST_TIMEOUT)?;
         Ok(Arc::new(TokenProvider {
-            grant: ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
+            grant: match &app.credential {
+                super::app::ClientCredential::ServiceAccount { key, subject } => {
+                    ProviderGrant::Google(super::google::JwtBearerGrant::new(
+                        std::sync::Arc::clone(key),
+                        subject,
+                        &app.scope,
+                    ))
+                }
+                _ => ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
+            },
             renew_before: app.renew_before,
             http,
             state: Mutex::new(State::default()),
@@ -183,6 +199,7 @@ impl TokenProvider {
     pub fn endpoint(&self) -> &str {
         match &self.grant {
             ProviderGrant::Entra(grant) => grant.endpoint(),
+            ProviderGrant::Google(grant) => grant.endpoint(),
         }
     }
 
@@ -193,6 +210,7 @@ impl TokenProvider {
             ProviderGrant::Entra(grant) => {
                 grant.refusal_diagnosis(token.secret().expose(), mailbox)
             }
+            ProviderGrant::Google(grant) => Some(grant.refusal_diagnosis(mailbox)),
         }
     }
 
@@ -288,6 +306,7 @@ impl TokenProvider {
             .inc();
         let issued = match &self.grant {
             ProviderGrant::Entra(grant) => grant.request(&self.http).await?,
+            ProviderGrant::Google(grant) => grant.request(&self.http).await?,
         };
         let early = self.renew_before.min(issued.lifetime / 2);
         Ok(AccessToken {
