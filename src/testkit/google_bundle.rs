@@ -88,6 +88,20 @@ impl GoogleTestkit {
         Ok(path.to_path_buf())
     }
 
+    /// The relay's `[[account]]` for this kit: `provider = "google"`, the mailbox, the key file
+    /// at `key_file` (written with [`GoogleTestkit::write_key_file`]), the Gmail emulator as
+    /// `smtp_server` and `ca_file` trusting the kit's CA.
+    pub fn relay_account_toml(&self, name: &str, key_file: &Path, ca_file: &Path) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\nprovider = \"google\"\nmailbox = \"{}\"\n\
+             service_account_key = \"{}\"\nsmtp_server = \"{}\"\nca_file = \"{}\"\n",
+            self.mailbox,
+            key_file.display(),
+            self.smtp_server(),
+            ca_file.display()
+        )
+    }
+
     /// Stops both servers.
     pub async fn shutdown(&self) {
         self.token.shutdown().await;
