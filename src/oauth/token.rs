@@ -102,13 +102,13 @@ impl TokenError {
             },
             TokenError::RefusedByGoogle(refusal) => refusal.fix(),
             TokenError::Unreachable(_) => {
-                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
+                "check that this host can reach the token endpoint over HTTPS (Microsoft: authority; Google: the key file's token_uri) (DNS, firewall, HTTPS_PROXY)"
             }
             TokenError::BadAnswer(_) => {
-                "check that authority is the identity platform's base URL (e.g. https://login.microsoftonline.com, without the tenant)"
+                "check that authority is the identity platform's base URL (e.g. https://login.microsoftonline.com, without the tenant), or for Google that the key file's token_uri is https://oauth2.googleapis.com/token"
             }
             TokenError::UntrustedCertificate(_) => {
-                "if a TLS-inspecting proxy or firewall sits between this host and Microsoft, put its CA certificate in the account's ca_file; otherwise check authority and this host's clock"
+                "if a TLS-inspecting proxy or firewall sits between this host and Microsoft or Google, put its CA certificate in the account's ca_file; otherwise check authority (or the key file's token_uri) and this host's clock"
             }
             TokenError::Credential(_) => {
                 "check client_certificate: one PEM file with the certificate and its RSA private key"

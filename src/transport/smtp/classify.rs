@@ -53,10 +53,14 @@ pub fn classify_failure(failure: &SmtpFailure) -> Verdict {
         SmtpFailureKind::Reply { code, text } => {
             classify_reply_for(failure.provider, failure.stage, *code, text)
         }
-        SmtpFailureKind::Connection { failure: kind, .. } => {
-            classify_connection(failure.stage, *kind)
-        }
-        SmtpFailureKind::Local(_) => local_verdict(failure.stage),
+        SmtpFailureKind::Connection { failure: kind, .. } => match failure.provider {
+            Provider::Google if failure.stage != Stage::DataEnd => gmail::connection(*kind),
+            _ => classify_connection(failure.stage, *kind),
+        },
+        SmtpFailureKind::Local(_) => match failure.provider {
+            Provider::Microsoft => local_verdict(failure.stage),
+            Provider::Google => gmail::local(failure.stage),
+        },
         SmtpFailureKind::Spool(_) => SPOOL_READ_VERDICT,
     }
 }

@@ -211,7 +211,7 @@ impl SmtpTransport {
             abort_bounded(&mut connection, self.timeouts.command).await;
             return Err(SmtpFailure::local(
                 Stage::Auth,
-                "the server does not offer AUTH XOAUTH2 (is smtp_server an Exchange Online submission endpoint?)",
+                "the server does not offer AUTH XOAUTH2 (is smtp_server a submission endpoint such as smtp.office365.com:587 or smtp.gmail.com:587?)",
             ));
         }
         let credentials =

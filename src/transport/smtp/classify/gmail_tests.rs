@@ -92,3 +92,36 @@ fn gmail_failures_are_stamped_by_the_transport_and_exchange_keeps_its_table() {
         gmail.fix
     );
 }
+
+#[test]
+fn broken_connections_and_local_stops_name_gmails_server() {
+    use crate::vocab::verdict::TlsFailure;
+    let failure = |stage, kind| SmtpFailure {
+        stage,
+        kind,
+        provider: Provider::Google,
+    };
+    let connection = |failure: ConnectionFailure| SmtpFailureKind::Connection {
+        failure,
+        detail: String::new(),
+    };
+    for kind in [
+        ConnectionFailure::Refused,
+        ConnectionFailure::NotSmtp,
+        ConnectionFailure::Tls(TlsFailure::CertificateInvalid),
+        ConnectionFailure::Tls(TlsFailure::HandshakeFailed),
+    ] {
+        let verdict = failure(Stage::Connect, connection(kind)).verdict();
+        assert!(
+            verdict.fix.contains("smtp.gmail.com"),
+            "{kind:?}: {}",
+            verdict.fix
+        );
+        assert_eq!(verdict.follow_up, FollowUp::Reconnect);
+    }
+    let lost = failure(Stage::DataEnd, connection(ConnectionFailure::Reset)).verdict();
+    assert!(lost.duplicate_possible);
+    let local = failure(Stage::Auth, SmtpFailureKind::Local("no XOAUTH2".into())).verdict();
+    assert_eq!(local.class, Class::Configuration);
+    assert!(local.fix.contains("smtp.gmail.com:587"), "{}", local.fix);
+}
