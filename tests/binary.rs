@@ -273,6 +273,30 @@ fn demo_once_pushes_a_message_through_the_whole_chain() {
 }
 
 #[test]
+fn demo_once_with_the_google_emulators_pushes_a_message_through_gmail() {
+    let output = Command::new(binary())
+        .args(["demo", "--once", "--provider", "google"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "Gmail emulator accepted it: authenticated as relay@contoso.com over XOAUTH2"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: the message arrived byte for byte"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
     use std::io::Write;
     let mut child = Command::new(binary())

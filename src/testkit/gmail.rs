@@ -62,6 +62,9 @@ pub struct GmailOptions {
     pub max_command_line: usize,
     /// Idle timeout of a session.
     pub idle_timeout: Duration,
+    /// When set, every accepted message is also written there as `<unix>-<id>.eml` (for
+    /// `demo`): a temporary file renamed into place.
+    pub eml_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GmailOptions {
@@ -75,6 +78,7 @@ impl Default for GmailOptions {
             max_message_size: GMAIL_ADVERTISED_SIZE,
             max_command_line: 32 * 1024,
             idle_timeout: Duration::from_secs(300),
+            eml_dir: None,
         }
     }
 }
@@ -161,6 +165,8 @@ pub(crate) struct GmailRuntime {
     pub messages: Vec<GmailMessage>,
     /// Per user: (accepted at, recipients) inside the rolling window.
     usage: BTreeMap<String, VecDeque<(SystemTime, usize)>>,
+    /// Message ids handed out (`GMAIL-n`).
+    ids_issued: u64,
 }
 
 /// Everything the handle and the sessions share.
@@ -237,12 +243,27 @@ impl GmailShared {
         }
     }
 
-    /// Stores an accepted message and wakes waiters.
-    pub fn store_message(&self, mut message: GmailMessage) {
+    /// Stores an accepted message (and its `.eml` copy, if asked) and wakes waiters.
+    pub async fn store_message(&self, mut message: GmailMessage) {
+        message.id = self.with_runtime(|r| {
+            r.ids_issued += 1;
+            format!("GMAIL-{}", r.ids_issued)
+        });
+        if let Some(dir) = &self.options.eml_dir {
+            let stamp = super::jwt::unix_seconds(message.accepted_at);
+            let name = format!("{stamp}-{}.eml", message.id);
+            let temp = dir.join(format!(".{name}.tmp"));
+            let written = async {
+                tokio::fs::write(&temp, &message.data).await?;
+                tokio::fs::rename(&temp, dir.join(&name)).await
+            };
+            if let Err(error) = written.await {
+                tracing::warn!(%error, "fake Gmail could not write .eml");
+            }
+        }
         let count = {
             let mut runtime = self.lock();
             runtime.stats.messages_accepted += 1;
-            message.id = format!("GMAIL-{}", runtime.stats.messages_accepted);
             runtime.stats.bytes_accepted = runtime
                 .stats
                 .bytes_accepted
@@ -281,6 +302,9 @@ impl FakeGmail {
         pki: &TestPki,
         options: GmailOptions,
     ) -> Result<FakeGmail, TestkitError> {
+        if let Some(dir) = &options.eml_dir {
+            tokio::fs::create_dir_all(dir).await?;
+        }
         let acceptor = TlsAcceptor::from(pki.server_config()?);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
@@ -292,6 +316,7 @@ impl FakeGmail {
                 stats: GmailStats::default(),
                 messages: Vec::new(),
                 usage: BTreeMap::new(),
+                ids_issued: 0,
             }),
             accepted_tx: watch::Sender::new(0),
         });

@@ -457,15 +457,17 @@ impl Session {
             return self.reply(conn, &replies::daily_limit_exceeded(&id)).await;
         }
         let accepted_at = SystemTime::now();
-        self.shared.store_message(GmailMessage {
-            id: String::new(),
-            auth_user: user,
-            envelope_from: transaction.from,
-            recipients: transaction.recipients,
-            size: body.len(),
-            data: body,
-            accepted_at,
-        });
+        self.shared
+            .store_message(GmailMessage {
+                id: String::new(),
+                auth_user: user,
+                envelope_from: transaction.from,
+                recipients: transaction.recipients,
+                size: body.len(),
+                data: body,
+                accepted_at,
+            })
+            .await;
         if fault == Some(GmailFault::DropAfterDot) {
             return Ok(Step::Close);
         }
