@@ -298,3 +298,100 @@ async fn one_microsoft_and_one_google_account_each_get_their_senders_mail() {
     assert_eq!(google.token.tokens_issued(), 1);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn transient_gmail_replies_are_retried_until_delivered() {
+    use smtp_oauth_relay::testkit::GmailFault;
+    let chain = start(GmailOptions::default(), "", "").await;
+    chain.kit.gmail.fail_next(1, GmailFault::Banner421);
+    chain.kit.gmail.fail_next(1, GmailFault::AuthTemporary454);
+    chain.kit.gmail.fail_next(1, GmailFault::TempFailAfterData);
+    let code = submit(
+        &chain.relay,
+        MAILBOX,
+        "bob@example.net",
+        &message(MAILBOX, "busy"),
+    )
+    .await;
+    assert_eq!(code, 250);
+    let delivered = chain.kit.gmail.wait_for_messages(1, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(&delivered[0].data).contains("Subject: busy"));
+    assert!(chain.kit.gmail.replies_with_code(421) >= 2);
+    assert!(chain.kit.gmail.replies_with_code(454) >= 1);
+    assert!(chain.relay.failed_envelopes().is_empty());
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_compliance_rule_fails_the_message_with_the_admin_console_fix() {
+    use smtp_oauth_relay::testkit::GmailFault;
+    let chain = start(GmailOptions::default(), "bounce = \"none\"", "").await;
+    chain.kit.gmail.fail_next(1, GmailFault::PolicyAfterData);
+    let code = submit(
+        &chain.relay,
+        MAILBOX,
+        "bob@example.net",
+        &message(MAILBOX, "rule"),
+    )
+    .await;
+    assert_eq!(code, 250);
+    assert!(eventually(WAIT, || !chain.relay.failed_envelopes().is_empty()).await);
+    let failure = chain.relay.failed_envelopes()[0].failures[0].clone();
+    assert_eq!(failure.class, "permanent", "{failure:?}");
+    assert!(failure.reply.contains("5.7.1"), "{failure:?}");
+    assert!(failure.hint.contains("Compliance"), "{failure:?}");
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_xoauth2_keeps_mail_queued_until_the_user_is_restored() {
+    let chain = start(GmailOptions::default(), "", "").await;
+    assert_eq!(
+        submit(
+            &chain.relay,
+            MAILBOX,
+            "bob@example.net",
+            &message(MAILBOX, "one")
+        )
+        .await,
+        250
+    );
+    chain.kit.gmail.wait_for_messages(1, WAIT).await.unwrap();
+    // Suspended after its token was issued: Gmail answers the JSON challenge and 535, the
+    // relay asks for one fresh token (refused too), and the message waits.
+    chain
+        .kit
+        .workspace
+        .set_user_suspended(MAILBOX, true)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        submit(
+            &chain.relay,
+            MAILBOX,
+            "bob@example.net",
+            &message(MAILBOX, "two")
+        )
+        .await,
+        250
+    );
+    let attempted = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .and_then(|e| e.last_attempt.clone())
+    };
+    assert!(eventually(WAIT, || attempted().is_some()).await);
+    let attempt = attempted().unwrap();
+    assert_eq!(attempt.class, "configuration", "{attempt:?}");
+    assert!(chain.relay.failed_envelopes().is_empty());
+    chain
+        .kit
+        .workspace
+        .set_user_suspended(MAILBOX, false)
+        .unwrap();
+    let delivered = chain.kit.gmail.wait_for_messages(2, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(&delivered[1].data).contains("Subject: two"));
+    chain.relay.stop().await;
+}

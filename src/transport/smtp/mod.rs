@@ -1,12 +1,13 @@
 //! The SMTP transport, the first implementation of the transport seam (`super`): the outbound
 //! SMTP session to Exchange Online, on lettre: connect, STARTTLS (TLS ≥ 1.2,
 //! host name verified against the webpki roots plus `ca_file`), EHLO again, `AUTH XOAUTH2`,
-//! then any number of MAIL/RCPT/DATA transactions with RSET between them.
+//! then any number of MAIL/RCPT/DATA transactions with RSET between them. `xoauth2` runs
+//! the AUTH exchange itself (Gmail's error challenge needs an empty answer lettre cannot give).
 //!
 //! Invariants:
 //! - The token is only ever sent after TLS is up (unless the account says `smtp_tls =
-//!   "none"`, a test-only setting), and only with XOAUTH2: lettre is given that one
-//!   mechanism, so it can never fall back to sending the token as a LOGIN password.
+//!   "none"`, a test-only setting), and only with XOAUTH2 (`xoauth2`), so it can never be
+//!   sent as a LOGIN password.
 //! - Every network step has a timeout (RFC 5321 §4.5.3.2 values for the transaction).
 //! - Every failure names its [`Stage`] and carries either the server's reply or the kind of
 //!   broken connection, so `classify` can judge it and the log can explain.
@@ -14,7 +15,7 @@
 
 use std::str::FromStr;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::authentication::Mechanism;
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
@@ -35,6 +36,7 @@ pub mod classify;
 mod failure;
 mod steps;
 mod stream;
+mod xoauth2;
 
 use super::SendResult;
 use failure::tls_failure;
@@ -214,12 +216,11 @@ impl SmtpTransport {
                 "the server does not offer AUTH XOAUTH2 (is smtp_server a submission endpoint such as smtp.office365.com:587 or smtp.gmail.com:587?)",
             ));
         }
-        let credentials =
-            Credentials::new(self.mailbox.clone(), token.secret().expose().to_string());
-        timed(
-            Stage::Auth,
+        xoauth2::authenticate(
+            &mut connection,
+            &self.mailbox,
+            token.secret().expose(),
             self.timeouts.command,
-            connection.auth(&[Mechanism::Xoauth2], &credentials),
         )
         .await?;
         Ok(SmtpSession {
