@@ -64,6 +64,33 @@ fn a_google_account_loads_with_gmails_defaults() {
     assert_eq!(key.client_email, client_email);
     assert!(!format!("{config:?}").contains("PRIVATE KEY"));
     assert_eq!(account.client_app().scope, "https://mail.google.com/");
+    assert!(
+        config
+            .warnings
+            .iter()
+            .all(|w| !w.contains("service_account_key")),
+        "{:?}",
+        config.warnings
+    );
+    // A key file other users can read is warned about.
+    std::fs::set_permissions(
+        dir.path().join("sa.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let config = outcome(
+        &config_text("service_account_key = \"sa.json\""),
+        dir.path(),
+    )
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("can be read by other users (mode 644)")),
+        "{:?}",
+        config.warnings
+    );
     // Microsoft stays the default provider.
     let microsoft = "[[account]]\nname = \"m\"\nmailbox = \"a@contoso.com\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret = \"abc~DEF.secret-value\"\n";
     let text = config_text("service_account_key = \"sa.json\"") + microsoft;

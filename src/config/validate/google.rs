@@ -88,7 +88,15 @@ pub(super) fn identity(
         (Some(file), None) => {
             let file = checker.resolve(file);
             match ServiceAccountKey::load(&file) {
-                Ok(key) => Some(key),
+                Ok(key) => {
+                    if let Some(mode) = readable_by_others(&file) {
+                        checker.warnings.push(format!(
+                            "{path}.service_account_key: {} can be read by other users (mode {mode:o}), and the key can send as any user of the domain: chmod 600 it (owned by the relay's user)",
+                            file.display()
+                        ));
+                    }
+                    Some(key)
+                }
                 Err(e) => {
                     checker.error(
                         format!("{path}.service_account_key"),
@@ -120,6 +128,13 @@ pub(super) fn identity(
         authority: String::new(),
         scope,
     })
+}
+
+/// The file's permission bits when users other than its owner may read it.
+fn readable_by_others(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// `service_account_key_env`: the variable holds the key's JSON or the path of the key file.

@@ -146,7 +146,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     }
     // Exchange counts sessions per mailbox, not per account of ours.
     let mut sessions_per_mailbox: HashMap<String, (usize, Vec<String>)> = HashMap::new();
-    for account in &accounts {
+    for account in accounts
+        .iter()
+        .filter(|a| a.provider == crate::vocab::provider::Provider::Microsoft)
+    {
         let entry = sessions_per_mailbox
             .entry(account.mailbox.as_str().to_ascii_lowercase())
             .or_default();
