@@ -395,3 +395,50 @@ async fn a_refused_xoauth2_keeps_mail_queued_until_the_user_is_restored() {
     assert!(String::from_utf8_lossy(&delivered[1].data).contains("Subject: two"));
     chain.relay.stop().await;
 }
+
+#[tokio::test]
+async fn the_relay_holds_back_what_exceeds_the_daily_message_budget() {
+    let chain = start(
+        GmailOptions::default(),
+        "retry_schedule = [\"1h\"]",
+        "max_messages_per_day = 1\n",
+    )
+    .await;
+    for subject in ["fits", "waits"] {
+        let code = submit(
+            &chain.relay,
+            MAILBOX,
+            "bob@example.net",
+            &message(MAILBOX, subject),
+        )
+        .await;
+        assert_eq!(code, 250);
+        // One at a time: the second is looked at after the first was counted.
+        chain.kit.gmail.wait_for_messages(1, WAIT).await.unwrap();
+    }
+    let held = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .first()
+            .and_then(|e| e.last_attempt.clone())
+    };
+    let settled = eventually(WAIT, || held().is_some()).await;
+    assert!(
+        settled,
+        "gmail has {} messages, queue {:?}",
+        chain.kit.gmail.messages().len(),
+        chain.relay.queued_envelopes()
+    );
+    let attempt = held().unwrap();
+    assert_eq!(attempt.stage, "budget", "{attempt:?}");
+    assert!(attempt.reply.contains("1 of 1 messages"), "{attempt:?}");
+    assert_eq!(
+        chain.kit.gmail.stats().daily_limit_rejections,
+        0,
+        "never sent to be refused"
+    );
+    assert_eq!(chain.kit.gmail.messages().len(), 1);
+    assert!(chain.relay.failed_envelopes().is_empty());
+    chain.relay.stop().await;
+}

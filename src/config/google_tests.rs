@@ -57,6 +57,7 @@ fn a_google_account_loads_with_gmails_defaults() {
     assert_eq!(account.max_recipients_per_message, 100);
     assert_eq!(account.max_recipients_per_day, 10_000);
     assert_eq!(account.max_messages_per_minute, 0);
+    assert_eq!(account.max_messages_per_day, 2_000);
     let ClientCredential::ServiceAccount { key, subject } = &account.credential else {
         panic!("not a service account credential");
     };
@@ -90,6 +91,24 @@ fn a_google_account_loads_with_gmails_defaults() {
             .any(|w| w.contains("can be read by other users (mode 644)")),
         "{:?}",
         config.warnings
+    );
+    // Two instances share Gmail's daily budgets.
+    let text = config_text("service_account_key = \"sa.json\"").replace(
+        "state_dir = \"spool\"",
+        "state_dir = \"spool\"\ninstances = 2",
+    );
+    let shared = outcome(&text, dir.path()).unwrap();
+    let account = &shared.accounts[0];
+    assert_eq!(
+        (account.max_messages_per_day, account.max_recipients_per_day),
+        (1_000, 5_000)
+    );
+    let described = account
+        .instance_share()
+        .describe_share_of(account.mailbox_budget);
+    assert!(
+        described.ends_with("1000 of 2000 messages a day"),
+        "{described}"
     );
     // Microsoft stays the default provider.
     let microsoft = "[[account]]\nname = \"m\"\nmailbox = \"a@contoso.com\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret = \"abc~DEF.secret-value\"\n";

@@ -325,6 +325,8 @@ pub struct AccountSettings {
     pub max_recipients_per_message: usize,
     /// This instance's share of the rolling 24-hour recipient budget; 0 means no budget.
     pub max_recipients_per_day: u32,
+    /// This instance's share of the rolling 24-hour message budget; 0 means no budget.
+    pub max_messages_per_day: u32,
     /// Renew a cached token this long before it expires.
     pub renew_before: Duration,
     /// The per-mailbox limits as configured, for all instances together; the three limits

@@ -150,6 +150,8 @@ pub struct RawAccount {
     pub max_messages_per_minute: Option<u32>,
     pub max_recipients_per_message: Option<usize>,
     pub max_recipients_per_day: Option<u32>,
+    /// Messages per rolling 24 hours (Gmail: 2,000 per user); 0 = no budget.
+    pub max_messages_per_day: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub renew_before: Option<Duration>,
     pub cloud: Option<String>,

@@ -1,6 +1,7 @@
-//! The rolling 24-hour recipient budget of one mailbox (Exchange Online allows 10,000
+//! A rolling 24-hour budget of one mailbox: its recipients (Exchange Online allows 10,000
 //! recipients a day per mailbox and then refuses everything with `554 5.2.0
-//! …SubmissionQuotaExceeded` until the window slides).
+//! …SubmissionQuotaExceeded` until the window slides; Gmail 10,000 too, then `550 5.4.5`) or,
+//! counting one per transaction, its messages (`max_messages_per_day`: Gmail's 2,000).
 //!
 //! Invariants: counts are kept per minute, so memory is bounded (at most 1,440 buckets);
 //! a message that does not fit waits until enough of the window has slid, it is never sent

@@ -61,6 +61,8 @@ pub struct AccountDelivery {
     /// How many workers may hold a session now (fewer for a while after a 432 4.3.2).
     pub share: SessionShare,
     pub budget: Arc<RecipientBudget>,
+    /// Messages (transactions) per rolling 24 hours: the same counter, counting one each.
+    pub message_budget: Arc<RecipientBudget>,
     /// Since when the mailbox has answered `430 4.2.0` without a success.
     logon_failures: LogonFailureClock,
     /// When the recipient counts were last written (unix seconds).
@@ -80,12 +82,20 @@ impl AccountDelivery {
         shared: Arc<DeliveryShared>,
     ) -> AccountDelivery {
         let saved = shared.spool.read_state(&budget_file(&account.name)).await;
+        let saved_messages = shared
+            .spool
+            .read_state(&message_budget_file(&account.name))
+            .await;
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
             share: SessionShare::new(account.max_connections),
             budget: Arc::new(RecipientBudget::new(
                 account.max_recipients_per_day,
                 saved.as_deref(),
+            )),
+            message_budget: Arc::new(RecipientBudget::new(
+                account.max_messages_per_day,
+                saved_messages.as_deref(),
             )),
             account,
             queue,
@@ -110,6 +120,10 @@ impl AccountDelivery {
 
 fn budget_file(account: &str) -> String {
     format!("{account}.recipients.json")
+}
+
+fn message_budget_file(account: &str) -> String {
+    format!("{account}.messages.json")
 }
 
 /// Start the workers of one account.
@@ -180,7 +194,7 @@ impl AccountDelivery {
     /// loses only the last seconds of counts), and always when the workers stop.
     async fn save_budget(&self, force: bool) {
         use std::sync::atomic::Ordering;
-        if self.budget.limit() == 0 {
+        if self.budget.limit() == 0 && self.message_budget.limit() == 0 {
             return;
         }
         let now = unix_now();
@@ -197,13 +211,24 @@ impl AccountDelivery {
         {
             return;
         }
-        if let Err(error) = self
-            .shared
-            .spool
-            .write_state(&budget_file(&self.account.name), self.budget.snapshot())
-            .await
-        {
-            tracing::warn!(%error, "cannot save the recipient budget");
+        for (file, budget) in [
+            (budget_file(&self.account.name), &self.budget),
+            (
+                message_budget_file(&self.account.name),
+                &self.message_budget,
+            ),
+        ] {
+            if budget.limit() == 0 {
+                continue;
+            }
+            if let Err(error) = self
+                .shared
+                .spool
+                .write_state(&file, budget.snapshot())
+                .await
+            {
+                tracing::warn!(%error, "cannot save the 24-hour budget");
+            }
         }
     }
 
@@ -305,6 +330,16 @@ impl AccountDelivery {
                 outcome.untried.append(&mut pending);
                 break;
             }
+            if let Err(until) = self.message_budget.check(1, now) {
+                outcome.stop = Some(ClassifiedFailure::message_budget_spent(
+                    self.message_budget.used(now),
+                    self.message_budget.limit(),
+                    until,
+                ));
+                outcome.untried.extend(chunk);
+                outcome.untried.append(&mut pending);
+                break;
+            }
             let pace_slot = self.pacer.acquire().await;
             let send_result = open.send(envelope, &chunk, body).await;
             // The message's minute starts when Exchange has answered (see `pacer`).
@@ -313,6 +348,13 @@ impl AccountDelivery {
                 Ok(result) => {
                     let sent = result.reply.is_some();
                     if sent {
+                        if self.message_budget.record(1, unix_now()) {
+                            tracing::warn!(
+                                used = self.message_budget.used(unix_now()),
+                                limit = self.message_budget.limit(),
+                                "the mailbox has used 90% of its 24-hour message budget"
+                            );
+                        }
                         if self.budget.record(result.accepted.len(), unix_now()) {
                             tracing::warn!(
                                 used = self.budget.used(unix_now()),

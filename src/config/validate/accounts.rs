@@ -119,6 +119,18 @@ pub(super) fn account(
         Provider::Microsoft => super::microsoft::exchange_limits(checker, &path, raw),
         Provider::Google => super::google::gmail_limits(checker, &path, raw),
     };
+    let max_messages_per_day = raw.max_messages_per_day.unwrap_or(match provider {
+        // Exchange Online documents no daily message count, only recipients (and 30 a minute).
+        Provider::Microsoft => 0,
+        Provider::Google => super::google::GMAIL_MESSAGES_PER_DAY,
+    });
+    if provider == Provider::Google && max_messages_per_day > super::google::GMAIL_MESSAGES_PER_DAY
+    {
+        checker.warnings.push(format!(
+            "{path}.max_messages_per_day = {max_messages_per_day}: Gmail allows {} messages per user per day, then refuses with 550 5.4.5 for up to 24 hours",
+            super::google::GMAIL_MESSAGES_PER_DAY
+        ));
+    }
     let renew_before = raw
         .renew_before
         .unwrap_or(crate::oauth::token::DEFAULT_RENEW_BEFORE);
@@ -142,11 +154,13 @@ pub(super) fn account(
         max_messages_per_minute,
         max_recipients_per_message,
         max_recipients_per_day,
+        max_messages_per_day,
         renew_before,
         mailbox_budget: crate::config::instances::MailboxBudget {
             sessions: max_connections,
             messages_per_minute: max_messages_per_minute,
             recipients_per_day: max_recipients_per_day,
+            messages_per_day: max_messages_per_day,
         },
         client_secret_expires: super::microsoft::secret_expiry(checker, &path, raw),
         send_as,

@@ -10,9 +10,10 @@
 //! - `max_recipients_per_day` = 10,000: total recipients per user per rolling 24 h;
 //! - `max_connections` = 3: Google documents no per-user session limit; 3 sessions reused for
 //!   many messages stay clear of "454 4.7.0 Too many login attempts" (an inference);
-//! - `max_messages_per_minute` = 0 (no pacing): Gmail has no per-minute limit; its 2,000
-//!   messages per user per day are enforced by Gmail's `550 5.4.5`, which pauses the account
-//!   until the window allows (nothing bounced).
+//! - `max_messages_per_day` = 2,000: messages per user per rolling 24 h (trial accounts: 500);
+//!   the relay holds what does not fit until the window slides, and should Gmail still answer
+//!   `550 5.4.5`, the account pauses until the window allows (nothing bounced);
+//! - `max_messages_per_minute` = 0 (no pacing): Gmail documents no per-minute limit.
 
 use super::*;
 use crate::oauth::app::ClientCredential;
@@ -25,8 +26,8 @@ pub(super) const GMAIL_SMTP_SERVER: &str = "smtp.gmail.com:587";
 pub const GMAIL_RECIPIENTS_PER_MESSAGE: usize = 100;
 /// Recipients per user per rolling 24 h (support.google.com/a/answer/166852).
 pub const GMAIL_RECIPIENTS_PER_DAY: u32 = 10_000;
-/// Messages per user per rolling 24 h (support.google.com/a/answer/166852); enforced by
-/// Gmail's `550 5.4.5`, documented here for `check`.
+/// Messages per user per rolling 24 h (support.google.com/a/answer/166852; trial accounts:
+/// 500): the default `max_messages_per_day` of a Google account.
 pub const GMAIL_MESSAGES_PER_DAY: u32 = 2_000;
 
 /// The keys that belong to Microsoft accounts only.
