@@ -199,3 +199,42 @@ async fn a_broken_key_file_is_named_not_printed() {
     assert!(all.contains("is not JSON"), "{all}");
     assert!(!all.contains("PRIVATE KEY"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_can_come_from_the_environment_as_json_or_as_a_path() {
+    let kit = GoogleTestkit::start(MAILBOX, GmailOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = kit.write_key_file(&dir.path().join("sa.json")).unwrap();
+    let config = write_config(&kit, dir.path(), &key_file);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("service_account_key = \"{}\"", key_file.display()),
+        "service_account_key_env = \"RELAY_TEST_GOOGLE_KEY\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let json = std::fs::read_to_string(&key_file).unwrap();
+    for value in [json, key_file.display().to_string()] {
+        let output = Command::new(binary())
+            .args(["check", "--json", "--config"])
+            .arg(&config)
+            .env("RELAY_TEST_GOOGLE_KEY", &value)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        assert_eq!(output.status.code(), Some(0), "{report:#}");
+        assert_eq!(step(&report, "auth")["status"], "ok");
+    }
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("RELAY_TEST_GOOGLE_KEY", "{\"type\": \"service_account\"}")
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(all.contains("account[0].service_account_key_env"), "{all}");
+    assert!(all.contains("has no private key"), "{all}");
+}
