@@ -173,6 +173,23 @@ async fn token_refusals_are_decoded_with_their_fix() {
             .contains("Invalid email or User ID")
     );
     assert!(fixes(token).contains("active Workspace user"), "{token}");
+    // This host's clock two hours behind Google's: the time-window refusal, fixed by NTP.
+    kit.workspace.add_user(MAILBOX);
+    kit.token.set_clock_offset(2 * 3600);
+    let (code, report) = check(&config);
+    assert_eq!(code, 1);
+    let token = step(&report, "token");
+    assert!(
+        token["detail"]
+            .as_str()
+            .unwrap()
+            .contains("short-lived token"),
+        "{token}"
+    );
+    assert!(fixes(token).contains("NTP"), "{token}");
+    kit.token.set_clock_offset(0);
+    let (code, report) = check(&config);
+    assert_eq!(code, 0, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,8 @@ pub struct GoogleTokenStats {
 #[derive(Debug)]
 struct GoogleTokenRuntime {
     token_lifetime: Duration,
+    /// How far the endpoint's clock is ahead of the machine's (negative: behind), seconds.
+    clock_offset_secs: i64,
     fault: Option<GoogleTokenFault>,
     queued_faults: VecDeque<(GoogleTokenFault, u32)>,
     stats: GoogleTokenStats,
@@ -145,6 +147,18 @@ impl GoogleTokenShared {
 
     pub fn token_lifetime(&self) -> Duration {
         self.lock().token_lifetime
+    }
+
+    /// "Now" on the endpoint's clock: the machine's, moved by the configured offset.
+    pub fn now(&self) -> std::time::SystemTime {
+        let offset = self.lock().clock_offset_secs;
+        let shift = Duration::from_secs(offset.unsigned_abs());
+        let now = std::time::SystemTime::now();
+        if offset >= 0 {
+            now + shift
+        } else {
+            now.checked_sub(shift).unwrap_or(now)
+        }
     }
 
     pub fn record(&self, record: GoogleTokenRecord) {
@@ -203,6 +217,7 @@ impl FakeGoogleToken {
             token_url: format!("https://{addr}/token"),
             runtime: Mutex::new(GoogleTokenRuntime {
                 token_lifetime: DEFAULT_GOOGLE_TOKEN_LIFETIME,
+                clock_offset_secs: 0,
                 fault: None,
                 queued_faults: VecDeque::new(),
                 stats: GoogleTokenStats::default(),
@@ -247,6 +262,13 @@ impl FakeGoogleToken {
     /// Sets `expires_in` of tokens issued from now on (e.g. 2 s for renewal tests).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.shared.lock().token_lifetime = lifetime;
+    }
+
+    /// Moves the endpoint's clock `seconds` ahead of this machine's (negative: behind), as if
+    /// the relay's host clock were off by as much the other way: assertions then fall outside
+    /// Google's time window ("Invalid JWT: Token must be a short-lived token…").
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.shared.lock().clock_offset_secs = seconds;
     }
 
     /// Sets (or with `None` clears) a fault applied to every request.

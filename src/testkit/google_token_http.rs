@@ -166,7 +166,7 @@ async fn process(
         &shared.workspace,
         assertion,
         &shared.token_url,
-        SystemTime::now(),
+        shared.now(),
         lifetime,
     )?;
     let access_token = shared.workspace.issue_token(issued);
