@@ -255,3 +255,54 @@ async fn the_key_can_come_from_the_environment_as_json_or_as_a_path() {
     assert!(all.contains("account[0].service_account_key_env"), "{all}");
     assert!(all.contains("has no private key"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmails_auth_refusals_are_explained_in_check_and_send_test() {
+    use smtp_oauth_relay::testkit::GmailFault;
+    let kit = GoogleTestkit::start(MAILBOX, GmailOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = kit.write_key_file(&dir.path().join("sa.json")).unwrap();
+    let config = write_config(&kit, dir.path(), &key_file);
+    // A token Gmail refuses: the JSON challenge, the empty answer, 535 5.7.8.
+    kit.gmail.set_fault(GmailFault::RefuseXoauth2);
+    let (code, report) = check(&config);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(step(&report, "token")["status"], "ok");
+    let auth = step(&report, "auth");
+    assert_eq!(auth["status"], "failed");
+    assert!(auth["detail"].as_str().unwrap().contains("535"), "{auth}");
+    let fix = fixes(auth);
+    assert!(
+        fix.contains(&kit.key.client_id) && fix.contains("https://mail.google.com/"),
+        "{fix}"
+    );
+    let output = Command::new(binary())
+        .args(["send-test", "--to", "bob@example.net", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("535") && stdout.contains("Domain-wide delegation"),
+        "{stdout}"
+    );
+    // Gmail busy at AUTH: transient, said so.
+    kit.gmail.clear_faults();
+    kit.gmail.set_fault(GmailFault::AuthTemporary454);
+    let (code, report) = check(&config);
+    assert_eq!(code, 1);
+    let auth = step(&report, "auth");
+    assert!(auth["detail"].as_str().unwrap().contains("454"), "{auth}");
+    assert!(
+        auth["detail"]
+            .as_str()
+            .unwrap()
+            .contains("clears by itself"),
+        "{auth}"
+    );
+    kit.gmail.clear_faults();
+    assert_eq!(check(&config).0, 0);
+}

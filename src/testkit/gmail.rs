@@ -92,6 +92,9 @@ pub enum GmailFault {
     AuthTemporary454,
     /// AUTH answers `454 4.7.0 Too many login attempts, please try again later.`
     TooManyLogins454,
+    /// XOAUTH2 is refused whatever the token (the JSON challenge with status 400, then
+    /// `535 5.7.8`), as while a delegation change has not reached Gmail yet.
+    RefuseXoauth2,
     /// After the final dot: `421 4.7.0 Try again later, closing connection.`, then close.
     TempFailAfterData,
     /// After the final dot: `550 5.7.1 … violates <domain> email policy` (an admin rule).
@@ -112,7 +115,9 @@ impl GmailFault {
     fn stage(self) -> GmailStage {
         match self {
             GmailFault::Banner421 => GmailStage::Connect,
-            GmailFault::AuthTemporary454 | GmailFault::TooManyLogins454 => GmailStage::Auth,
+            GmailFault::AuthTemporary454
+            | GmailFault::TooManyLogins454
+            | GmailFault::RefuseXoauth2 => GmailStage::Auth,
             GmailFault::TempFailAfterData
             | GmailFault::PolicyAfterData
             | GmailFault::DropAfterDot => GmailStage::EndOfData,

@@ -266,7 +266,8 @@ impl Session {
         let mut parts = argument.split_whitespace();
         let mechanism = parts.next().unwrap_or_default().to_ascii_uppercase();
         let initial = parts.next().map(str::to_owned);
-        let temporary = match self.shared.take_fault(GmailStage::Auth) {
+        let fault = self.shared.take_fault(GmailStage::Auth);
+        let temporary = match fault {
             Some(GmailFault::AuthTemporary454) => Some(replies::temporary_auth_problem(&id)),
             Some(GmailFault::TooManyLogins454) => Some(replies::too_many_logins(&id)),
             _ => None,
@@ -309,7 +310,12 @@ impl Session {
             self.shared.record_auth(false);
             return self.reply(conn, &replies::cannot_decode(&id)).await;
         };
-        match self.check_token(&payload.user, &payload.token) {
+        let checked = if fault == Some(GmailFault::RefuseXoauth2) {
+            Err(400)
+        } else {
+            self.check_token(&payload.user, &payload.token)
+        };
+        match checked {
             Ok(user) => {
                 self.shared.record_auth(true);
                 self.user = Some(user);
