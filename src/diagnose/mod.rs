@@ -364,6 +364,12 @@ async fn sender_step(
     let address = sender.unwrap_or(&account.mailbox);
     let is_mailbox = account.mailbox.eq_ignore_case(address.as_str());
     match session.probe_sender(address).await {
+        Ok(reply) if is_mailbox && account.provider == Provider::Google => Step::ok(
+            "sender probe",
+            format!(
+                "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent (send-test proves the whole way by sending one message)"
+            ),
+        ),
         Ok(reply) if is_mailbox => Step::ok(
             "sender probe",
             format!(
