@@ -207,6 +207,34 @@ async fn a_blocked_attachment_fails_the_message_with_gmails_reason() {
 }
 
 #[tokio::test]
+async fn the_sender_of_a_blocked_attachment_gets_a_bounce_with_gmails_reason() {
+    let chain = start(GmailOptions::default(), "", "").await;
+    let content = format!(
+        "From: {MAILBOX}\r\nTo: bob@example.net\r\nSubject: tool\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+         see attachment\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+         Content-Disposition: attachment; filename=\"setup.exe\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nTVo=\r\n--b--\r\n"
+    );
+    assert_eq!(
+        submit(&chain.relay, MAILBOX, "bob@example.net", &content).await,
+        250
+    );
+    let bounces = chain.kit.gmail.wait_for_messages(1, WAIT).await;
+    let bounces =
+        bounces.unwrap_or_else(|e| panic!("{e}; failed: {:?}", chain.relay.failed_envelopes()));
+    let dsn = String::from_utf8_lossy(&bounces[0].data).into_owned();
+    assert_eq!(bounces[0].recipients, [MAILBOX]);
+    assert!(dsn.contains("multipart/report"), "{dsn}");
+    assert!(dsn.contains("552"), "{dsn}");
+    assert!(
+        !dsn.contains("setup.exe\""),
+        "the blocked attachment is not sent back: {dsn}"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_token_keeps_mail_queued_with_the_delegation_fix() {
     let chain = start(GmailOptions::default(), "retry_schedule = [\"1h\"]", "").await;
     let client_id = chain.kit.key.client_id.clone();
