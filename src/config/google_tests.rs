@@ -92,6 +92,18 @@ fn a_google_account_loads_with_gmails_defaults() {
         "{:?}",
         config.warnings
     );
+    // Port 465 wants implicit TLS.
+    let text =
+        config_text("service_account_key = \"sa.json\"\nsmtp_server = \"smtp.gmail.com:465\"");
+    let config = outcome(&text, dir.path()).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("smtp_tls = \"implicit\"")),
+        "{:?}",
+        config.warnings
+    );
     // Two instances share Gmail's daily budgets.
     let text = config_text("service_account_key = \"sa.json\"").replace(
         "state_dir = \"spool\"",

@@ -103,6 +103,13 @@ pub(super) fn account(
             "{path}.smtp_server: port 465 is not supported by Exchange Online for client submission; use 587"
         ));
     }
+    if let (Some((_, 465)), Some(UpstreamTls::Starttls), Provider::Google) =
+        (&host_port, smtp_tls, provider)
+    {
+        checker.warnings.push(format!(
+            "{path}.smtp_server: port 465 of smtp.gmail.com speaks TLS from the first byte: set smtp_tls = \"implicit\", or use port 587 with STARTTLS"
+        ));
+    }
     let mut extra_roots = Vec::new();
     if let Some(ca_file) = &raw.ca_file {
         match crate::tls::load_certificates(&checker.resolve(ca_file)) {
