@@ -86,6 +86,7 @@ async fn a_healthy_google_account_passes_every_step_and_send_test_delivers() {
     let config = write_config(&kit, dir.path(), &key_file);
     let (code, report) = check(&config);
     assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["accounts"][0]["provider"], "google");
     let key = step(&report, "service account key");
     assert_eq!(key["status"], "ok");
     let detail = key["detail"].as_str().unwrap();

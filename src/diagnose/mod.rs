@@ -81,6 +81,8 @@ impl Step {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AccountReport {
     pub account: String,
+    /// `microsoft` or `google`.
+    pub provider: &'static str,
     pub mailbox: String,
     pub smtp_server: String,
     pub ok: bool,
@@ -152,6 +154,7 @@ pub(super) async fn check_account_as(
     }
     AccountReport {
         account: account.name.clone(),
+        provider: account.provider.name(),
         mailbox: account.mailbox.to_string(),
         smtp_server: format!("{}:{}", account.smtp_host, account.smtp_port),
         ok: steps.iter().all(|s| s.status != "failed"),
