@@ -330,15 +330,26 @@ impl AccountDelivery {
                 outcome.untried.append(&mut pending);
                 break;
             }
-            if let Err(until) = self.message_budget.check(1, now) {
-                outcome.stop = Some(ClassifiedFailure::message_budget_spent(
-                    self.message_budget.used(now),
-                    self.message_budget.limit(),
-                    until,
-                ));
-                outcome.untried.extend(chunk);
-                outcome.untried.append(&mut pending);
-                break;
+            match self.message_budget.reserve(1, now) {
+                Ok(crossed) => {
+                    if crossed {
+                        tracing::warn!(
+                            used = self.message_budget.used(now),
+                            limit = self.message_budget.limit(),
+                            "the mailbox has used 90% of its 24-hour message budget"
+                        );
+                    }
+                }
+                Err(until) => {
+                    outcome.stop = Some(ClassifiedFailure::message_budget_spent(
+                        self.message_budget.used(now),
+                        self.message_budget.limit(),
+                        until,
+                    ));
+                    outcome.untried.extend(chunk);
+                    outcome.untried.append(&mut pending);
+                    break;
+                }
             }
             let pace_slot = self.pacer.acquire().await;
             let send_result = open.send(envelope, &chunk, body).await;
@@ -347,14 +358,10 @@ impl AccountDelivery {
             match send_result {
                 Ok(result) => {
                     let sent = result.reply.is_some();
+                    if !sent {
+                        self.message_budget.release(1);
+                    }
                     if sent {
-                        if self.message_budget.record(1, unix_now()) {
-                            tracing::warn!(
-                                used = self.message_budget.used(unix_now()),
-                                limit = self.message_budget.limit(),
-                                "the mailbox has used 90% of its 24-hour message budget"
-                            );
-                        }
                         if self.budget.record(result.accepted.len(), unix_now()) {
                             tracing::warn!(
                                 used = self.budget.used(unix_now()),
@@ -379,6 +386,10 @@ impl AccountDelivery {
                 }
                 Err(refusal) => {
                     let mut failure = ClassifiedFailure::from_transport(&refusal);
+                    // Not sent, unless the final dot may have arrived: give the place back.
+                    if !failure.verdict.duplicate_possible {
+                        self.message_budget.release(1);
+                    }
                     self.logon_failures.observe(&mut failure, unix_now());
                     if refusal.breaks_session() || !open.reset().await {
                         *session = None;
