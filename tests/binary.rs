@@ -292,6 +292,51 @@ fn demo_once_with_graph_pushes_a_message_through_the_graph_emulator() {
 }
 
 #[test]
+fn demo_once_with_the_google_emulators_pushes_a_message_through_gmail() {
+    let output = Command::new(binary())
+        .args(["demo", "--once", "--provider", "google"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "Gmail emulator accepted it: authenticated as relay@contoso.com over XOAUTH2"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: the message arrived byte for byte"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn demo_refuses_graph_with_the_google_provider() {
+    let output = Command::new(binary())
+        .args([
+            "demo",
+            "--once",
+            "--provider",
+            "google",
+            "--transport",
+            "graph",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not go with --provider google"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn hash_password_reads_stdin_and_prints_an_argon2id_hash_that_verifies() {
     use std::io::Write;
     let mut child = Command::new(binary())

@@ -1,6 +1,8 @@
 //! Fuzzes the pure reply-handling code: `smtp::proto::reply::Reply` rendering,
 //! `transport::smtp::classify::{classify_reply, enhanced_code}` on Exchange replies, and
-//! `oauth::entra::aadsts::EntraRefusal::from_response` on token-endpoint answers. Checks: nothing
+//! `oauth::entra::aadsts::EntraRefusal::from_response` and
+//! `oauth::google::refusal::GoogleRefusal::from_response` on token-endpoint answers, and Gmail's
+//! catalogue (`classify_reply_for(Provider::Google, …)`). Checks: nothing
 //! panics; a rendered reply line is at most 512 octets with its CRLF and has no bare CR or LF;
 //! an enhanced code found is in range and parses back from its rendering; the operator
 //! messages built from remote text are one line.
@@ -9,7 +11,9 @@
 
 use fuzz_support::has_bare_cr_or_lf;
 use libfuzzer_sys::fuzz_target;
-use smtp_oauth_relay::transport::smtp::classify::classify_reply;
+use smtp_oauth_relay::oauth::google::refusal::GoogleRefusal;
+use smtp_oauth_relay::transport::smtp::classify::{classify_reply, classify_reply_for};
+use smtp_oauth_relay::vocab::provider::Provider;
 use smtp_oauth_relay::vocab::enhanced_status::enhanced_code;
 use smtp_oauth_relay::vocab::verdict::Stage;
 use smtp_oauth_relay::oauth::entra::aadsts::EntraRefusal;
@@ -63,6 +67,13 @@ fuzz_target!(|data: &[u8]| {
         "operator line with a line break: {line:?}"
     );
     let _ = verdict.operator_line();
+    // Gmail's catalogue: total too, and never permanent for a 4xx.
+    let gmail = classify_reply_for(Provider::Google, stage, code, &text);
+    let gmail_line = gmail.reply_operator_line(stage, code, &text);
+    assert!(!gmail_line.contains(['\r', '\n']), "operator line with a line break");
+    if (400..500).contains(&code) {
+        assert_ne!(gmail.class.as_str(), "permanent", "a 4xx became permanent");
+    }
     if let Some(status) = enhanced_code(&text) {
         assert!(matches!(status.class, 2 | 4 | 5));
         assert!(status.subject <= 999 && status.detail <= 999);
@@ -84,4 +95,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = failure.retry();
     let _ = failure.explanation();
     let _ = failure.code();
+    let google = GoogleRefusal::from_response(code, &text);
+    assert!(
+        !google.operator_message().contains(['\r', '\n']),
+        "operator message with a line break"
+    );
+    let _ = (google.fix(), google.is_configuration(), google.explanation());
 });

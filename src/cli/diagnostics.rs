@@ -245,13 +245,16 @@ pub(super) async fn send_test(
             return ExitCode::from(2);
         }
     };
-    let body = crate::diagnose::test_message(&from, &to, &config.relay.hostname);
+    let body = crate::diagnose::test_message(&from, &to, &config.relay.hostname, account.provider);
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let result = async {
         let tokens = crate::oauth::token::TokenProvider::new(&account.client_app(), metrics)
             .map_err(|e| e.to_string())?;
-        let token = tokens.token().await.map_err(|e| e.to_string())?;
-        // The relay's own transport of the account: SMTP, or Microsoft Graph.
+        let token = tokens
+            .token()
+            .await
+            .map_err(|e| format!("{e}. Fix: {}", e.fix()))?;
+        // The relay's own transport of the account: SMTP (Exchange or Gmail), or Microsoft Graph.
         let upstream = crate::transport::Transport::new(account, &config.relay.hostname)?;
         let mut session = upstream.open(&token).await.map_err(|f| explain(&f))?;
         let mut envelope = crate::vocab::envelope::Envelope::new(

@@ -24,6 +24,8 @@ pub struct MailboxBudget {
     pub messages_per_minute: u32,
     /// `max_recipients_per_day`; 0 means no budget.
     pub recipients_per_day: u32,
+    /// `max_messages_per_day`; 0 means no budget (Gmail accounts: 2,000).
+    pub messages_per_day: u32,
 }
 
 impl MailboxBudget {
@@ -39,6 +41,7 @@ impl MailboxBudget {
             sessions: (self.sessions / instances).max(1),
             messages_per_minute: divide_rate(self.messages_per_minute),
             recipients_per_day: divide_rate(self.recipients_per_day),
+            messages_per_day: divide_rate(self.messages_per_day),
         }
     }
 
@@ -52,8 +55,20 @@ impl MailboxBudget {
                 format!("{share} of {whole} {what}")
             }
         };
+        let messages_per_day = if whole.messages_per_day == 0 {
+            String::new()
+        } else {
+            format!(
+                ", {}",
+                part(
+                    self.messages_per_day,
+                    whole.messages_per_day,
+                    "messages a day"
+                )
+            )
+        };
         format!(
-            "{} of {} sessions, {}, {}",
+            "{} of {} sessions, {}, {}{messages_per_day}",
             self.sessions,
             whole.sessions,
             part(
@@ -77,6 +92,7 @@ impl super::AccountSettings {
             sessions: self.max_connections,
             messages_per_minute: self.max_messages_per_minute,
             recipients_per_day: self.max_recipients_per_day,
+            messages_per_day: self.max_messages_per_day,
         }
     }
 }
@@ -90,6 +106,7 @@ mod tests {
             sessions,
             messages_per_minute,
             recipients_per_day,
+            messages_per_day: 0,
         }
     }
 

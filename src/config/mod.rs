@@ -272,11 +272,14 @@ pub enum TransportKind {
 /// more workers than this, whatever `max_connections` says.
 pub const GRAPH_MAX_CONCURRENT_REQUESTS: usize = 4;
 
-/// One `[[account]]`: a mailbox and the Entra app that may send as it.
+/// One `[[account]]`: a mailbox and the Entra app (or Google service account) that may send
+/// as it.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
     pub name: String,
     pub mailbox: Address,
+    /// `provider`: Microsoft (Entra, Exchange Online) or Google (service account, Gmail).
+    pub provider: crate::vocab::provider::Provider,
     pub tenant_id: String,
     pub client_id: String,
     pub credential: ClientCredential,
@@ -302,6 +305,8 @@ pub struct AccountSettings {
     pub max_recipients_per_message: usize,
     /// This instance's share of the rolling 24-hour recipient budget; 0 means no budget.
     pub max_recipients_per_day: u32,
+    /// This instance's share of the rolling 24-hour message budget; 0 means no budget.
+    pub max_messages_per_day: u32,
     /// Renew a cached token this long before it expires.
     pub renew_before: Duration,
     /// The per-mailbox limits as configured, for all instances together; the three limits
@@ -316,9 +321,12 @@ pub struct AccountSettings {
 }
 
 impl AccountSettings {
-    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    /// `{authority}/{tenant}/oauth2/v2.0/token`, or a Google key file's `token_uri`.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id)
+        match &self.credential {
+            ClientCredential::ServiceAccount { key, .. } => key.token_uri.clone(),
+            _ => format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant_id),
+        }
     }
 
     /// The app registration this account's tokens are requested for.
@@ -435,6 +443,10 @@ mod tests_routing;
 #[cfg(test)]
 #[path = "tests_graph.rs"]
 mod tests_graph;
+
+#[cfg(test)]
+#[path = "google_tests.rs"]
+mod google_tests;
 
 /// A warning when the config file holds a client secret or a clear-text password and every
 /// user on the machine may read it.

@@ -150,6 +150,8 @@ pub struct RawAccount {
     pub max_messages_per_minute: Option<u32>,
     pub max_recipients_per_message: Option<usize>,
     pub max_recipients_per_day: Option<u32>,
+    /// Messages per rolling 24 hours (Gmail: 2,000 per user); 0 = no budget.
+    pub max_messages_per_day: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub renew_before: Option<Duration>,
     pub cloud: Option<String>,
@@ -162,6 +164,11 @@ pub struct RawAccount {
     // Microsoft Graph (issue 13): `"smtp"` (default) or `"graph"`, and the Graph base URL.
     pub transport: Option<String>,
     pub graph_endpoint: Option<String>,
+    // Google Workspace (issue 16): the provider, and the service account's JSON key (a file,
+    // or the name of an environment variable holding the JSON or the file's path).
+    pub provider: Option<String>,
+    pub service_account_key: Option<PathBuf>,
+    pub service_account_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]

@@ -1,6 +1,7 @@
-//! The rolling 24-hour recipient budget of one mailbox (Exchange Online allows 10,000
+//! A rolling 24-hour budget of one mailbox: its recipients (Exchange Online allows 10,000
 //! recipients a day per mailbox and then refuses everything with `554 5.2.0
-//! …SubmissionQuotaExceeded` until the window slides).
+//! …SubmissionQuotaExceeded` until the window slides; Gmail 10,000 too, then `550 5.4.5`) or,
+//! counting one per transaction, its messages (`max_messages_per_day`: Gmail's 2,000).
 //!
 //! Invariants: counts are kept per minute, so memory is bounded (at most 1,440 buckets);
 //! a message that does not fit waits until enough of the window has slid, it is never sent
@@ -92,6 +93,55 @@ impl RecipientBudget {
         Err(now + 60)
     }
 
+    /// [`check`](Self::check) and [`record`](Self::record) under one lock, so that workers
+    /// sending at once cannot all pass the last free place: `Ok(crossed 90 %)` when `count`
+    /// fit and was counted, else the unix second from which it will fit. Give back with
+    /// [`release`](Self::release) what was not sent after all.
+    pub fn reserve(&self, count: usize, now: u64) -> Result<bool, u64> {
+        let limit = self.limit();
+        if limit == 0 {
+            return Ok(false);
+        }
+        let wanted = count as u64;
+        let mut buckets = self.lock();
+        Self::expire(&mut buckets, now);
+        let used: u64 = buckets.iter().map(|&(_, c)| c).sum();
+        if used + wanted > limit && used != 0 {
+            let mut left = used;
+            for &(minute, c) in buckets.iter() {
+                left -= c;
+                if left + wanted <= limit || left == 0 {
+                    return Err((minute + 1) * 60 + WINDOW_SECS);
+                }
+            }
+            return Err(now + 60);
+        }
+        let minute = now / 60;
+        match buckets.back_mut() {
+            Some((last, c)) if *last == minute => *c += wanted,
+            _ => buckets.push_back((minute, wanted)),
+        }
+        let after = used + wanted;
+        Ok(used * 10 < limit * 9 && after * 10 >= limit * 9)
+    }
+
+    /// Gives back `count` reserved but not sent (from the newest counts).
+    pub fn release(&self, count: usize) {
+        let mut left = count as u64;
+        let mut buckets = self.lock();
+        while left > 0 {
+            let Some((_, c)) = buckets.back_mut() else {
+                break;
+            };
+            let taken = left.min(*c);
+            *c -= taken;
+            left -= taken;
+            if *c == 0 {
+                buckets.pop_back();
+            }
+        }
+    }
+
     /// Count `recipients` sent at `now`. Returns true when this crossed 90 % of the budget.
     pub fn record(&self, recipients: usize, now: u64) -> bool {
         if recipients == 0 {
@@ -159,6 +209,21 @@ mod tests {
         unlimited.record(1_000_000, T0);
         assert_eq!(unlimited.check(1_000_000, T0), Ok(()));
         assert_eq!(RecipientBudget::new(5, Some(b"garbage")).used(T0), 0);
+    }
+
+    #[test]
+    fn a_reservation_takes_the_last_place_once_and_can_be_given_back() {
+        let budget = RecipientBudget::new(2, None);
+        assert_eq!(budget.reserve(1, T0), Ok(false));
+        assert_eq!(budget.reserve(1, T0), Ok(true), "90 % crossed");
+        let wait = budget.reserve(1, T0 + 5).unwrap_err();
+        assert!(wait > T0 + WINDOW_SECS, "{wait}");
+        budget.release(1);
+        assert_eq!(budget.used(T0 + 5), 1);
+        assert_eq!(budget.reserve(1, T0 + 5), Ok(true));
+        budget.release(5);
+        assert_eq!(budget.used(T0 + 5), 0);
+        assert_eq!(RecipientBudget::new(0, None).reserve(9, T0), Ok(false));
     }
 
     #[test]

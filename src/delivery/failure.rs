@@ -90,7 +90,7 @@ impl ClassifiedFailure {
             stage: "budget".into(),
             verdict: Verdict {
                 class: Class::Transient,
-                reason: "the mailbox's 24-hour recipient budget is spent (Exchange Online refuses more with 554 5.2.0 SubmissionQuotaExceeded)",
+                reason: "the mailbox's 24-hour recipient budget is spent (the mail service would refuse more: Exchange Online with 554 5.2.0 SubmissionQuotaExceeded, Gmail with 550 5.4.5)",
                 fix: "wait for the window to slide, spread the traffic over several mailboxes, or use HVE / Azure Communication Services for bulk mail",
                 duplicate_possible: false,
                 follow_up: FollowUp::LongBackoff,
@@ -99,6 +99,20 @@ impl ClassifiedFailure {
             account_wide: true,
             not_before: Some(until),
             code: None,
+        }
+    }
+
+    /// The mailbox's rolling 24-hour message budget (`max_messages_per_day`) is spent until
+    /// `until`.
+    pub fn message_budget_spent(used: u64, limit: u64, until: u64) -> ClassifiedFailure {
+        ClassifiedFailure {
+            detail: format!("{used} of {limit} messages sent in the last 24 hours"),
+            verdict: Verdict {
+                reason: "the mailbox's 24-hour message budget is spent (max_messages_per_day; Gmail refuses more than 2,000 a day per user with 550 5.4.5)",
+                fix: "wait for the window to slide, or spread the traffic over several mailboxes",
+                ..ClassifiedFailure::budget_spent(used, limit, until).verdict
+            },
+            ..ClassifiedFailure::budget_spent(used, limit, until)
         }
     }
 

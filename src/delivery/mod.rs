@@ -13,3 +13,4 @@ pub mod pacer;
 mod settle;
 pub mod share;
 pub mod worker;
+mod worker_budgets;

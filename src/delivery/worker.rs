@@ -37,8 +37,6 @@ use crate::vocab::verdict::{Class, FollowUp};
 
 /// The most transactions one attempt may use for one message (recipient splitting).
 const MAX_TRANSACTIONS_PER_ATTEMPT: usize = 20;
-/// How often the recipient counts are written to disk while mail flows.
-const BUDGET_SAVE_INTERVAL_SECS: u64 = 10;
 
 /// What every account's delivery shares.
 pub struct DeliveryShared {
@@ -61,10 +59,12 @@ pub struct AccountDelivery {
     /// How many workers may hold a session now (fewer for a while after a 432 4.3.2).
     pub share: SessionShare,
     pub budget: Arc<RecipientBudget>,
+    /// Messages (transactions) per rolling 24 hours: the same counter, counting one each.
+    pub message_budget: Arc<RecipientBudget>,
     /// Since when the mailbox has answered `430 4.2.0` without a success.
     logon_failures: LogonFailureClock,
     /// When the recipient counts were last written (unix seconds).
-    budget_saved_at: std::sync::atomic::AtomicU64,
+    pub(super) budget_saved_at: std::sync::atomic::AtomicU64,
     /// Failing since, last delivery: shared with the account's other generations.
     pub health: Arc<super::health::AccountHealth>,
 }
@@ -79,13 +79,24 @@ impl AccountDelivery {
         transport: Transport,
         shared: Arc<DeliveryShared>,
     ) -> AccountDelivery {
-        let saved = shared.spool.read_state(&budget_file(&account.name)).await;
+        let saved = shared
+            .spool
+            .read_state(&super::worker_budgets::budget_file(&account.name))
+            .await;
+        let saved_messages = shared
+            .spool
+            .read_state(&super::worker_budgets::message_budget_file(&account.name))
+            .await;
         AccountDelivery {
             pacer: Pacer::new(account.max_messages_per_minute),
             share: SessionShare::new(account.max_connections),
             budget: Arc::new(RecipientBudget::new(
                 account.max_recipients_per_day,
                 saved.as_deref(),
+            )),
+            message_budget: Arc::new(RecipientBudget::new(
+                account.max_messages_per_day,
+                saved_messages.as_deref(),
             )),
             account,
             queue,
@@ -106,10 +117,6 @@ impl AccountDelivery {
     pub(super) fn set_failing(&self, failing: bool) {
         self.health.set_failing(failing, unix_now());
     }
-}
-
-fn budget_file(account: &str) -> String {
-    format!("{account}.recipients.json")
 }
 
 /// Start the workers of one account.
@@ -174,37 +181,6 @@ impl AccountDelivery {
             open.quit().await;
         }
         self.save_budget(true).await;
-    }
-
-    /// Persist the recipient counts: at most every few seconds while delivering (a crash
-    /// loses only the last seconds of counts), and always when the workers stop.
-    async fn save_budget(&self, force: bool) {
-        use std::sync::atomic::Ordering;
-        if self.budget.limit() == 0 {
-            return;
-        }
-        let now = unix_now();
-        let last = self.budget_saved_at.load(Ordering::Relaxed);
-        if !force && now.saturating_sub(last) < BUDGET_SAVE_INTERVAL_SECS {
-            return;
-        }
-        // Only one worker saves per interval.
-        if self
-            .budget_saved_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-            && !force
-        {
-            return;
-        }
-        if let Err(error) = self
-            .shared
-            .spool
-            .write_state(&budget_file(&self.account.name), self.budget.snapshot())
-            .await
-        {
-            tracing::warn!(%error, "cannot save the recipient budget");
-        }
     }
 
     async fn deliver(&self, id: &str, session: &mut Option<TransportSession>) {
@@ -302,13 +278,8 @@ impl AccountDelivery {
             };
             let take = pending.len().min(chunk_size);
             let chunk: Vec<_> = pending.drain(..take).collect();
-            let now = unix_now();
-            if let Err(until) = self.budget.check(chunk.len(), now) {
-                outcome.stop = Some(ClassifiedFailure::budget_spent(
-                    self.budget.used(now),
-                    self.budget.limit(),
-                    until,
-                ));
+            if let Err(spent) = self.reserve_budgets(chunk.len()) {
+                outcome.stop = Some(spent);
                 outcome.untried.extend(chunk);
                 outcome.untried.append(&mut pending);
                 break;
@@ -320,6 +291,9 @@ impl AccountDelivery {
             match send_result {
                 Ok(result) => {
                     let sent = result.reply.is_some();
+                    if !sent {
+                        self.message_budget.release(1);
+                    }
                     if sent {
                         if self.budget.record(result.accepted.len(), unix_now()) {
                             tracing::warn!(
@@ -345,6 +319,10 @@ impl AccountDelivery {
                 }
                 Err(refusal) => {
                     let mut failure = ClassifiedFailure::from_transport(&refusal);
+                    // Not sent, unless the final dot may have arrived: give the place back.
+                    if !failure.verdict.duplicate_possible {
+                        self.message_budget.release(1);
+                    }
                     // A transport that sends its token with every request (Graph) learns of
                     // a refused token only now: drop it, and send once more with a new one.
                     if failure.verdict.follow_up == FollowUp::RefreshTokenOnce

@@ -59,6 +59,7 @@ pub(super) async fn check_graph_account(
     }
     AccountReport {
         account: account.name.clone(),
+        provider: account.provider.name(),
         mailbox: account.mailbox.to_string(),
         smtp_server: account.graph_endpoint.clone(),
         ok: steps.iter().all(|s| s.status != "failed"),

@@ -1,5 +1,8 @@
-//! `check` and `send-test`: diagnose the whole Microsoft chain of each account, step by step,
-//! and say what to change where when a step fails.
+//! `check` and `send-test`: diagnose the whole chain of each account, step by step, and say
+//! what to change where when a step fails. For a Google account (`google`) the credential
+//! step is the service account key, the token step decodes Google's refusals with the
+//! domain-wide delegation checklist, there are no token claims to read, and the fixes name
+//! Gmail's server.
 //!
 //! Steps: token request (decoded AADSTS error on failure), the token's claims (audience,
 //! `SMTP.SendAsApp`, tenant, app), TCP and STARTTLS to the SMTP host, TLS (version,
@@ -14,8 +17,12 @@
 
 pub mod tls_probe;
 
+mod connection;
+mod google;
 mod graph;
 mod sender_route;
+
+use connection::connection_steps;
 
 pub use sender_route::{accounts_for_sender, check_sender};
 
@@ -29,6 +36,7 @@ use crate::oauth::claims;
 use crate::oauth::token::{AccessToken, TokenError, TokenProvider};
 use crate::transport::smtp::{SmtpFailure, SmtpSession, SmtpTransport};
 use crate::vocab::address::Address;
+use crate::vocab::provider::Provider;
 
 /// One step of the diagnosis.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,6 +82,8 @@ impl Step {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AccountReport {
     pub account: String,
+    /// `microsoft` or `google`.
+    pub provider: &'static str,
     pub mailbox: String,
     pub smtp_server: String,
     pub ok: bool,
@@ -94,13 +104,20 @@ pub(super) async fn check_account_as(
     if account.transport == crate::config::TransportKind::Graph {
         return graph::check_graph_account(account, sender).await;
     }
-    let mut steps = vec![credential_step(account, SystemTime::now())];
+    let google = account.provider == Provider::Google;
+    let mut steps = vec![if google {
+        google::key_step(account)
+    } else {
+        credential_step(account, SystemTime::now())
+    }];
     let token = token_step(account, &mut steps).await;
     let decoded = token
         .as_ref()
+        .filter(|_| !google)
         .and_then(|t| claims::decode(t.secret().expose()));
     match (&token, &decoded) {
         (None, _) => steps.push(Step::skipped("token claims", "no token")),
+        (Some(_), None) if google => steps.push(google::claims_step()),
         (Some(_), None) => steps.push(Step::skipped(
             "token claims",
             "the token is not a readable JWT (that is allowed; nothing to check)",
@@ -141,6 +158,7 @@ pub(super) async fn check_account_as(
     }
     AccountReport {
         account: account.name.clone(),
+        provider: account.provider.name(),
         mailbox: account.mailbox.to_string(),
         smtp_server: format!("{}:{}", account.smtp_host, account.smtp_port),
         ok: steps.iter().all(|s| s.status != "failed"),
@@ -192,6 +210,12 @@ async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<
             algorithm.jws_name(),
             certificate.days_until_expiry(SystemTime::now())
         ),
+        ClientCredential::ServiceAccount { key, subject } => format!(
+            "service account {} (client ID {}, key {}) acting for {subject}",
+            key.client_email,
+            key.client_id,
+            key.private_key_id.get(..8).unwrap_or("-")
+        ),
     };
     match provider.token().await {
         Ok(token) => {
@@ -210,9 +234,17 @@ async fn token_step(account: &AccountSettings, steps: &mut Vec<Step>) -> Option<
         }
         Err(error) => {
             let fix = match &error {
+                TokenError::RefusedByGoogle(refusal)
+                    if matches!(
+                        refusal.error(),
+                        Some("unauthorized_client" | "access_denied")
+                    ) =>
+                {
+                    google::delegation_checklist(account)
+                }
                 TokenError::Unreachable(_) => vec![format!(
                     "make sure this host can reach {} over HTTPS (DNS, firewall, proxy: HTTPS_PROXY)",
-                    account.authority
+                    account.token_endpoint()
                 )],
                 other => vec![other.fix().to_string()],
             };
@@ -250,110 +282,6 @@ fn claims_step(account: &AccountSettings, decoded: &claims::TokenClaims) -> Step
             format!("{}; {detail}", what.join("; ")),
             problems.into_iter().map(|p| p.fix).collect(),
         )
-    }
-}
-
-/// The connection and TLS steps; true when AUTH can be tried.
-fn connection_steps(
-    account: &AccountSettings,
-    probe: &Result<tls_probe::TlsReport, tls_probe::ProbeError>,
-    steps: &mut Vec<Step>,
-) -> bool {
-    let server = format!("{}:{}", account.smtp_host, account.smtp_port);
-    match probe {
-        Err(error) if matches!(error.stage, "connect" | "greeting" | "ehlo" | "starttls") => {
-            steps.push(Step::failed(
-                "connection",
-                format!("{server}: {error}"),
-                vec![format!(
-                    "check smtp_server ({server}), DNS, and that outbound TCP port {} is open; Exchange Online uses smtp.office365.com:587 with STARTTLS",
-                    account.smtp_port
-                )],
-            ));
-            steps.push(Step::skipped("tls", "no connection"));
-            false
-        }
-        Err(error) => {
-            let detail = error.to_string();
-            let plain_server = account.smtp_tls == crate::config::UpstreamTls::Implicit
-                && (detail.contains("InvalidContentType") || detail.contains("corrupt message"));
-            if plain_server {
-                steps.push(Step::ok("connection", format!("{server} answers")));
-                steps.push(Step::failed(
-                    "tls",
-                    detail,
-                    vec![format!(
-                        "smtp_tls = \"implicit\" starts TLS at once (port 465 style), but {server} speaks plain SMTP first: use smtp_tls = \"starttls\" (Exchange Online: smtp.office365.com:587)"
-                    )],
-                ));
-                return false;
-            }
-            steps.push(Step::ok(
-                "connection",
-                format!("{server} answers and offers STARTTLS"),
-            ));
-            steps.push(Step::failed(
-                "tls",
-                detail,
-                vec![
-                    format!(
-                        "check that smtp_server names the host the certificate is for ({})",
-                        account.smtp_host
-                    ),
-                    "behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file"
-                        .into(),
-                ],
-            ));
-            false
-        }
-        Ok(report) if account.smtp_tls == crate::config::UpstreamTls::None => {
-            steps.push(Step::ok(
-                "connection",
-                format!(
-                    "{server}: {}",
-                    crate::vocab::text::one_line_excerpt(&report.greeting, 120)
-                ),
-            ));
-            steps.push(Step::failed(
-                "tls",
-                "smtp_tls = \"none\": no TLS, so the access token would cross the network in clear",
-                vec!["set smtp_tls = \"starttls\": Exchange Online requires it (\"none\" is for local tests only)".into()],
-            ));
-            // AUTH is still tried, to tell the rest of the story.
-            true
-        }
-        Ok(report) => {
-            steps.push(Step::ok(
-                "connection",
-                format!(
-                    "{server}: {}",
-                    crate::vocab::text::one_line_excerpt(&report.greeting, 120)
-                ),
-            ));
-            let days = report.certificate_not_after.map(tls_probe::days_left);
-            let detail = format!(
-                "{} {}, certificate {} valid for {} more days; AUTH offered: {}",
-                report.tls_version,
-                report.cipher,
-                report.certificate_subject,
-                days.map_or("?".into(), |d| d.to_string()),
-                if report.auth_mechanisms.is_empty() {
-                    "none".into()
-                } else {
-                    report.auth_mechanisms.join(" ")
-                }
-            );
-            if !report.auth_mechanisms.iter().any(|m| m == "XOAUTH2") {
-                steps.push(Step::failed(
-                    "tls",
-                    detail,
-                    vec!["the server does not offer AUTH XOAUTH2 after STARTTLS: is smtp_server an Exchange Online submission endpoint?".into()],
-                ));
-                return false;
-            }
-            steps.push(Step::ok("tls", detail));
-            true
-        }
     }
 }
 
@@ -411,7 +339,15 @@ fn auth_failure(
 ) -> Step {
     let verdict = failure.verdict();
     let text = failure.to_string();
-    let fix = if text.contains("5.7.139") {
+    let fix = if account.provider == Provider::Google {
+        if failure.reply_code() == Some(535) {
+            google::delegation_checklist(account)
+        } else if verdict.fix.is_empty() {
+            Vec::new()
+        } else {
+            vec![verdict.fix.to_string()]
+        }
+    } else if text.contains("5.7.139") {
         vec![
             format!("Set-CASMailbox -Identity {} -SmtpClientAuthenticationDisabled $false", account.mailbox),
             "if SMTP AUTH is off for the whole tenant and you want it on for all: Set-TransportConfig -SmtpClientAuthenticationDisabled $false".into(),
@@ -435,10 +371,23 @@ async fn sender_step(
     let address = sender.unwrap_or(&account.mailbox);
     let is_mailbox = account.mailbox.eq_ignore_case(address.as_str());
     match session.probe_sender(address).await {
+        Ok(reply) if is_mailbox && account.provider == Provider::Google => Step::ok(
+            "sender probe",
+            format!(
+                "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent (send-test proves the whole way by sending one message)"
+            ),
+        ),
         Ok(reply) if is_mailbox => Step::ok(
             "sender probe",
             format!(
                 "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent (SendAs rights are only checked when a message is sent: use send-test)"
+            ),
+        ),
+        Ok(reply) if account.provider == Provider::Google => Step::ok(
+            "sender probe",
+            format!(
+                "MAIL FROM:<{address}> → {reply}; RSET, nothing was sent. {}",
+                google::sender_probe_note(account, address.as_str())
             ),
         ),
         Ok(reply) => Step::ok(
@@ -465,16 +414,17 @@ async fn sender_step(
 }
 
 /// The test message of `send-test`.
-pub fn test_message(from: &Address, to: &Address, hostname: &str) -> Vec<u8> {
+pub fn test_message(from: &Address, to: &Address, hostname: &str, provider: Provider) -> Vec<u8> {
     let now = time::OffsetDateTime::now_utc();
     let random: [u8; 8] = crate::vocab::random::unique_bytes();
     format!(
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: smtp-oauth-relay test message\r\nDate: {}\r\n\
          Message-ID: <test.{}@{hostname}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
          This is a test message sent by smtp-oauth-relay on {hostname} with `send-test`.\r\n\
-         It went straight to Exchange Online (not through the queue).\r\n",
+         It went straight to {} (not through the queue).\r\n",
         crate::message::rfc5322_date(now),
         crate::vocab::hex::lower(&random),
+        provider.mail_service(),
     )
     .into_bytes()
 }

@@ -55,11 +55,12 @@ pub async fn check_sender(
                     "no [[account]] may send as <{sender}>: it is no account's mailbox and in no send_as"
                 ),
                 vec![format!(
-                    "add \"{sender}\" to send_as of the account whose mailbox has SendAs on it (Add-RecipientPermission -Identity {sender} -Trustee <that mailbox> -AccessRights SendAs), and list that account in accounts of the users or networks that send as it"
+                    "add \"{sender}\" to send_as of the account whose mailbox has SendAs on it (Exchange: Add-RecipientPermission -Identity {sender} -Trustee <that mailbox> -AccessRights SendAs; Gmail: a \"Send mail as\" address of that mailbox), and list that account in accounts of the users or networks that send as it"
                 )],
             );
             return Some(AccountReport {
                 account: String::new(),
+                provider: "",
                 mailbox: String::new(),
                 smtp_server: String::new(),
                 ok: false,

@@ -13,7 +13,8 @@ use rustls_pki_types::CertificateDer;
 
 use crate::vocab::secret::Secret;
 
-/// How the app proves its identity to Entra.
+/// How the app proves its identity: to Entra (a secret or a certificate) or to Google (a
+/// service account key).
 #[derive(Debug, Clone)]
 pub enum ClientCredential {
     Secret(Secret),
@@ -22,6 +23,12 @@ pub enum ClientCredential {
     Certificate {
         certificate: Arc<super::entra::certificate::ClientCertificate>,
         algorithm: super::entra::assertion::AssertionAlgorithm,
+    },
+    /// A Google service account's JSON key, acting for `subject` (the mailbox) through
+    /// domain-wide delegation: the relay signs a JWT bearer grant for every token request.
+    ServiceAccount {
+        key: Arc<super::google::key::ServiceAccountKey>,
+        subject: String,
     },
 }
 

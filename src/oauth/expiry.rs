@@ -67,6 +67,9 @@ impl CredentialExpiry {
     ) -> Option<CredentialExpiry> {
         match credential {
             ClientCredential::Secret(_) => secret_expires.map(CredentialExpiry::secret),
+            // A service account key's expiry (if an organisation policy sets one) is not in
+            // the key file.
+            ClientCredential::ServiceAccount { .. } => None,
             ClientCredential::Certificate { certificate, .. } => Some(CredentialExpiry {
                 kind: CredentialKind::Certificate,
                 expires_at: certificate.not_after(),

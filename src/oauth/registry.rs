@@ -47,6 +47,12 @@ impl ProviderKey {
                 certificate.sha256_thumbprint_hex(),
                 algorithm.jws_name()
             ),
+            // One token per (key, subject): Google tokens act for one user each.
+            ClientCredential::ServiceAccount { key, subject } => format!(
+                "service-account:{}:{}",
+                key.fingerprint(),
+                subject.to_ascii_lowercase()
+            ),
         };
         let mut roots = ring::digest::Context::new(&ring::digest::SHA256);
         for root in &app.extra_roots {
@@ -206,6 +212,68 @@ mod tests {
             "a rotated secret gets a new provider"
         );
         assert_eq!(new.len(), 2);
+    }
+
+    #[test]
+    fn google_providers_are_one_per_key_and_subject() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (workspace, test_key) =
+            crate::testkit::google_workspace::GoogleWorkspace::healthy("a@example.com").unwrap();
+        let load = |key: &crate::testkit::ServiceAccountKey| {
+            Arc::new(
+                crate::oauth::google::key::ServiceAccountKey::from_json(
+                    &key.to_json("https://oauth2.googleapis.com/token")
+                        .to_string(),
+                )
+                .unwrap(),
+            )
+        };
+        let google = |account: &str,
+                      key: &Arc<crate::oauth::google::key::ServiceAccountKey>,
+                      subject: &str| {
+            ClientApp {
+                account: account.to_string(),
+                token_endpoint: key.token_uri.clone(),
+                client_id: key.client_id.clone(),
+                tenant_id: String::new(),
+                scope: "https://mail.google.com/".to_string(),
+                credential: ClientCredential::ServiceAccount {
+                    key: Arc::clone(key),
+                    subject: subject.to_string(),
+                },
+                renew_before: Duration::from_secs(300),
+                extra_roots: Vec::new(),
+            }
+        };
+        let key = load(&test_key);
+        let none = TokenProviders::default();
+        let mut set = TokenProviders::default();
+        let a = set
+            .provider(&google("a", &key, "a@example.com"), &none, &metrics)
+            .unwrap();
+        // The same file loaded again (a reload) and the subject in other case: the same provider.
+        let again = load(&test_key);
+        let same = set
+            .provider(&google("a2", &again, "A@example.com"), &none, &metrics)
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &same));
+        let other_subject = set
+            .provider(&google("b", &key, "b@example.com"), &none, &metrics)
+            .unwrap();
+        assert!(
+            !Arc::ptr_eq(&a, &other_subject),
+            "a token acts for one user"
+        );
+        let rotated = load(&workspace.rotate_key(&test_key.client_email).unwrap());
+        let new_key = set
+            .provider(&google("c", &rotated, "a@example.com"), &none, &metrics)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &new_key), "a new key gets a new provider");
+        assert_eq!(set.len(), 3);
+        assert!(
+            !format!("{:?}", ProviderKey::of(&google("a", &key, "a@example.com")))
+                .contains("PRIVATE")
+        );
     }
 
     #[test]

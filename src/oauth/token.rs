@@ -1,10 +1,10 @@
 //! The provider seam: the token provider of one account ([`TokenProvider`]), the token it
 //! hands out ([`AccessToken`]) and why it could not ([`TokenError`]). Delivery and `diagnose`
 //! only ever speak to these; how a token is obtained is the grant of an identity provider, a
-//! module of `oauth` (today `entra`: Microsoft Entra client credentials with a secret or a
-//! certificate). A second provider (a Google service account's JWT-bearer grant, say) adds
-//! its module, a `ProviderGrant` variant with its arms, and its refusal as a [`TokenError`] variant;
-//! the cache, the single flight and the renewal below stay as they are.
+//! module of `oauth`: `entra` (Microsoft Entra client credentials with a secret or a
+//! certificate) and `google` (a Google service account's JWT bearer grant for one subject).
+//! Each has its `ProviderGrant` variant and its refusal as a [`TokenError`] variant; the cache,
+//! the single flight and the renewal below are shared.
 //!
 //! Invariants:
 //! - One provider serves every account of one app ([`super::registry`]); its metrics are
@@ -65,6 +65,9 @@ pub enum TokenError {
     /// Entra answered with an error (decoded and explained).
     #[error("{}", .0.operator_message())]
     Refused(EntraRefusal),
+    /// Google's token endpoint answered with an error (decoded and explained).
+    #[error("{}", .0.operator_message())]
+    RefusedByGoogle(super::google::refusal::GoogleRefusal),
     /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -85,6 +88,7 @@ impl TokenError {
     pub fn is_configuration(&self) -> bool {
         match self {
             TokenError::Refused(failure) => failure.retry() == TokenRetry::Never,
+            TokenError::RefusedByGoogle(refusal) => refusal.is_configuration(),
             TokenError::UntrustedCertificate(_) | TokenError::Credential(_) => true,
             TokenError::Unreachable(_) | TokenError::BadAnswer(_) => false,
         }
@@ -102,14 +106,15 @@ impl TokenError {
                     "read the token endpoint's answer above; check tenant_id, client_id, the credential, scope and authority"
                 }
             },
+            TokenError::RefusedByGoogle(refusal) => refusal.fix(),
             TokenError::Unreachable(_) => {
-                "check that this host can reach the authority over HTTPS (DNS, firewall, HTTPS_PROXY)"
+                "check that this host can reach the token endpoint over HTTPS (Microsoft: authority; Google: the key file's token_uri) (DNS, firewall, HTTPS_PROXY)"
             }
             TokenError::BadAnswer(_) => {
-                "check that authority is the identity platform's base URL (e.g. https://login.microsoftonline.com, without the tenant)"
+                "check that authority is the identity platform's base URL (e.g. https://login.microsoftonline.com, without the tenant), or for Google that the key file's token_uri is https://oauth2.googleapis.com/token"
             }
             TokenError::UntrustedCertificate(_) => {
-                "if a TLS-inspecting proxy or firewall sits between this host and Microsoft, put its CA certificate in the account's ca_file; otherwise check authority and this host's clock"
+                "if a TLS-inspecting proxy or firewall sits between this host and Microsoft or Google, put its CA certificate in the account's ca_file; otherwise check authority (or the key file's token_uri) and this host's clock"
             }
             TokenError::Credential(_) => {
                 "check client_certificate: one PEM file with the certificate and its RSA private key"
@@ -139,6 +144,8 @@ struct State {
 enum ProviderGrant {
     /// Microsoft Entra client credentials (a client secret or a certificate).
     Entra(super::entra::ClientCredentialsGrant),
+    /// A Google service account's JWT bearer grant for one subject.
+    Google(super::google::JwtBearerGrant),
 }
 
 /// What a grant obtained: the token and how long it lives.
@@ -174,7 +181,16 @@ impl TokenProvider {
     ) -> Result<Arc<TokenProvider>, String> {
         let http = super::http::client(&app.extra_roots, REQUEST_TIMEOUT)?;
         Ok(Arc::new(TokenProvider {
-            grant: ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
+            grant: match &app.credential {
+                super::app::ClientCredential::ServiceAccount { key, subject } => {
+                    ProviderGrant::Google(super::google::JwtBearerGrant::new(
+                        std::sync::Arc::clone(key),
+                        subject,
+                        &app.scope,
+                    ))
+                }
+                _ => ProviderGrant::Entra(super::entra::ClientCredentialsGrant::new(app)),
+            },
             renew_before: app.renew_before,
             http,
             state: Mutex::new(State::default()),
@@ -189,6 +205,7 @@ impl TokenProvider {
     pub fn endpoint(&self) -> &str {
         match &self.grant {
             ProviderGrant::Entra(grant) => grant.endpoint(),
+            ProviderGrant::Google(grant) => grant.endpoint(),
         }
     }
 
@@ -199,6 +216,7 @@ impl TokenProvider {
             ProviderGrant::Entra(grant) => {
                 grant.refusal_diagnosis(token.secret().expose(), mailbox)
             }
+            ProviderGrant::Google(grant) => Some(grant.refusal_diagnosis(mailbox)),
         }
     }
 
@@ -294,6 +312,7 @@ impl TokenProvider {
             .inc();
         let issued = match &self.grant {
             ProviderGrant::Entra(grant) => grant.request(&self.http).await?,
+            ProviderGrant::Google(grant) => grant.request(&self.http).await?,
         };
         let early = self.renew_before.min(issued.lifetime / 2);
         Ok(AccessToken {

@@ -4,6 +4,13 @@
 //! sessions, Graph's limits and JSON errors; started with `Testkit::start_graph`), all on
 //! `127.0.0.1` with certificates from a throw-away CA ([`TestPki`]).
 //!
+//! Google's side has its own emulators beside them (google-workspace.md): a token endpoint for
+//! the JWT bearer grant of service accounts with domain-wide delegation ([`FakeGoogleToken`],
+//! Google's OAuth JSON errors), a Gmail-like SMTP submission server ([`FakeGmail`]: STARTTLS,
+//! XOAUTH2 with Gmail's base64 JSON challenge, its replies and limits), sharing one
+//! [`GoogleWorkspace`] (users, service accounts and keys, delegation entries, issued tokens);
+//! `google_bundle::GoogleTestkit` starts them in one call.
+//!
 //! The servers share one [`Directory`]: the tenant, its app registrations, mailboxes and
 //! Exchange permissions, i.e. everything an administrator configures in Entra and Exchange.
 //! A test breaks the configuration at run time (revoke admin consent, remove the service
@@ -68,6 +75,15 @@ mod exchange_session_auth;
 mod exchange_state;
 mod exchange_submit;
 mod form;
+pub mod gmail;
+mod gmail_replies;
+mod gmail_session;
+mod google_assertion;
+pub mod google_bundle;
+pub mod google_key;
+pub mod google_token;
+mod google_token_http;
+pub mod google_workspace;
 pub mod graph;
 mod graph_body;
 mod graph_errors;
@@ -95,6 +111,13 @@ pub use exchange::{
     AcceptedMessage, AuthAttempt, AuthRejection, ExchangeFault, ExchangeOptions, ExchangeStats,
     FakeExchange,
 };
+pub use gmail::{FakeGmail, GmailFault, GmailMessage, GmailOptions, GmailStats};
+pub use google_assertion::GoogleTokenError;
+pub use google_key::ServiceAccountKey;
+pub use google_token::{
+    FakeGoogleToken, GoogleTokenFault, GoogleTokenOutcome, GoogleTokenRecord, GoogleTokenStats,
+};
+pub use google_workspace::{GoogleUser, GoogleWorkspace, IssuedGoogleToken, ServiceAccount};
 pub use graph::{
     DeliveredMessage, FakeGraph, GraphAttachment, GraphFault, GraphOperation, GraphOptions,
     GraphRequestRecord, GraphStats, SendPath,

@@ -11,6 +11,7 @@ pub mod authority;
 pub mod enhanced_status;
 pub mod envelope;
 pub mod hex;
+pub mod provider;
 pub mod random;
 pub mod reserve_status;
 pub mod secret;

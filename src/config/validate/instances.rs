@@ -52,6 +52,7 @@ pub(super) fn apply_share(
         account.max_connections = share.sessions;
         account.max_messages_per_minute = share.messages_per_minute;
         account.max_recipients_per_day = share.recipients_per_day;
+        account.max_messages_per_day = share.messages_per_day;
     }
 }
 
@@ -107,7 +108,8 @@ allowed_senders = ["*@contoso.com"]
             MailboxBudget {
                 sessions: 3,
                 messages_per_minute: 30,
-                recipients_per_day: 10_000
+                recipients_per_day: 10_000,
+                messages_per_day: 0
             }
         );
     }
@@ -134,7 +136,8 @@ allowed_senders = ["*@contoso.com"]
             MailboxBudget {
                 sessions: 2,
                 messages_per_minute: 6,
-                recipients_per_day: 1000
+                recipients_per_day: 1000,
+                messages_per_day: 0
             }
         );
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);

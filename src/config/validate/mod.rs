@@ -6,7 +6,7 @@
 //! This file holds the `Checker` (errors and warnings collected, never the first one only)
 //! and the top-level pass: `[relay]`, what spans several sections (account names, sessions per
 //! mailbox, who may send, whether AUTH is offered anywhere) and the final assembly. Each
-//! section has its own file: `limits` (`[limits]`, `[queue]`), `listeners`, `accounts`,
+//! section has its own file: `limits` (`[limits]`, `[queue]`), `listeners`, `accounts` (with `microsoft` and `google`, each provider's side),
 //! `access` (`[[user]]`, `[[network]]`), `admin`, with `placeholders` and `reach` as helpers;
 //! `instances` (`[relay] instances`) turns each account's limits into this instance's share.
 //!
@@ -34,10 +34,12 @@ use crate::vocab::tls_mode::TlsMode;
 mod access;
 mod accounts;
 mod admin;
+pub mod google;
 mod graph;
 mod instances;
 mod limits;
 mod listeners;
+mod microsoft;
 mod placeholders;
 mod reach;
 use access::{network, user};
@@ -145,7 +147,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErrors> {
     }
     // Exchange counts sessions per mailbox, not per account of ours.
     let mut sessions_per_mailbox: HashMap<String, (usize, Vec<String>)> = HashMap::new();
-    for account in &accounts {
+    for account in accounts
+        .iter()
+        .filter(|a| a.provider == crate::vocab::provider::Provider::Microsoft)
+    {
         let entry = sessions_per_mailbox
             .entry(account.mailbox.as_str().to_ascii_lowercase())
             .or_default();

@@ -79,6 +79,11 @@ impl ClientCredentialsGrant {
                     .map_err(|e| TokenError::Credential(e.to_string()))?;
                 ("client_assertion", Secret::new(assertion))
             }
+            ClientCredential::ServiceAccount { .. } => {
+                return Err(TokenError::Credential(
+                    "a Google service account key cannot sign in to Entra".to_owned(),
+                ));
+            }
         };
         let mut form = vec![
             ("grant_type", "client_credentials"),

@@ -1,5 +1,6 @@
 //! Classifying every outcome of the SMTP transport: turns an SMTP reply or a broken connection
-//! from Exchange Online into a [`Verdict`]: transient (back off and retry), configuration (an admin must act;
+//! from Exchange Online (or, for Google accounts, Gmail: `gmail.rs`, chosen by the failure's
+//! `provider`) into a [`Verdict`]: transient (back off and retry), configuration (an admin must act;
 //! keep the mail queued, retry slowly, alert) or permanent (fail this message), with the reason
 //! in plain words and the admin fix from `exchange-online.md` §5.
 //!
@@ -30,10 +31,14 @@
 //!   mailbox logon failure after an hour) is returned as [`FollowUp`]; acting on it is the
 //!   caller's job (`delivery`, the only part deciding what happens to the message).
 
+mod gmail;
+#[cfg(test)]
+mod gmail_tests;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+use crate::vocab::provider::Provider;
 use crate::vocab::verdict::{Class, ConnectionFailure, FollowUp, Stage, TlsFailure, Verdict};
 
 use self::rules::{RULES, ReplyCodes, Rule};
@@ -45,11 +50,17 @@ use crate::vocab::enhanced_status::{EnhancedStatus, enhanced_code};
 /// server, its unreadable spool copy) by what they mean for the message.
 pub fn classify_failure(failure: &SmtpFailure) -> Verdict {
     match &failure.kind {
-        SmtpFailureKind::Reply { code, text } => classify_reply(failure.stage, *code, text),
-        SmtpFailureKind::Connection { failure: kind, .. } => {
-            classify_connection(failure.stage, *kind)
+        SmtpFailureKind::Reply { code, text } => {
+            classify_reply_for(failure.provider, failure.stage, *code, text)
         }
-        SmtpFailureKind::Local(_) => local_verdict(failure.stage),
+        SmtpFailureKind::Connection { failure: kind, .. } => match failure.provider {
+            Provider::Google if failure.stage != Stage::DataEnd => gmail::connection(*kind),
+            _ => classify_connection(failure.stage, *kind),
+        },
+        SmtpFailureKind::Local(_) => match failure.provider {
+            Provider::Microsoft => local_verdict(failure.stage),
+            Provider::Google => gmail::local(failure.stage),
+        },
         SmtpFailureKind::Spool(_) => SPOOL_READ_VERDICT,
     }
 }
@@ -92,11 +103,25 @@ fn local_verdict(stage: Stage) -> Verdict {
 /// 400..=599 (a 2xx or 3xx the caller did not expect here, or garbage) means the conversation is
 /// out of step: transient, reconnect.
 pub fn classify_reply(stage: Stage, code: u16, text: &str) -> Verdict {
+    classify_reply_for(Provider::Microsoft, stage, code, text)
+}
+
+/// The verdict for a reply no rule of a catalogue knows.
+type Fallback = fn(Stage, u16) -> Verdict;
+
+/// Classifies a reply by the catalogue of `provider`'s mail service: Exchange Online's
+/// (`rules.rs`) or Gmail's (`gmail.rs`); the rules on codes outside 400..=599 and on 4xx
+/// never being permanent are the same for both.
+pub fn classify_reply_for(provider: Provider, stage: Stage, code: u16, text: &str) -> Verdict {
     if !(400..600).contains(&code) {
         return UNEXPECTED_REPLY;
     }
     let enhanced = enhanced_code(text);
-    let verdict = RULES
+    let (rules, fallback): (&[Rule], Fallback) = match provider {
+        Provider::Microsoft => (RULES, fallback),
+        Provider::Google => (gmail::GMAIL_RULES, gmail::fallback),
+    };
+    let verdict = rules
         .iter()
         .find(|rule| rule_matches(rule, stage, code, enhanced, text))
         .map_or_else(|| fallback(stage, code), |rule| rule.verdict);

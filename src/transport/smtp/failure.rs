@@ -4,6 +4,7 @@
 //! ever carrying raw server bytes into a log line; [`SmtpFailure::verdict`] classifies it
 //! (`classify`).
 
+use crate::vocab::provider::Provider;
 use crate::vocab::verdict::{ConnectionFailure, Stage, TlsFailure, Verdict};
 
 /// What went wrong in the SMTP conversation, at which stage; not yet classified.
@@ -11,6 +12,9 @@ use crate::vocab::verdict::{ConnectionFailure, Stage, TlsFailure, Verdict};
 pub struct SmtpFailure {
     pub stage: Stage,
     pub kind: SmtpFailureKind,
+    /// Whose mail server answered: chooses the reply catalogue. Built as Microsoft; the
+    /// transport stamps its account's provider on every failure it returns.
+    pub provider: Provider,
 }
 
 /// The nature of an SMTP failure.
@@ -62,8 +66,14 @@ impl SmtpFailure {
             || self.verdict().follow_up == crate::vocab::verdict::FollowUp::Reconnect
     }
 
+    /// The same failure, classified by `provider`'s catalogue.
+    pub fn under(self, provider: Provider) -> SmtpFailure {
+        SmtpFailure { provider, ..self }
+    }
+
     pub(super) fn local(stage: Stage, detail: impl Into<String>) -> SmtpFailure {
         SmtpFailure {
+            provider: Provider::Microsoft,
             stage,
             kind: SmtpFailureKind::Local(detail.into()),
         }
@@ -71,6 +81,7 @@ impl SmtpFailure {
 
     pub(super) fn spool(stage: Stage, detail: impl Into<String>) -> SmtpFailure {
         SmtpFailure {
+            provider: Provider::Microsoft,
             stage,
             kind: SmtpFailureKind::Spool(detail.into()),
         }
@@ -78,6 +89,7 @@ impl SmtpFailure {
 
     pub(super) fn timeout(stage: Stage) -> SmtpFailure {
         SmtpFailure {
+            provider: Provider::Microsoft,
             stage,
             kind: SmtpFailureKind::Connection {
                 failure: ConnectionFailure::Timeout,
@@ -93,6 +105,7 @@ impl SmtpFailure {
                 .map(|source| crate::vocab::text::one_line_excerpt(&source.to_string(), 1000))
                 .unwrap_or_default();
             return SmtpFailure {
+                provider: Provider::Microsoft,
                 stage,
                 kind: SmtpFailureKind::Reply {
                     code: u16::from(code),
@@ -104,6 +117,7 @@ impl SmtpFailure {
         let detail = crate::vocab::text::one_line_excerpt(&error.to_string(), 1000);
         let failure = connection_failure(error);
         SmtpFailure {
+            provider: Provider::Microsoft,
             stage: if error.is_tls() && stage == Stage::StartTls {
                 Stage::Tls
             } else {

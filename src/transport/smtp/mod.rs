@@ -1,21 +1,21 @@
 //! The SMTP transport, the first implementation of the transport seam (`super`): the outbound
 //! SMTP session to Exchange Online, on lettre: connect, STARTTLS (TLS ≥ 1.2,
 //! host name verified against the webpki roots plus `ca_file`), EHLO again, `AUTH XOAUTH2`,
-//! then any number of MAIL/RCPT/DATA transactions with RSET between them.
+//! then any number of MAIL/RCPT/DATA transactions with RSET between them. `xoauth2` runs
+//! the AUTH exchange itself (Gmail's error challenge needs an empty answer lettre cannot give).
 //!
 //! Invariants:
 //! - The token is only ever sent after TLS is up (unless the account says `smtp_tls =
-//!   "none"`, a test-only setting), and only with XOAUTH2: lettre is given that one
-//!   mechanism, so it can never fall back to sending the token as a LOGIN password.
+//!   "none"`, a test-only setting), and only with XOAUTH2 (`xoauth2`), so it can never be
+//!   sent as a LOGIN password.
 //! - Every network step has a timeout (RFC 5321 §4.5.3.2 values for the transaction).
 //! - Every failure names its [`Stage`] and carries either the server's reply or the kind of
 //!   broken connection, so `classify` can judge it and the log can explain.
 //! - lettre's `tracing` feature stays off: it would log the AUTH line.
 
 use std::str::FromStr;
-use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::authentication::Mechanism;
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
@@ -29,36 +29,21 @@ use crate::oauth::token::AccessToken;
 use crate::spool::Content;
 use crate::vocab::address::Address;
 use crate::vocab::envelope::Envelope;
+use crate::vocab::provider::Provider;
 use crate::vocab::verdict::{ConnectionFailure, Stage};
 
 pub mod classify;
 mod failure;
+mod steps;
 mod stream;
+mod xoauth2;
 
 use super::SendResult;
 use failure::tls_failure;
 pub use failure::{SmtpFailure, SmtpFailureKind};
+pub use steps::{GOODBYE_TIMEOUT, Timeouts};
+use steps::{abort_bounded, timed};
 use stream::{BreakHandle, ImplicitTls};
-
-/// Time limits for each step of the upstream conversation.
-#[derive(Debug, Clone)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub command: Duration,
-    pub data_start: Duration,
-    pub data_end: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(60),
-            command: Duration::from_secs(5 * 60),
-            data_start: Duration::from_secs(2 * 60),
-            data_end: Duration::from_secs(10 * 60),
-        }
-    }
-}
 
 /// How to reach one account's SMTP server; built once per account.
 #[derive(Clone)]
@@ -71,6 +56,8 @@ pub struct SmtpTransport {
     mailbox: String,
     extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub timeouts: Timeouts,
+    /// Whose server this is: its failures are classified by that provider's catalogue.
+    provider: Provider,
 }
 
 impl std::fmt::Debug for SmtpTransport {
@@ -80,33 +67,6 @@ impl std::fmt::Debug for SmtpTransport {
             "SmtpTransport({}:{}, {:?})",
             self.host, self.port, self.mode
         )
-    }
-}
-
-async fn timed<T>(
-    stage: Stage,
-    limit: Duration,
-    work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
-) -> Result<T, SmtpFailure> {
-    match tokio::time::timeout(limit, work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(SmtpFailure::from_lettre(stage, &error)),
-        Err(_) => Err(SmtpFailure::timeout(stage)),
-    }
-}
-
-/// How long a goodbye (QUIT, or lettre's `abort`, which waits for the reply to QUIT) may
-/// take before the connection is simply dropped (or the command timeout, if shorter).
-pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// lettre's `abort` sends QUIT and waits for the reply: a server that stalls there would
-/// hold the worker forever, so it is bounded like every other step.
-async fn abort_bounded(connection: &mut AsyncSmtpConnection, limit: Duration) {
-    if tokio::time::timeout(limit.min(GOODBYE_TIMEOUT), connection.abort())
-        .await
-        .is_err()
-    {
-        tracing::debug!("the server did not answer QUIT in time; dropping the connection");
     }
 }
 
@@ -143,6 +103,7 @@ impl SmtpTransport {
             mailbox: account.mailbox.to_string(),
             extra_roots: account.extra_roots.clone(),
             timeouts: Timeouts::default(),
+            provider: account.provider,
         })
     }
 
@@ -153,6 +114,7 @@ impl SmtpTransport {
         &self,
     ) -> Result<(Box<dyn AsyncTokioStream>, Option<BreakHandle>), SmtpFailure> {
         let transport = |failure: ConnectionFailure, detail: String| SmtpFailure {
+            provider: self.provider,
             stage: Stage::Connect,
             kind: SmtpFailureKind::Connection { failure, detail },
         };
@@ -193,6 +155,7 @@ impl SmtpTransport {
         .await
         .map_err(|_| SmtpFailure::timeout(Stage::Tls))?
         .map_err(|e| SmtpFailure {
+            provider: self.provider,
             stage: Stage::Tls,
             kind: SmtpFailureKind::Connection {
                 failure: tls_failure(&e),
@@ -212,6 +175,12 @@ impl SmtpTransport {
     /// # Errors
     /// [`SmtpFailure`] naming the stage that failed.
     pub async fn open(&self, token: &AccessToken) -> Result<SmtpSession, SmtpFailure> {
+        self.open_session(token)
+            .await
+            .map_err(|failure| failure.under(self.provider))
+    }
+
+    async fn open_session(&self, token: &AccessToken) -> Result<SmtpSession, SmtpFailure> {
         let (stream, breaker) = self.connect_stream().await?;
         let connect = AsyncSmtpConnection::connect_with_transport(stream, &self.client_id);
         let mut connection = timed(Stage::Greeting, self.timeouts.connect, connect).await?;
@@ -244,15 +213,14 @@ impl SmtpTransport {
             abort_bounded(&mut connection, self.timeouts.command).await;
             return Err(SmtpFailure::local(
                 Stage::Auth,
-                "the server does not offer AUTH XOAUTH2 (is smtp_server an Exchange Online submission endpoint?)",
+                "the server does not offer AUTH XOAUTH2 (is smtp_server a submission endpoint such as smtp.office365.com:587 or smtp.gmail.com:587?)",
             ));
         }
-        let credentials =
-            Credentials::new(self.mailbox.clone(), token.secret().expose().to_string());
-        timed(
-            Stage::Auth,
+        xoauth2::authenticate(
+            &mut connection,
+            &self.mailbox,
+            token.secret().expose(),
             self.timeouts.command,
-            connection.auth(&[Mechanism::Xoauth2], &credentials),
         )
         .await?;
         Ok(SmtpSession {
@@ -260,6 +228,7 @@ impl SmtpTransport {
             breaker,
             timeouts: self.timeouts.clone(),
             transactions: 0,
+            provider: self.provider,
         })
     }
 }
@@ -271,6 +240,7 @@ pub struct SmtpSession {
     breaker: Option<BreakHandle>,
     timeouts: Timeouts,
     transactions: u32,
+    provider: Provider,
 }
 
 impl SmtpSession {
@@ -288,6 +258,26 @@ impl SmtpSession {
     /// connection); after a reply failure the session is usable again once
     /// [`reset`](Self::reset) succeeds.
     pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        recipients: &[Address],
+        content: &Content,
+    ) -> Result<SendResult<SmtpFailure>, SmtpFailure> {
+        let provider = self.provider;
+        match self.send_transaction(envelope, recipients, content).await {
+            Ok(mut result) => {
+                result.rejected = result
+                    .rejected
+                    .into_iter()
+                    .map(|(recipient, failure)| (recipient, failure.under(provider)))
+                    .collect();
+                Ok(result)
+            }
+            Err(failure) => Err(failure.under(provider)),
+        }
+    }
+
+    async fn send_transaction(
         &mut self,
         envelope: &Envelope,
         recipients: &[Address],
@@ -432,6 +422,13 @@ impl SmtpSession {
     /// # Errors
     /// [`SmtpFailure`] for a refused sender or a broken connection.
     pub async fn probe_sender(&mut self, sender: &Address) -> Result<String, SmtpFailure> {
+        let provider = self.provider;
+        self.probe(sender)
+            .await
+            .map_err(|failure| failure.under(provider))
+    }
+
+    async fn probe(&mut self, sender: &Address) -> Result<String, SmtpFailure> {
         let address = lettre::Address::from_str(sender.as_str()).map_err(|e| {
             SmtpFailure::local(
                 Stage::MailFrom,

@@ -160,6 +160,10 @@ fn token_cell(status: &crate::oauth::token::TokenStatus, now: u64) -> String {
 fn credential_cell(account: &crate::config::AccountSettings, now: u64) -> String {
     let now_time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now);
     match account.credential_expiry() {
+        None if account.provider == crate::vocab::provider::Provider::Google => {
+            "<span class=\"muted\">service account key (no expiry in the key file)</span>"
+                .to_string()
+        }
         None => "<span class=\"muted\">no date for the secret: set client_secret_expires</span>"
             .to_string(),
         Some(expiry) => {

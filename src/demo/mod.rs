@@ -1,6 +1,7 @@
 //! `demo`: the whole chain on one machine. Starts the testkit's Entra-like token endpoint and
-//! Exchange-like SMTP server (with `--transport graph`, its Graph-like mail API, and the
-//! relay's account sends through it), then a real relay in front of them, and either waits for the
+//! Exchange-like SMTP server (with `--transport graph`, its Graph-like mail API; with
+//! `--provider google`, its Google token endpoint and Gmail-like SMTP server: `emulators`),
+//! then a real relay in front of them, and either waits for the
 //! user's own clients (printing the commands to try) or, with `--once`, pushes one sample
 //! message through with an independent SMTP client (lettre) and checks that it arrived at the
 //! emulator byte for byte (plus the relay's `Received:` field).
@@ -19,7 +20,9 @@ use lettre::transport::smtp::extension::ClientId;
 
 use crate::app::Relay;
 use crate::config::Config;
-use crate::testkit::{ExchangeOptions, FakeGraph, GraphOptions, Testkit, TestkitOptions};
+
+mod emulators;
+use emulators::Emulators;
 
 /// Options of `demo`.
 #[derive(Debug, clap::Args)]
@@ -36,8 +39,12 @@ pub struct DemoArgs {
     /// new temporary folder].
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// How the relay's account delivers: `smtp` (to the Exchange emulator, SMTP AUTH) or
-    /// `graph` (to the Graph emulator, `sendMail` over HTTPS).
+    /// The cloud to emulate behind the relay: Microsoft (Entra and Exchange Online) or Google
+    /// (a Workspace service account and Gmail).
+    #[arg(long, default_value = "microsoft", value_parser = ["microsoft", "google"])]
+    pub provider: String,
+    /// How the relay's account delivers: `smtp` (to the Exchange or Gmail emulator, SMTP
+    /// AUTH) or `graph` (Microsoft only: to the Graph emulator, `sendMail` over HTTPS).
     #[arg(long, value_enum, default_value_t = DemoTransport::Smtp)]
     pub transport: DemoTransport,
 }
@@ -99,18 +106,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let delivered = dir.join("delivered");
     std::fs::create_dir_all(&delivered).context("cannot create the delivered/ folder")?;
 
-    let kit = Testkit::start(TestkitOptions {
-        exchange: ExchangeOptions {
-            eml_dir: Some(delivered.clone()),
-            ..ExchangeOptions::default()
-        },
-        ..TestkitOptions::default()
-    })
-    .await
-    .context("cannot start the Exchange and Entra emulators")?;
-    let ca_file = kit
-        .write_ca_pem(&dir.join("testkit-ca.pem"))
-        .context("cannot write the emulator's CA certificate")?;
+    let graph = args.transport == DemoTransport::Graph;
+    let (kit, account) = Emulators::start(&args.provider, graph, SENDER, &dir, &delivered).await?;
     let listen = args.listen.unwrap_or_else(|| {
         if args.once {
             SocketAddr::from(([127, 0, 0, 1], 0))
@@ -118,15 +115,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             SocketAddr::from(([127, 0, 0, 1], 2525))
         }
     });
-    let graph = match args.transport {
-        DemoTransport::Smtp => None,
-        DemoTransport::Graph => Some(
-            kit.start_graph(GraphOptions::default())
-                .await
-                .context("cannot start the Graph emulator")?,
-        ),
-    };
-    let toml = relay_toml(&kit, graph.as_ref(), &dir, &ca_file, listen);
+    let toml = relay_toml(&account, kit.account_name(), &dir, listen);
     // It holds the emulated app's client secret: private from its creation, like a real one.
     write_private(&dir.join("relay.toml"), &toml)?;
     let config = Config::from_toml(&toml, &dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -149,24 +138,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         write_private(&dir.join("relay.toml"), &toml)?;
     }
     let code = if args.once {
-        match &graph {
-            Some(graph) => once_graph(graph, address).await,
-            None => once(&kit, address).await,
-        }
+        once(&kit, address).await
     } else {
         std::fs::write(
             dir.join("message.txt"),
             "Subject: hello through smtp-oauth-relay\r\nFrom: relay@contoso.com\r\n\r\nHello!\r\n",
         )
         .context("cannot write message.txt")?;
-        print_instructions(
-            address,
-            relay.admin_address(),
-            &dir,
-            &delivered,
-            graph.is_some(),
-        );
-        wait_for_stop(graph.as_ref(), &delivered).await;
+        print_instructions(&kit, address, relay.admin_address(), &dir, &delivered);
+        wait_for_stop(&kit, &delivered).await;
         println!(
             "\nstopping; delivered messages stay in {}",
             delivered.display()
@@ -196,9 +176,8 @@ fn this_binary() -> String {
     )
 }
 
-/// Wait for Ctrl-C or SIGTERM; meanwhile write each message the Graph emulator delivers to
-/// `delivered/graph-N.eml` (its MIME as Graph received it), as the Exchange emulator does.
-async fn wait_for_stop(graph: Option<&FakeGraph>, delivered: &Path) {
+/// Wait for Ctrl-C or SIGTERM; meanwhile write what Graph delivers into `delivered/`.
+async fn wait_for_stop(kit: &Emulators, delivered: &Path) {
     let stop = crate::app::wait_for_signal();
     tokio::pin!(stop);
     let mut written = 0;
@@ -207,32 +186,11 @@ async fn wait_for_stop(graph: Option<&FakeGraph>, delivered: &Path) {
             _ = &mut stop => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        let Some(graph) = graph else { continue };
-        for message in graph.delivered().iter().skip(written) {
-            written += 1;
-            let path = delivered.join(format!("graph-{written}.eml"));
-            let bytes = message.raw_mime.as_deref().unwrap_or_default();
-            if let Err(error) = std::fs::write(&path, bytes) {
-                eprintln!("cannot write {}: {error}", path.display());
-            }
-        }
+        kit.write_graph_deliveries(delivered, &mut written);
     }
 }
 
-fn relay_toml(
-    kit: &Testkit,
-    graph: Option<&FakeGraph>,
-    dir: &Path,
-    ca_file: &Path,
-    listen: SocketAddr,
-) -> String {
-    let mut account = kit.relay_account_toml("exchange-emulator", ca_file);
-    if let Some(graph) = graph {
-        account.push_str(&format!(
-            "transport = \"graph\"\ngraph_endpoint = \"{}\"\n",
-            graph.base_url()
-        ));
-    }
+fn relay_toml(account: &str, name: &str, dir: &Path, listen: SocketAddr) -> String {
     format!(
         r#"# Generated by `smtp-oauth-relay demo`: a relay in front of the built-in emulators.
 [relay]
@@ -253,34 +211,28 @@ allow_auth_without_tls = true
 {account}
 [[network]]
 cidr = "127.0.0.0/8"
-account = "exchange-emulator"
+account = "{name}"
 allowed_senders = ["*@contoso.com"]
 
 [[user]]
 username = "demo"
 password_hash = "{demo_hash}"
-account = "exchange-emulator"
+account = "{name}"
 allowed_senders = ["*@contoso.com"]
 "#,
         state = dir.join("state").display(),
-        account = account,
         demo_hash = crate::policy::hash_password(&crate::vocab::secret::Secret::new("demo"))
             .unwrap_or_default(),
     )
 }
 
 fn print_instructions(
+    kit: &Emulators,
     address: SocketAddr,
     admin: Option<SocketAddr>,
     dir: &Path,
     delivered: &Path,
-    graph: bool,
 ) {
-    let behind = if graph {
-        "an Entra-like token endpoint and a Graph-like mail API (sendMail over HTTPS,\n                       drafts, upload sessions, Graph's errors and limits) on 127.0.0.1."
-    } else {
-        "an Entra-like token endpoint and an Exchange-like SMTP server\n                       (STARTTLS, AUTH XOAUTH2, Microsoft's reply codes) on 127.0.0.1."
-    };
     let host = address.ip();
     let port = address.port();
     let admin = admin.map_or_else(
@@ -295,7 +247,7 @@ smtp-oauth-relay demo is running.
     Clients on 127.0.0.0/8 are trusted; AUTH PLAIN/LOGIN as demo / demo also works.
     Allowed senders: *@contoso.com (the emulated mailbox is {SENDER}).
   Behind it:           {behind}
-  Delivered messages:  {delivered}/  (one .eml file per message accepted)
+  Delivered messages:  {delivered}/  (one .eml file per message {service} accepted)
   Relay config:        {dir}/relay.toml
   Admin endpoint:      {admin}
     {binary} queue --config {dir}/relay.toml list    (and check, healthcheck)
@@ -310,56 +262,13 @@ Press Ctrl-C to stop."#,
         delivered = delivered.display(),
         dir = dir.display(),
         binary = this_binary(),
+        behind = kit.description(),
+        service = kit.service(),
     );
-}
-
-/// `--once --transport graph`: send the sample, wait for it at the Graph emulator, compare
-/// the MIME Graph received with what was sent.
-async fn once_graph(graph: &FakeGraph, address: SocketAddr) -> ExitCode {
-    let sample = sample_message();
-    match send_sample(address, &sample).await {
-        Ok(reply) => println!("relay accepted the sample message: {reply}"),
-        Err(error) => {
-            println!("FAILED: the relay did not accept the sample message: {error:#}");
-            return ExitCode::from(1);
-        }
-    }
-    let arrived = match graph.wait_for_delivered(1, Duration::from_secs(60)).await {
-        Ok(messages) => messages,
-        Err(error) => {
-            println!("FAILED: the message did not reach the Graph emulator within 60 s: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    let Some(message) = arrived.first() else {
-        println!("FAILED: the Graph emulator holds no message");
-        return ExitCode::from(1);
-    };
-    let expected = format!("{sample}\r\n");
-    let body = message.raw_mime.as_deref().unwrap_or_default();
-    let after_trace = skip_first_field(body);
-    let intact = after_trace == expected.as_bytes() && body.starts_with(b"Received: from ");
-    println!(
-        "Graph emulator accepted it: sendMail as {} ({:?}), recipients {}",
-        message.mailbox,
-        message.path,
-        message.recipients.join(", ")
-    );
-    if intact {
-        println!("OK: the message arrived byte for byte, plus the relay's Received: field.");
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "FAILED: the content differs ({} bytes sent, {} bytes after the Received: field arrived)",
-            expected.len(),
-            after_trace.len()
-        );
-        ExitCode::from(1)
-    }
 }
 
 /// Send the sample with lettre, wait for it at the emulator, compare the bytes.
-async fn once(kit: &Testkit, address: SocketAddr) -> ExitCode {
+async fn once(kit: &Emulators, address: SocketAddr) -> ExitCode {
     let sample = sample_message();
     match send_sample(address, &sample).await {
         Ok(reply) => println!("relay accepted the sample message: {reply}"),
@@ -368,33 +277,20 @@ async fn once(kit: &Testkit, address: SocketAddr) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let arrived = match kit
-        .exchange
-        .wait_for_messages(1, Duration::from_secs(60))
-        .await
-    {
-        Ok(messages) => messages,
+    let service = kit.service();
+    let message = match kit.first_message(Duration::from_secs(60)).await {
+        Ok(message) => message,
         Err(error) => {
             println!(
-                "FAILED: the message did not reach the Exchange emulator within 60 s: {error}"
+                "FAILED: the message did not reach the {service} emulator within 60 s: {error}"
             );
             return ExitCode::from(1);
         }
     };
-    let Some(message) = arrived.first() else {
-        println!("FAILED: the Exchange emulator holds no message");
-        return ExitCode::from(1);
-    };
     let expected = format!("{sample}\r\n");
-    let body = message.body();
-    let after_trace = skip_first_field(body);
-    let intact = after_trace == expected.as_bytes() && body.starts_with(b"Received: from ");
-    println!(
-        "Exchange emulator accepted it: authenticated as {} over XOAUTH2, envelope {} -> {}",
-        message.auth_mailbox,
-        message.envelope_from,
-        message.recipients.join(", ")
-    );
+    let after_trace = skip_first_field(&message.body);
+    let intact = after_trace == expected.as_bytes() && message.body.starts_with(b"Received: from ");
+    println!("{service} emulator accepted it: {}", message.how);
     if intact {
         println!("OK: the message arrived byte for byte, plus the relay's Received: field.");
         ExitCode::SUCCESS
