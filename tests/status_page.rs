@@ -372,7 +372,7 @@ async fn a_graph_account_shows_its_transport_and_the_graph_host() {
     let transport = cell(account_row(&page, "m365"), "transport");
     let host = chain.graph.base_url().replace("https://", "");
     assert!(
-        transport.starts_with("Graph") && transport.contains(&host),
+        transport.starts_with("Graph") && transport.contains(&format!("microsoft · {host}")),
         "{transport} should name Graph and {host}"
     );
     chain.relay.stop().await;

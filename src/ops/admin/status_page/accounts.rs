@@ -101,14 +101,16 @@ pub(super) fn accounts_section(out: &mut String, state: &AdminState, snapshot: &
     out.push_str("</table></div><p class=\"muted\">Token requests and deliveries are totals since the relay started. Accounts of one app share one token (and so its state). Failing since: the first failure of the account's current failing streak (token, connection or AUTH), until a delivery.</p></section>");
 }
 
-/// The account's transport and the server it reaches: `SMTP` or `Graph`, then the host.
+/// The account's transport and the server it reaches: `SMTP` or `Graph`, then the provider
+/// and the host.
 fn transport_cell(delivery: &AccountDelivery) -> String {
     let kind = match delivery.account.transport {
         TransportKind::Smtp => "SMTP",
         TransportKind::Graph => "Graph",
     };
     format!(
-        "{kind}<div class=\"muted\">{}</div>",
+        "{kind}<div class=\"muted\">{} · {}</div>",
+        delivery.account.provider.name(),
         escape(&delivery.transport.server())
     )
 }
