@@ -62,6 +62,8 @@ pub struct GraphRun {
     pub delivered: u64,
     /// WARN/ERROR lines in that relay's log.
     pub log_problems: usize,
+    /// Token requests at the fake Entra during (i): the Graph relay's (Graph scope).
+    pub token_requests: u64,
 }
 
 /// (i): a fresh relay whose account delivers through the Graph emulator (default options:
@@ -85,6 +87,7 @@ pub async fn graph_delivery(
         );
     }
     let graph = kit.start_graph(options).await?;
+    let tokens_before = kit.entra.token_requests();
     let mut relay =
         RelayProcess::start_graph(binary, kit, &scratch.join("graph"), &graph.base_url()).await?;
     eprintln!("relay: (i) delivery through the Graph emulator: a relay of its own");
@@ -94,6 +97,7 @@ pub async fn graph_delivery(
     graph.shutdown().await;
     let mut run = outcome?;
     run.log_problems = problems.len();
+    run.token_requests = kit.entra.token_requests().saturating_sub(tokens_before);
     if let Some(first) = problems.first() {
         eprintln!(
             "relay (i) log: {} WARN/ERROR lines, first: {first}",
@@ -425,7 +429,8 @@ pub fn notes(run: Option<&GraphRun>, smtp_latency: Option<&DeliveryLatency>) -> 
         notes.push(format!(
             "(i) Graph emulator (default limits: 4 concurrent requests per mailbox, 10,000 per \
              10 min): {} messages accepted by the relay, {} delivered, {} requests, {} answered \
-             429, {} requests before a Retry-After had passed, other errors: {}",
+             429, {} requests before a Retry-After had passed, other errors: {}; token \
+             requests of the Graph relay (its own, scope Graph): {}",
             run.accepted,
             run.delivered,
             run.requests,
@@ -435,7 +440,8 @@ pub fn notes(run: Option<&GraphRun>, smtp_latency: Option<&DeliveryLatency>) -> 
                 "none".to_owned()
             } else {
                 run.other_errors.join(", ")
-            }
+            },
+            run.token_requests
         ));
         if run.log_problems > 0 {
             notes.push(format!(
