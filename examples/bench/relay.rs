@@ -4,7 +4,8 @@
 //! Its configuration trusts only the source addresses the trusted scenarios use (127.0.0.1 and
 //! 127.0.1.0/24); scenario (h) connects from 127.0.2.x to a second listener that allows AUTH
 //! in clear, as a `[[user]]` with an argon2id hash from `hash_password`, each half on a relay
-//! process of its own (with the default `auth_cache_ttl`, and with `"0s"`).
+//! process of its own (with the default `auth_cache_ttl`, and with `"0s"`). Scenario (i)'s relay
+//! has the same configuration with its account on `transport = "graph"` and 4 connections.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
