@@ -150,7 +150,12 @@ async fn graph_runs(
         ("1 MB", plan.large_messages, large, &mut run.large),
     ] {
         eprintln!("  graph relay: (i) {label}, one message per connection");
-        let recording = plan.perf_start(&system, 'i').await?;
+        // `--perf i` records the 10 KB loop only (one data file per letter).
+        let recording = if label == "10 KB" {
+            plan.perf_start(&system, 'i').await?
+        } else {
+            None
+        };
         let m = closed_scenario(
             &system,
             &target,
