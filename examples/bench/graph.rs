@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
 
-use smtp_oauth_relay::testkit::{FakeGraph, GraphOptions, Testkit};
+use smtp_oauth_relay::testkit::{DeliveredMessage, FakeGraph, GraphOptions, SendPath, Testkit};
 
 use crate::relay::RelayProcess;
 use crate::report::Measured;
@@ -64,6 +64,8 @@ pub struct GraphRun {
     pub log_problems: usize,
     /// Token requests at the fake Entra during (i): the Graph relay's (Graph scope).
     pub token_requests: u64,
+    /// What is wrong with the delivered messages, if anything (see [`check_delivered`]).
+    pub delivered_check: Option<String>,
 }
 
 /// (i): a fresh relay whose account delivers through the Graph emulator (default options:
@@ -183,6 +185,9 @@ async fn graph_runs(
         .map(|m| m.accepted)
         .sum::<u64>();
     eprintln!("  graph relay: (i) delivery latency at {LATENCY_RATE} msg/s");
+    // The delivered list is copied once (every message, ~0.5 GB after a full run): the
+    // latency lookup and the check share that copy.
+    let check = std::cell::RefCell::new(None);
     let latency = delivery_latency(
         &target,
         plan.latency_messages,
@@ -190,14 +195,16 @@ async fn graph_runs(
         plan.deadline,
         || graph.delivered_count(),
         || {
-            graph
-                .delivered()
+            let delivered = graph.delivered();
+            check.replace(check_delivered(&delivered, mailbox, &small.recipient));
+            delivered
                 .into_iter()
                 .filter_map(|m| Some((m.addresses.subject?, m.delivered_at)))
                 .collect()
         },
     )
     .await;
+    run.delivered_check = check.into_inner();
     run.accepted += latency.accepted;
     run.latency = Some(latency);
     run.delivered = graph.delivered_count();
@@ -309,6 +316,37 @@ async fn delivery_latency(
     result.p99_ms = ms(quantile(&mut to_upstream, 0.99));
     result.data_p99_ms = ms(quantile(&mut data_to_250, 0.99));
     result
+}
+
+/// Every message reached Graph by sendMail with base64 MIME from the account's mailbox, to
+/// exactly its one envelope recipient, and no shorter than the 10 KB sent; else what is wrong.
+fn check_delivered(
+    delivered: &[DeliveredMessage],
+    mailbox: &str,
+    recipient: &str,
+) -> Option<String> {
+    let other_path = delivered
+        .iter()
+        .filter(|m| m.path != SendPath::MimeSendMail)
+        .count();
+    let wrong_recipients = delivered
+        .iter()
+        .filter(|m| {
+            m.recipients.len() != 1 || m.recipients.first().map(String::as_str) != Some(recipient)
+        })
+        .count();
+    let wrong_mailbox = delivered.iter().filter(|m| m.mailbox != mailbox).count();
+    let short = delivered
+        .iter()
+        .filter(|m| m.raw_mime.as_ref().is_none_or(|mime| mime.len() < SMALL))
+        .count();
+    (other_path + wrong_recipients + wrong_mailbox + short > 0).then(|| {
+        format!(
+            "of {} messages, {other_path} not by sendMail with MIME, {wrong_recipients} not to \
+             exactly {recipient}, {wrong_mailbox} from another mailbox, {short} shorter than 10 KB",
+            delivered.len()
+        )
+    })
 }
 
 /// Polls `done` every 2 ms until it holds or `limit` passed; whether it holds.
@@ -448,6 +486,15 @@ pub fn notes(run: Option<&GraphRun>, smtp_latency: Option<&DeliveryLatency>) -> 
             },
             run.token_requests
         ));
+        notes.push(match &run.delivered_check {
+            None => format!(
+                "(i) every one of the {} messages reached the Graph emulator by sendMail with \
+                 base64 MIME, from the account's mailbox, to exactly its envelope recipient, \
+                 none shorter than sent",
+                run.delivered
+            ),
+            Some(problem) => format!("(i) delivery check: {problem}"),
+        });
         if run.log_problems > 0 {
             notes.push(format!(
                 "the relay of (i) logged {} WARN/ERROR lines",
