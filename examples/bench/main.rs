@@ -11,9 +11,13 @@
 //! Postfix instance relaying to `smtp-sink`. Everything listens on 127.0.0.1 only, every loop is
 //! bounded in count and time, and every process started here is stopped at the end, also after
 //! an error or Ctrl-C. Scenario (h) has the relay's clients AUTH for every message (with its
-//! memory of proven credentials, then without it, each on a relay of its own). See BENCHMARKS.md.
+//! memory of proven credentials, then without it, each on a relay of its own). Scenario (i)
+//! delivers through the testkit's Graph emulator (4 concurrent requests per mailbox enforced)
+//! on a relay of its own, and measures delivery latency over Graph and over SMTP. See
+//! BENCHMARKS.md.
 
 mod auth;
+mod graph;
 mod postfix;
 mod procs;
 mod relay;
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use smtp_oauth_relay::testkit::{ExchangeOptions, Testkit, TestkitOptions};
+use smtp_oauth_relay::testkit::{ExchangeOptions, FakeGraph, Testkit, TestkitOptions};
 
 use crate::postfix::PostfixBaseline;
 use crate::relay::RelayProcess;
@@ -53,7 +57,7 @@ struct Args {
     /// Skip the Postfix baseline even if Postfix is installed.
     #[arg(long)]
     no_postfix: bool,
-    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e h).
+    /// Run only these scenarios, e.g. `--only ad` (letters of BENCHMARKS.md: a b c d e h i).
     #[arg(long, default_value = SCENARIOS)]
     only: String,
     /// Record the relay with `perf record` (cpu-clock, DWARF call graphs) during this one
@@ -76,7 +80,7 @@ const HUGE: usize = 34 * 1024 * 1024;
 const SENDER: &str = "relay@contoso.com";
 const IDLE_CONNECTIONS: usize = 1000;
 /// Every scenario letter (`--only`); (f) and (g) are the CPU and token rows, not scenarios.
-const SCENARIOS: &str = "abcdeh";
+const SCENARIOS: &str = "abcdehi";
 const LATENCY_RATE: f64 = 100.0;
 
 #[tokio::main]
@@ -101,6 +105,11 @@ enum System<'a> {
     Postfix {
         postfix: &'a PostfixBaseline,
     },
+    /// A relay whose account delivers through the Graph emulator (scenario (i)).
+    Graph {
+        relay: &'a RelayProcess,
+        graph: &'a FakeGraph,
+    },
 }
 
 impl System<'_> {
@@ -108,12 +117,15 @@ impl System<'_> {
         match self {
             System::Relay { kit, .. } | System::Upstream { kit } => kit.exchange.message_count(),
             System::Postfix { postfix } => postfix.delivered(),
+            System::Graph { graph, .. } => graph.delivered_count(),
         }
     }
 
     fn cpu(&self) -> Option<f64> {
         match self {
-            System::Relay { relay, .. } => procs::cpu_seconds(relay.pid),
+            System::Relay { relay, .. } | System::Graph { relay, .. } => {
+                procs::cpu_seconds(relay.pid)
+            }
             System::Upstream { .. } => None,
             System::Postfix { postfix } => postfix.master_pid().map(procs::tree_cpu_seconds),
         }
@@ -121,7 +133,7 @@ impl System<'_> {
 
     fn pid(&self) -> Option<u32> {
         match self {
-            System::Relay { relay, .. } => Some(relay.pid),
+            System::Relay { relay, .. } | System::Graph { relay, .. } => Some(relay.pid),
             _ => None,
         }
     }
@@ -271,6 +283,7 @@ async fn closed_scenario(
         _ => None,
     };
     Measured {
+        accepted: load.ok,
         accepted_per_s,
         delivered_per_s,
         cpu_per_1000,
@@ -550,7 +563,8 @@ async fn run(args: Args) -> Result<()> {
     if let Some(unknown) = only.chars().find(|c| !SCENARIOS.contains(*c)) {
         bail!(
             "--only {only}: there is no scenario ({unknown}); the scenarios are {SCENARIOS} \
-             ((f) CPU and (g) token requests are rows of every run; AUTH for every message is (h))"
+             ((f) CPU and (g) token requests are rows of every run; AUTH for every message is (h), \
+             delivery through Microsoft Graph (i))"
         );
     }
     let binary = relay::locate_binary()?;
@@ -684,10 +698,19 @@ async fn measure(
         eprintln!("relay: (e) one 34 MiB message");
         report.huge = Some(huge_message(relay, kit).await?);
     }
+    if plan.runs('i') {
+        eprintln!("relay: (i) SMTP delivery latency at {LATENCY_RATE} msg/s (for the Graph rows)");
+        report.smtp_delivery_latency = Some(graph::smtp_delivery_latency(relay, kit, plan).await);
+    }
     report.token_requests = kit.entra.token_requests();
     if plan.runs('h') {
         let binary = relay::locate_binary()?;
         report.auth = Some(auth::auth_per_message(&binary, kit, scratch, plan, &small).await?);
+    }
+    if plan.runs('i') {
+        let binary = relay::locate_binary()?;
+        report.graph =
+            Some(graph::graph_delivery(&binary, kit, scratch, plan, &small, &large).await?);
     }
     report.relay_delivered_check = check_delivered(kit);
 

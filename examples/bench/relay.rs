@@ -4,7 +4,8 @@
 //! Its configuration trusts only the source addresses the trusted scenarios use (127.0.0.1 and
 //! 127.0.1.0/24); scenario (h) connects from 127.0.2.x to a second listener that allows AUTH
 //! in clear, as a `[[user]]` with an argon2id hash from `hash_password`, each half on a relay
-//! process of its own (with the default `auth_cache_ttl`, and with `"0s"`).
+//! process of its own (with the default `auth_cache_ttl`, and with `"0s"`). Scenario (i)'s relay
+//! has the same configuration with its account on `transport = "graph"` and 4 connections.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ struct ConfigParts {
     admin_port: u16,
     password_hash: String,
     account: String,
+    /// The account's `max_connections` (for Graph: its concurrent requests, at most 4).
+    account_connections: usize,
     auth_cache_ttl: Option<String>,
 }
 
@@ -113,13 +116,14 @@ impl ConfigParts {
              [[network]]\ncidr = \"127.0.0.1/32\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n\n\
              [[network]]\ncidr = \"127.0.1.0/24\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n\n\
              [[user]]\nusername = \"{AUTH_USERNAME}\"\npassword_hash = \"{hash}\"\naccount = \"m365\"\nallowed_senders = [\"*@contoso.com\"]\n\n\
-             {account}max_recipients_per_day = 0\nmax_connections = 3\n",
+             {account}max_recipients_per_day = 0\nmax_connections = {connections}\n",
             state = self.state.display(),
             port = self.port,
             auth_port = self.auth_port,
             admin_port = self.admin_port,
             hash = self.password_hash,
             account = self.account,
+            connections = self.account_connections,
         )
     }
 }
@@ -159,6 +163,28 @@ impl RelayProcess {
         dir: &Path,
         auth_cache_ttl: Option<&str>,
     ) -> Result<RelayProcess> {
+        RelayProcess::start_with(binary, kit, dir, auth_cache_ttl, None).await
+    }
+
+    /// As [`RelayProcess::start`], the account delivering through Microsoft Graph at
+    /// `graph_endpoint` (`transport = "graph"`, `max_connections = 4`: Graph's limit of
+    /// concurrent requests per mailbox) instead of SMTP.
+    pub async fn start_graph(
+        binary: &Path,
+        kit: &Testkit,
+        dir: &Path,
+        graph_endpoint: &str,
+    ) -> Result<RelayProcess> {
+        RelayProcess::start_with(binary, kit, dir, None, Some(graph_endpoint)).await
+    }
+
+    async fn start_with(
+        binary: &Path,
+        kit: &Testkit,
+        dir: &Path,
+        auth_cache_ttl: Option<&str>,
+        graph_endpoint: Option<&str>,
+    ) -> Result<RelayProcess> {
         std::fs::create_dir_all(dir)?;
         let ca_file = kit.write_ca_pem(&dir.join("ca.pem"))?;
         let state = dir.join("state");
@@ -174,7 +200,14 @@ impl RelayProcess {
             auth_port: free_port()?,
             admin_port: free_port()?,
             password_hash,
-            account: kit.relay_account_toml("m365", &ca_file),
+            account: match graph_endpoint {
+                None => kit.relay_account_toml("m365", &ca_file),
+                Some(endpoint) => format!(
+                    "{}transport = \"graph\"\ngraph_endpoint = \"{endpoint}\"\n",
+                    kit.relay_account_toml("m365", &ca_file)
+                ),
+            },
+            account_connections: if graph_endpoint.is_some() { 4 } else { 3 },
             auth_cache_ttl: auth_cache_ttl.map(str::to_owned),
         };
         let port = parts.port;

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 /// Figures of one closed-loop scenario on one system.
 #[derive(Debug, Default, Clone)]
 pub struct Measured {
+    /// Transactions answered `250`.
+    pub accepted: u64,
     pub accepted_per_s: f64,
     pub delivered_per_s: Option<f64>,
     pub cpu_per_1000: Option<f64>,
@@ -70,6 +72,10 @@ pub struct Report {
     pub huge: Option<(f64, f64)>,
     /// (h) AUTH PLAIN per message, with and without the credential cache.
     pub auth: Option<AuthRuns>,
+    /// (i) delivery through the Graph emulator, on a relay of its own.
+    pub graph: Option<crate::graph::GraphRun>,
+    /// (i) the same delivery-latency measure on the main relay (SMTP to the fake Exchange).
+    pub smtp_delivery_latency: Option<crate::graph::DeliveryLatency>,
     pub token_requests: u64,
     pub relay_delivered_check: Option<String>,
     pub postfix_rss_mib: Option<f64>,
@@ -385,6 +391,11 @@ impl Report {
                 ),
             );
         }
+        for (what, value, decimals, target) in
+            crate::graph::rows(self.graph.as_ref(), self.smtp_delivery_latency.as_ref(), c)
+        {
+            push(what, value, None, None, decimals, target);
+        }
         push(
             "(g) token requests at the fake Entra during the run".into(),
             Some(self.token_requests as f64),
@@ -521,6 +532,10 @@ impl Report {
             );
         }
         notes.extend(counts);
+        notes.extend(crate::graph::notes(
+            self.graph.as_ref(),
+            self.smtp_delivery_latency.as_ref(),
+        ));
         out.push('\n');
         for note in notes {
             let _ = writeln!(out, "- {note}");

@@ -96,10 +96,16 @@ pub struct Message {
 impl Message {
     /// A text message of about `size` bytes from `sender` (no line starts with a dot).
     pub fn of_size(size: usize, sender: &str) -> Message {
+        Message::tagged(size, sender, "benchmark message", "bench")
+    }
+
+    /// Like [`Message::of_size`], with this `Subject:` and `Message-ID: <{id}@relay.bench>`
+    /// (to find each message again upstream).
+    pub fn tagged(size: usize, sender: &str, subject: &str, id: &str) -> Message {
         let recipient = "bench@fabrikam.example".to_owned();
         let mut data = format!(
-            "From: Bench <{sender}>\r\nTo: <{recipient}>\r\nSubject: benchmark message\r\n\
-             Date: Thu, 1 Jan 2026 00:00:00 +0000\r\nMessage-ID: <bench@relay.bench>\r\n\
+            "From: Bench <{sender}>\r\nTo: <{recipient}>\r\nSubject: {subject}\r\n\
+             Date: Thu, 1 Jan 2026 00:00:00 +0000\r\nMessage-ID: <{id}@relay.bench>\r\n\
              MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
         )
         .into_bytes();
