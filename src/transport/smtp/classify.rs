@@ -253,51 +253,78 @@ const LOST_AFTER_DOT: Verdict = Verdict::transient(
 .with(FollowUp::Reconnect)
 .possibly_delivered();
 
+/// The verdict of a failure below SMTP before the final dot, with the provider's service name
+/// and submission host (literals) in its reasons and fixes: one table for every provider.
+macro_rules! connection_verdict {
+    ($kind:expr, $service:literal, $host:literal) => {
+        match $kind {
+            ConnectionFailure::Refused => Verdict::transient(
+                "the connection to smtp_server was refused",
+                concat!(
+                    "if it lasts, check smtp_server (",
+                    $host,
+                    ":587) and that the firewall allows outbound TCP 587"
+                ),
+            ),
+            ConnectionFailure::Timeout => Verdict::transient(
+                concat!($service, " did not answer in time"),
+                "if it lasts, check that the firewall allows outbound TCP 587 to smtp_server",
+            ),
+            ConnectionFailure::Reset => Verdict::transient("the connection was reset", ""),
+            ConnectionFailure::Closed => {
+                Verdict::transient("the server closed the connection without a reply", "")
+            }
+            ConnectionFailure::NotSmtp => Verdict::transient(
+                "the server's answer is not an SMTP reply",
+                concat!(
+                    "check that smtp_server is ",
+                    $host,
+                    ":587 with smtp_tls = \"starttls\", and that no proxy or firewall answers in \
+                     its place"
+                ),
+            ),
+            ConnectionFailure::Dns => Verdict::transient(
+                "the smtp_server host name could not be resolved",
+                "check the host name in smtp_server and the relay host's DNS resolver",
+            ),
+            ConnectionFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
+                "the server's TLS certificate is not trusted or does not match the host name",
+                concat!(
+                    "check that smtp_server names the host (",
+                    $host,
+                    ", not an IP address); behind a TLS-inspecting proxy, put the proxy's root \
+                     certificate in ca_file"
+                ),
+            ),
+            ConnectionFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
+                "TLS failed on the protocol version: the relay requires TLS 1.2 or later and the \
+                 other side offered less",
+                concat!(
+                    "check that smtp_server is ",
+                    $host,
+                    " and that no proxy in between downgrades TLS"
+                ),
+            ),
+            ConnectionFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
+                "the TLS handshake failed",
+                concat!(
+                    "if it lasts, check for a TLS-inspecting proxy (its root goes in ca_file) and \
+                     that smtp_server is ",
+                    $host,
+                    ":587 with smtp_tls = \"starttls\""
+                ),
+            ),
+        }
+        .with(FollowUp::Reconnect)
+    };
+}
+pub(super) use connection_verdict;
+
 /// Classifies a failure below SMTP. At [`Stage::DataEnd`] every failure is transient with
 /// `duplicate_possible`, because the final dot may have arrived.
 pub fn classify_connection(stage: Stage, kind: ConnectionFailure) -> Verdict {
     if stage == Stage::DataEnd {
         return LOST_AFTER_DOT;
     }
-    let verdict = match kind {
-        ConnectionFailure::Refused => Verdict::transient(
-            "the connection to smtp_server was refused",
-            "if it lasts, check smtp_server (smtp.office365.com:587) and that the firewall \
-             allows outbound TCP 587",
-        ),
-        ConnectionFailure::Timeout => Verdict::transient(
-            "Exchange did not answer in time",
-            "if it lasts, check that the firewall allows outbound TCP 587 to smtp_server",
-        ),
-        ConnectionFailure::Reset => Verdict::transient("the connection was reset", ""),
-        ConnectionFailure::Closed => {
-            Verdict::transient("the server closed the connection without a reply", "")
-        }
-        ConnectionFailure::NotSmtp => Verdict::transient(
-            "the server's answer is not an SMTP reply",
-            "check that smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\", and \
-             that no proxy or firewall answers in its place",
-        ),
-        ConnectionFailure::Dns => Verdict::transient(
-            "the smtp_server host name could not be resolved",
-            "check the host name in smtp_server and the relay host's DNS resolver",
-        ),
-        ConnectionFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
-            "the server's TLS certificate is not trusted or does not match the host name",
-            "check that smtp_server names the host (smtp.office365.com, not an IP address); \
-             behind a TLS-inspecting proxy, put the proxy's root certificate in ca_file",
-        ),
-        ConnectionFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
-            "TLS failed on the protocol version: the relay requires TLS 1.2 or later and the \
-             other side offered less",
-            "check that smtp_server is Exchange Online and that no proxy in between downgrades \
-             TLS",
-        ),
-        ConnectionFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
-            "the TLS handshake failed",
-            "if it lasts, check for a TLS-inspecting proxy (its root goes in ca_file) and that \
-             smtp_server is smtp.office365.com:587 with smtp_tls = \"starttls\"",
-        ),
-    };
-    verdict.with(FollowUp::Reconnect)
+    connection_verdict!(kind, "Exchange", "smtp.office365.com")
 }

@@ -300,47 +300,7 @@ pub(super) fn fallback(stage: Stage, code: u16) -> Verdict {
 /// A failure below SMTP on the way to Gmail (before the final dot; `classify_connection`
 /// handles [`Stage::DataEnd`] alike for both providers).
 pub(super) fn connection(kind: ConnectionFailure) -> Verdict {
-    let verdict = match kind {
-        ConnectionFailure::Refused => Verdict::transient(
-            "the connection to smtp_server was refused",
-            "if it lasts, check smtp_server (smtp.gmail.com:587) and that the firewall allows \
-             outbound TCP 587",
-        ),
-        ConnectionFailure::Timeout => Verdict::transient(
-            "Gmail did not answer in time",
-            "if it lasts, check that the firewall allows outbound TCP 587 to smtp_server",
-        ),
-        ConnectionFailure::Reset => Verdict::transient("the connection was reset", ""),
-        ConnectionFailure::Closed => {
-            Verdict::transient("the server closed the connection without a reply", "")
-        }
-        ConnectionFailure::NotSmtp => Verdict::transient(
-            "the server's answer is not an SMTP reply",
-            "check that smtp_server is smtp.gmail.com:587 with smtp_tls = \"starttls\", and \
-             that no proxy or firewall answers in its place",
-        ),
-        ConnectionFailure::Dns => Verdict::transient(
-            "the smtp_server host name could not be resolved",
-            "check the host name in smtp_server and the relay host's DNS resolver",
-        ),
-        ConnectionFailure::Tls(TlsFailure::CertificateInvalid) => Verdict::configuration(
-            "the server's TLS certificate is not trusted or does not match the host name",
-            "check that smtp_server names the host (smtp.gmail.com, not an IP address); behind \
-             a TLS-inspecting proxy, put the proxy's root certificate in ca_file",
-        ),
-        ConnectionFailure::Tls(TlsFailure::ProtocolVersion) => Verdict::configuration(
-            "TLS failed on the protocol version: the relay requires TLS 1.2 or later and the \
-             other side offered less",
-            "check that smtp_server is smtp.gmail.com and that no proxy in between downgrades \
-             TLS",
-        ),
-        ConnectionFailure::Tls(TlsFailure::HandshakeFailed) => Verdict::transient(
-            "the TLS handshake failed",
-            "if it lasts, check for a TLS-inspecting proxy (its root goes in ca_file) and that \
-             smtp_server is smtp.gmail.com:587 with smtp_tls = \"starttls\"",
-        ),
-    };
-    verdict.with(FollowUp::Reconnect)
+    super::connection_verdict!(kind, "Gmail", "smtp.gmail.com")
 }
 
 /// A stop the relay itself made on the way to Gmail (no STARTTLS or XOAUTH2 offered, an
