@@ -140,11 +140,10 @@ impl Emulators {
                     .map_err(|e| e.to_string())?;
                 let message = messages.first().ok_or("the emulator holds no message")?;
                 Ok(Arrived {
-                    how: format!(
-                        "authenticated as {} over XOAUTH2, envelope {} -> {}",
-                        message.auth_mailbox,
-                        message.envelope_from,
-                        message.recipients.join(", ")
+                    how: over_xoauth2(
+                        &message.auth_mailbox,
+                        &message.envelope_from,
+                        &message.recipients,
                     ),
                     body: message.body().to_vec(),
                 })
@@ -173,11 +172,10 @@ impl Emulators {
                     .map_err(|e| e.to_string())?;
                 let message = messages.first().ok_or("the emulator holds no message")?;
                 Ok(Arrived {
-                    how: format!(
-                        "authenticated as {} over XOAUTH2, envelope {} -> {}",
-                        message.auth_user,
-                        message.envelope_from,
-                        message.recipients.join(", ")
+                    how: over_xoauth2(
+                        &message.auth_user,
+                        &message.envelope_from,
+                        &message.recipients,
                     ),
                     body: message.data.clone(),
                 })
@@ -209,4 +207,12 @@ impl Emulators {
             Emulators::Google(kit) => kit.shutdown().await,
         }
     }
+}
+
+/// How a message arrived at an SMTP emulator, for the line `--once` prints.
+fn over_xoauth2(user: &str, envelope_from: &str, recipients: &[String]) -> String {
+    format!(
+        "authenticated as {user} over XOAUTH2, envelope {envelope_from} -> {}",
+        recipients.join(", ")
+    )
 }
