@@ -447,6 +447,64 @@ async fn the_daily_recipient_budget_defers_instead_of_hitting_the_quota() {
 }
 
 #[tokio::test]
+async fn workers_sending_at_once_never_pass_the_daily_recipient_budget_together() {
+    let chain = Chain::start_with(
+        TestkitOptions::default(),
+        "retry_schedule = [\"1h\"]",
+        "max_recipients_per_day = 3\nmax_messages_per_minute = 0",
+        |_, _| PLAIN_TRUSTED.into(),
+    )
+    .await;
+    let address = chain.relay.address(0);
+    for (to, subject) in [
+        ("a@fabrikam.example", "first"),
+        ("b@fabrikam.example", "second"),
+    ] {
+        assert_eq!(
+            send(address, "relay@contoso.com", &[to], subject).await,
+            250
+        );
+    }
+    chain.kit.exchange.wait_for_messages(2, WAIT).await.unwrap();
+    // One place left. Exchange now holds each final reply for two seconds, so the three
+    // workers each take a message while none of the others' has been answered yet.
+    chain
+        .kit
+        .exchange
+        .set_fault(ExchangeFault::StallAfterDot(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let from = "relay@contoso.com";
+    let codes = tokio::join!(
+        send(address, from, &["c@fabrikam.example"], "race-c"),
+        send(address, from, &["d@fabrikam.example"], "race-d"),
+        send(address, from, &["e@fabrikam.example"], "race-e"),
+    );
+    assert_eq!(codes, (250, 250, 250));
+    let held_back = || {
+        chain
+            .relay
+            .queued_envelopes()
+            .iter()
+            .filter(|e| e.last_attempt.as_ref().is_some_and(|a| a.stage == "budget"))
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || held_back() == 2).await,
+        "two of the three wait for the window: {:?}",
+        chain.relay.queued_envelopes()
+    );
+    chain.kit.exchange.wait_for_messages(3, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        chain.kit.exchange.message_count(),
+        3,
+        "the budget of 3 recipients was passed"
+    );
+    chain.relay.stop().await;
+}
+
+#[tokio::test]
 async fn a_certificate_credential_is_accepted_by_the_token_endpoint() {
     for algorithm in ["ps256", "rs256"] {
         let kit_options = TestkitOptions::default();

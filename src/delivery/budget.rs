@@ -68,34 +68,11 @@ impl RecipientBudget {
             .store(u64::from(limit), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// `Ok` when `recipients` more fit now, or the unix second from which they will. A message
-    /// with more recipients than the whole budget is let through once the window is empty
-    /// (Exchange will judge it).
-    pub fn check(&self, recipients: usize, now: u64) -> Result<(), u64> {
-        let limit = self.limit();
-        if limit == 0 {
-            return Ok(());
-        }
-        let wanted = recipients as u64;
-        let mut buckets = self.lock();
-        Self::expire(&mut buckets, now);
-        let mut used: u64 = buckets.iter().map(|&(_, count)| count).sum();
-        if used + wanted <= limit || used == 0 {
-            return Ok(());
-        }
-        // Walk the window from its oldest minute until enough has slid out.
-        for &(minute, count) in buckets.iter() {
-            used -= count;
-            if used + wanted <= limit || used == 0 {
-                return Err((minute + 1) * 60 + WINDOW_SECS);
-            }
-        }
-        Err(now + 60)
-    }
-
-    /// [`check`](Self::check) and [`record`](Self::record) under one lock, so that workers
-    /// sending at once cannot all pass the last free place: `Ok(crossed 90 %)` when `count`
-    /// fit and was counted, else the unix second from which it will fit. Give back with
+    /// Checks and counts `count` under one lock, so that workers sending at once cannot all
+    /// pass the last free place: `Ok(crossed 90 %)` when `count` fit and was counted, else
+    /// the unix second from which it will fit (walking the window from its oldest minute
+    /// until enough has slid out). A message with more recipients than the whole budget is let
+    /// through once the window is empty (the server will judge it). Give back with
     /// [`release`](Self::release) what was not sent after all.
     pub fn reserve(&self, count: usize, now: u64) -> Result<bool, u64> {
         let limit = self.limit();
@@ -142,24 +119,6 @@ impl RecipientBudget {
         }
     }
 
-    /// Count `recipients` sent at `now`. Returns true when this crossed 90 % of the budget.
-    pub fn record(&self, recipients: usize, now: u64) -> bool {
-        if recipients == 0 {
-            return false;
-        }
-        let mut buckets = self.lock();
-        Self::expire(&mut buckets, now);
-        let before: u64 = buckets.iter().map(|&(_, count)| count).sum();
-        let minute = now / 60;
-        match buckets.back_mut() {
-            Some((last, count)) if *last == minute => *count += recipients as u64,
-            _ => buckets.push_back((minute, recipients as u64)),
-        }
-        let after = before + recipients as u64;
-        let limit = self.limit();
-        limit > 0 && before * 10 < limit * 9 && after * 10 >= limit * 9
-    }
-
     /// The counts for the state file.
     pub fn snapshot(&self) -> Vec<u8> {
         let buckets: Vec<(u64, u64)> = self.lock().iter().copied().collect();
@@ -176,38 +135,37 @@ mod tests {
     #[test]
     fn fits_until_the_limit_then_waits_for_the_window_to_slide() {
         let budget = RecipientBudget::new(10, None);
-        assert_eq!(budget.check(6, T0), Ok(()));
-        budget.record(6, T0);
-        assert_eq!(budget.check(4, T0 + 60), Ok(()));
-        budget.record(4, T0 + 3600);
+        assert!(budget.reserve(6, T0).is_ok());
+        assert!(budget.reserve(4, T0 + 3600).is_ok());
         assert_eq!(budget.used(T0 + 3600), 10);
         // The 6 from T0 leave the window 24 h after their minute.
-        let wait = budget.check(1, T0 + 7200).unwrap_err();
+        let wait = budget.reserve(1, T0 + 7200).unwrap_err();
         assert!(
             wait > T0 + WINDOW_SECS && wait <= T0 + WINDOW_SECS + 120,
             "{wait}"
         );
-        assert_eq!(budget.check(1, wait), Ok(()));
-        assert_eq!(budget.used(T0 + WINDOW_SECS + 3600 + 120), 0);
+        assert!(budget.reserve(1, wait).is_ok());
+        // The 4 from T0 + 1 h have left too; the 1 just counted has not.
+        assert_eq!(budget.used(T0 + WINDOW_SECS + 3600 + 120), 1);
     }
 
     #[test]
     fn ninety_percent_is_reported_once() {
         let budget = RecipientBudget::new(100, None);
-        assert!(!budget.record(89, T0));
-        assert!(budget.record(1, T0));
-        assert!(!budget.record(5, T0));
+        assert_eq!(budget.reserve(89, T0), Ok(false));
+        assert_eq!(budget.reserve(1, T0), Ok(true));
+        assert_eq!(budget.reserve(5, T0), Ok(false));
     }
 
     #[test]
     fn survives_a_restart_and_zero_means_unlimited() {
         let budget = RecipientBudget::new(5, None);
-        budget.record(5, T0);
+        assert!(budget.reserve(5, T0).is_ok());
         let restored = RecipientBudget::new(5, Some(&budget.snapshot()));
-        assert!(restored.check(1, T0 + 10).is_err());
+        assert!(restored.reserve(1, T0 + 10).is_err());
         let unlimited = RecipientBudget::new(0, None);
-        unlimited.record(1_000_000, T0);
-        assert_eq!(unlimited.check(1_000_000, T0), Ok(()));
+        assert_eq!(unlimited.reserve(1_000_000, T0), Ok(false));
+        assert_eq!(unlimited.reserve(1_000_000, T0), Ok(false));
         assert_eq!(RecipientBudget::new(5, Some(b"garbage")).used(T0), 0);
     }
 
@@ -229,6 +187,7 @@ mod tests {
     #[test]
     fn an_oversized_message_is_let_through_on_an_empty_window() {
         let budget = RecipientBudget::new(10, None);
-        assert_eq!(budget.check(50, T0), Ok(()));
+        assert!(budget.reserve(50, T0).is_ok());
+        assert!(budget.reserve(1, T0).is_err(), "then the window is full");
     }
 }

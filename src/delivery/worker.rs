@@ -5,7 +5,9 @@
 //! - At most `max_connections` workers per account, each owning at most one upstream session,
 //!   so Exchange never sees more sessions per mailbox than configured (≤ 3).
 //! - Messages go out at most `max_messages_per_minute` a minute and within the mailbox's
-//!   rolling 24-hour recipient budget; what does not fit waits, it is never sent to be refused.
+//!   rolling 24-hour recipient and message budgets, reserved before each transaction (so
+//!   workers sending at once never pass them together); what does not fit waits, it is never
+//!   sent to be refused.
 //! - An envelope with more recipients than `max_recipients_per_message` is sent in several
 //!   transactions; recipients refused one by one follow their own classification.
 //! - A failure of the account as a whole (token, connection, TLS, AUTH, quota) defers only the
@@ -291,17 +293,9 @@ impl AccountDelivery {
             match send_result {
                 Ok(result) => {
                     let sent = result.reply.is_some();
-                    if !sent {
-                        self.message_budget.release(1);
-                    }
+                    let taken = if sent { result.accepted.len() } else { 0 };
+                    self.release_budgets(chunk.len().saturating_sub(taken), !sent);
                     if sent {
-                        if self.budget.record(result.accepted.len(), unix_now()) {
-                            tracing::warn!(
-                                used = self.budget.used(unix_now()),
-                                limit = self.budget.limit(),
-                                "the mailbox has used 90% of its 24-hour recipient budget"
-                            );
-                        }
                         outcome.delivered.extend(result.accepted);
                         outcome.reply = result.reply;
                     }
@@ -321,7 +315,7 @@ impl AccountDelivery {
                     let mut failure = ClassifiedFailure::from_transport(&refusal);
                     // Not sent, unless the final dot may have arrived: give the place back.
                     if !failure.verdict.duplicate_possible {
-                        self.message_budget.release(1);
+                        self.release_budgets(chunk.len(), true);
                     }
                     // A transport that sends its token with every request (Graph) learns of
                     // a refused token only now: drop it, and send once more with a new one.

@@ -1,11 +1,12 @@
 //! The mailbox's 24-hour budgets (recipients, and messages: `max_messages_per_day`) as the
-//! delivery workers use them: room is checked and one message reserved before each
-//! transaction, and the counts are saved in the state directory, at most every
+//! delivery workers use them: a transaction's recipients and message are reserved before it
+//! is sent, and the counts are saved in the state directory, at most every
 //! [`BUDGET_SAVE_INTERVAL_SECS`] while delivering and always when the workers stop, under the
 //! file names below.
 //!
-//! Invariant: a message reserved and then not sent is released by the caller (the worker), so
-//! the budget counts only what the server may have taken.
+//! Invariant: what was reserved and then not taken (a message not sent, recipients refused)
+//! is released by the caller (the worker), so the budgets count what the server may have
+//! taken: a transaction whose outcome is uncertain (lost after the final dot) stays counted.
 
 use super::failure::ClassifiedFailure;
 use super::worker::AccountDelivery;
@@ -23,17 +24,30 @@ pub(super) fn message_budget_file(account: &str) -> String {
 }
 
 impl AccountDelivery {
-    /// Room for one more transaction of `recipients` in the mailbox's 24-hour budgets: the
-    /// recipients are checked (counted once sent), one message is reserved (released if it
-    /// is not sent); the budget that is spent otherwise.
+    /// Room for one more transaction of `recipients` in the mailbox's 24-hour budgets: its
+    /// recipients and its message are reserved under each budget's lock, so that workers
+    /// sending at once cannot all pass the last free places; the budget that is spent
+    /// otherwise (nothing stays reserved then). Give back what was not used with
+    /// [`release_budgets`](Self::release_budgets).
     pub(super) fn reserve_budgets(&self, recipients: usize) -> Result<(), ClassifiedFailure> {
         let now = unix_now();
-        if let Err(until) = self.budget.check(recipients, now) {
-            return Err(ClassifiedFailure::budget_spent(
-                self.budget.used(now),
-                self.budget.limit(),
-                until,
-            ));
+        match self.budget.reserve(recipients, now) {
+            Ok(crossed) => {
+                if crossed {
+                    tracing::warn!(
+                        used = self.budget.used(now),
+                        limit = self.budget.limit(),
+                        "the mailbox has used 90% of its 24-hour recipient budget"
+                    );
+                }
+            }
+            Err(until) => {
+                return Err(ClassifiedFailure::budget_spent(
+                    self.budget.used(now),
+                    self.budget.limit(),
+                    until,
+                ));
+            }
         }
         match self.message_budget.reserve(1, now) {
             Ok(crossed) => {
@@ -46,11 +60,23 @@ impl AccountDelivery {
                 }
                 Ok(())
             }
-            Err(until) => Err(ClassifiedFailure::message_budget_spent(
-                self.message_budget.used(now),
-                self.message_budget.limit(),
-                until,
-            )),
+            Err(until) => {
+                self.budget.release(recipients);
+                Err(ClassifiedFailure::message_budget_spent(
+                    self.message_budget.used(now),
+                    self.message_budget.limit(),
+                    until,
+                ))
+            }
+        }
+    }
+
+    /// Gives back what a reserved transaction did not use: `recipients` the server did not
+    /// take and, when `message_unsent`, its message.
+    pub(super) fn release_budgets(&self, recipients: usize, message_unsent: bool) {
+        self.budget.release(recipients);
+        if message_unsent {
+            self.message_budget.release(1);
         }
     }
 
