@@ -33,8 +33,6 @@ mod upload;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 use crate::config::AccountSettings;
 use crate::oauth::token::AccessToken;
 use crate::spool::{Content, unix_now};
@@ -352,17 +350,23 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|v| failure::retry_after_wait(v, std::time::SystemTime::now()))
 }
 
-/// `extra` followed by the content, as base64.
+/// `extra` followed by the content, as base64: encoded as the content is read (a piece of the
+/// spool file at a time), so only the request body is held, not the message as well.
 fn encoded(content: &Content, extra: &[u8]) -> Result<Vec<u8>, GraphFailure> {
-    let mut raw = Vec::with_capacity(usize::try_from(content.len()).unwrap_or(0) + extra.len());
-    raw.extend_from_slice(extra);
-    content.write_to(&mut raw).map_err(|e| GraphFailure {
+    use std::io::Write as _;
+    let total = content.len().saturating_add(extra.len() as u64);
+    let capacity = usize::try_from(base64_len(total)).unwrap_or(0);
+    let mut encoder = base64::write::EncoderWriter::new(
+        Vec::with_capacity(capacity),
+        &base64::engine::general_purpose::STANDARD,
+    );
+    let unreadable = |e: std::io::Error| GraphFailure {
         stage: Stage::Data,
         kind: GraphFailureKind::Spool(format!("cannot read the spooled message: {e}")),
-    })?;
-    Ok(base64::engine::general_purpose::STANDARD
-        .encode(&raw)
-        .into_bytes())
+    };
+    encoder.write_all(extra).map_err(unreadable)?;
+    content.write_to(&mut encoder).map_err(unreadable)?;
+    encoder.finish().map_err(unreadable)
 }
 
 /// True for the code of Graph's request-size refusal (not an answer about an empty body).
@@ -463,4 +467,32 @@ fn tls_failure(error: &reqwest::Error) -> Option<TlsFailure> {
         source = inner.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_the_base64_of_the_extra_field_and_the_whole_message() {
+        use base64::Engine as _;
+        for message in [
+            &b"Subject: a\r\n\r\nbody\r\n"[..],
+            b"Subject: b\r\n\r\nno final line break",
+            b"",
+        ] {
+            for extra in [&b""[..], b"Bcc: x@example.com\r\n", b"B"] {
+                let body = encoded(&Content::in_memory(message.to_vec()), extra).unwrap();
+                let mut expected = extra.to_vec();
+                expected.extend_from_slice(message);
+                assert_eq!(
+                    body,
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&expected)
+                        .into_bytes()
+                );
+                assert_eq!(body.len() as u64, base64_len(expected.len() as u64));
+            }
+        }
+    }
 }
