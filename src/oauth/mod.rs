@@ -15,7 +15,7 @@ pub mod claims;
 pub mod entra;
 pub mod expiry;
 pub mod google;
-mod http;
+pub mod http;
 pub mod jws;
 pub mod registry;
 pub mod token;

@@ -288,12 +288,9 @@ impl GraphSession {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(|v| crate::vocab::text::one_line_excerpt(v, 80));
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| lost(&e, sending_stage))?;
+        let body = answer(response, sending_stage).await?;
         if (200..300).contains(&status) {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         let not_before = match (status, retry_after) {
             (429 | 503, Some(after)) => Some(self.throttle(after)),
@@ -395,6 +392,25 @@ fn error_of(body: &[u8]) -> (String, String) {
 }
 
 /// A request that got no answer: before it left (connect, TLS), or after (`stage`).
+/// The answer's body, bounded ([`crate::oauth::http::bounded_body`]). One too long to read is
+/// handled like a connection lost at `stage`: after a sending request, an uncertain outcome.
+async fn answer(response: reqwest::Response, stage: Stage) -> Result<Vec<u8>, GraphFailure> {
+    use crate::oauth::http::{AnswerError, MAX_ANSWER_BYTES, bounded_body};
+    match bounded_body(response).await {
+        Ok(body) => Ok(body),
+        Err(AnswerError::Read(error)) => Err(lost(&error, stage)),
+        Err(AnswerError::TooLong) => Err(GraphFailure {
+            stage,
+            kind: GraphFailureKind::Connection {
+                failure: ConnectionFailure::Closed,
+                detail: format!(
+                    "Graph's answer was longer than {MAX_ANSWER_BYTES} bytes and was not read"
+                ),
+            },
+        }),
+    }
+}
+
 fn lost(error: &reqwest::Error, stage: Stage) -> GraphFailure {
     let detail = format!(
         "no answer from Graph: {}",

@@ -304,7 +304,7 @@ impl GraphSession {
             .map_err(|e| lost(&e, Stage::Data))?;
         let status = response.status().as_u16();
         let retry_after = super::retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| lost(&e, Stage::Data))?;
+        let body = super::answer(response, Stage::Data).await?;
         if (200..300).contains(&status) {
             return Ok(end);
         }
