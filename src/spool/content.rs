@@ -96,7 +96,9 @@ impl Content {
     }
 
     /// Write all of the content, final CRLF included, to `out`; streamed content is verified
-    /// again as it goes. Blocking (for export tools, not for the delivery path).
+    /// again as it goes. The file is read in the short blocking sections of
+    /// [`chunks`](Self::chunks), so async code may call it (export tools, the Graph
+    /// transport's request body).
     ///
     /// # Errors
     /// Write errors, or `InvalidData` when the file no longer matches its checksum.
